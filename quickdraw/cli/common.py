@@ -1,0 +1,119 @@
+"""Flags and error handling shared by every entry point.
+
+Flags are defined here once (absl flags are global, so two commands that both
+define `--data_dir` could not be imported together) and take their defaults
+from `DataConfig`, the one place where defaults live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from quickdraw import categories as categories_lib
+from quickdraw.config import BACKBONE_IMAGE_SIZES, DataConfig
+from quickdraw.errors import QuickDrawError
+
+FLAGS = flags.FLAGS
+_DEFAULTS = DataConfig()
+
+flags.DEFINE_list(
+    "categories", [],
+    "Official QuickDraw category names, comma-separated, in the order of the "
+    "model's outputs; quote names with spaces: --categories=cat,dog,"
+    "\"smiley face\". See --list_categories.")
+flags.DEFINE_string(
+    "categories_file", None,
+    "A text file with one category name per line (# starts a comment); used "
+    "instead of --categories.")
+flags.DEFINE_string(
+    "data_dir", _DEFAULTS.data_dir,
+    "Folder with <category>.npy (or full_numpy_bitmap_<category>.npy) files, "
+    "shape (N, 784) uint8. Missing categories are downloaded into it.")
+flags.DEFINE_boolean(
+    "download", _DEFAULTS.download,
+    "Download missing category files from the official storage (verified "
+    "against tensorflow-datasets' sha256). --nodownload forbids it.")
+flags.DEFINE_string(
+    "download_base_url", _DEFAULTS.download_base_url,
+    "Download from this mirror (http://, https:// or file:// folder holding "
+    "<category>.npy) instead of Google's storage.")
+flags.DEFINE_integer(
+    "samples_per_class", _DEFAULTS.samples_per_class,
+    "Drawings used per category, over all splits (the old recipe used 1000); "
+    "0 uses every drawing.", lower_bound=0)
+flags.DEFINE_float(
+    "validation_percentage", _DEFAULTS.validation_percentage,
+    "Percent of each category's drawings held out for validation.")
+flags.DEFINE_float(
+    "testing_percentage", _DEFAULTS.testing_percentage,
+    "Percent of each category's drawings held out for the final test.")
+flags.DEFINE_integer(
+    "seed", _DEFAULTS.seed,
+    "Seeds which drawings are sampled, the split, and the shuffle.")
+flags.DEFINE_integer(
+    "image_size", _DEFAULTS.image_size,
+    "Side of the RGB images fed to the backbone: "
+    f"{', '.join(map(str, BACKBONE_IMAGE_SIZES))}.")
+flags.DEFINE_boolean(
+    "list_categories", False,
+    "Print the 345 official category names and exit.")
+
+
+def category_names_from_flags() -> list[str]:
+  """The names from --categories_file if given, else --categories."""
+  if FLAGS.categories_file:
+    if FLAGS.categories:
+      raise QuickDrawError(
+          "pass --categories or --categories_file, not both")
+    return categories_lib.read_categories_file(FLAGS.categories_file)
+  return list(FLAGS.categories)
+
+
+def data_config_from_flags() -> DataConfig:
+  """Builds the `DataConfig` the data flags describe.
+
+  Raises:
+    QuickDrawError: a flag value is out of range, or the category names are
+      not official.
+  """
+  names = category_names_from_flags()
+  # Check the names now, so a typo fails before anything slow starts.
+  categories_lib.resolve_categories(names)
+  values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(DataConfig)
+            if f.name != "categories"}
+  return DataConfig(categories=tuple(names), **values)
+
+
+def print_categories() -> None:
+  for name in categories_lib.official_categories():
+    print(name)
+
+
+def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
+  """Wraps an absl `main` so user errors print one line, not a traceback.
+
+  `QuickDrawError` becomes `<program>: error: <message>` on stderr and exit
+  status 1; Ctrl-C becomes a hint to re-run (work already written is kept)
+  and status 130.
+  """
+
+  @functools.wraps(main)
+  def wrapper(argv):
+    program = os.path.basename(sys.argv[0]) or "quickdraw"
+    try:
+      main(argv)
+    except QuickDrawError as e:
+      print(f"{program}: error: {e}", file=sys.stderr)
+      sys.exit(1)
+    except KeyboardInterrupt:
+      print(f"{program}: interrupted; run the same command again to go on "
+            "from where it stopped", file=sys.stderr)
+      sys.exit(130)
+
+  return wrapper

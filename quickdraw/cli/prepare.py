@@ -1,0 +1,99 @@
+"""quickdraw-prepare: fetch, check and split the chosen categories.
+
+Run it before training (or on its own, to pre-download data on a machine with
+a network): it resolves the categories, downloads missing files into
+--data_dir (verified), checks every file, prints each category's split sizes,
+reads one batch through the pipeline at the backbone's input size, and writes
+to --output_dir:
+
+  data_summary.json  the per-category table below, and the config
+  data_samples.png   a row of training drawings per category
+
+Example:
+  quickdraw-prepare --flagfile=configs/quickstart.flags
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags, logging
+
+from quickdraw import atomic_files, input_pipeline, visualize
+from quickdraw.cli import common
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.splits import Split
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "output_dir", os.path.join("runs", "quickdraw"),
+    "Folder for what a run writes (here: data_summary.json and "
+    "data_samples.png).")
+flags.DEFINE_integer(
+    "samples_per_row", 8,
+    "Training drawings shown per category in data_samples.png.", lower_bound=1)
+
+_COLUMNS = ("category", "rows_in_file", "used", "train", "validation", "test")
+
+
+def format_table(summary: list[dict[str, object]]) -> str:
+  """The per-category summary as an aligned text table with a total row."""
+  total = {c: sum(int(r[c]) for r in summary) for c in _COLUMNS[1:]}
+  rows = [_COLUMNS] + [tuple(str(r[c]) for c in _COLUMNS)
+                       for r in summary] + [("total",) + tuple(
+                           str(total[c]) for c in _COLUMNS[1:])]
+  widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+  return "\n".join(
+      "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
+
+
+def sample_grid(source: QuickDrawSource, per_row: int) -> np.ndarray:
+  """A labelled grid of the first training drawings of each category."""
+  index = source.index(Split.TRAIN)
+  rows = []
+  for class_id in range(source.num_classes):
+    positions = np.flatnonzero(index.class_ids == class_id)[:per_row]
+    rows.append(source.gather_positions(index, positions)[0])
+  return visualize.labelled_rows(rows, source.categories)
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.list_categories:
+    common.print_categories()
+    return
+  config = common.data_config_from_flags()
+  source = QuickDrawSource.open(config)
+  summary = source.summary()
+  print(format_table(summary))
+
+  images, labels = next(iter(input_pipeline.make_dataset(
+      source, Split.TRAIN, batch_size=32, image_size=config.image_size)))
+  logging.info("pipeline: batch of %s %s in [%.2f, %.2f], labels %s",
+               tuple(images.shape), images.dtype.name,
+               float(np.min(images)), float(np.max(images)),
+               tuple(labels.shape))
+
+  out = FLAGS.output_dir
+  atomic_files.write_text(
+      os.path.join(out, "data_summary.json"),
+      json.dumps({"config": dataclasses.asdict(config),
+                  "categories": summary}, indent=2) + "\n")
+  visualize.write_png(os.path.join(out, "data_samples.png"),
+                      sample_grid(source, FLAGS.samples_per_row))
+  print(f"Wrote {out}/data_summary.json and {out}/data_samples.png")
+
+
+def run() -> None:
+  """The console_scripts entry point."""
+  app.run(common.guarded(main))
+
+
+if __name__ == "__main__":
+  run()

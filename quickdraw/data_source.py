@@ -1,0 +1,188 @@
+"""The chosen categories' files, opened, sampled and split.
+
+`QuickDrawSource.open(config)` is the one call that turns a `DataConfig` into
+memmapped drawings: it checks the category names, finds or downloads each
+file, checks it, and picks the rows to use. `index(split)` lists a split's
+drawings as (class, row) pairs and `gather` reads any batch of them with one
+numpy call per category, not one per drawing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import TextIO
+
+import numpy as np
+from absl import logging
+
+from quickdraw import categories as categories_lib
+from quickdraw import download as download_lib
+from quickdraw import npy_files
+from quickdraw import splits
+from quickdraw.config import DataConfig
+from quickdraw.errors import QuickDrawError
+
+# Drop mapped pages from RSS after about this many bytes of pages were touched
+# (a random row costs a whole 4 KiB page); see DrawingFile.release_pages.
+_RELEASE_EVERY_BYTES = 64 << 20
+_PAGE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndex:
+  """A split's drawings, sorted by class then row.
+
+  Attributes:
+    class_ids: int32 class index of each drawing (position in `categories`).
+    rows: int64 row of each drawing in its class's file.
+  """
+  class_ids: np.ndarray
+  rows: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def class_counts(self, num_classes: int) -> np.ndarray:
+    return np.bincount(self.class_ids, minlength=num_classes)
+
+
+def locate_or_download(category: categories_lib.Category, config: DataConfig,
+                       progress_stream: TextIO | None = None) -> str:
+  """Returns the path of `category`'s file, downloading it if allowed.
+
+  Raises:
+    QuickDrawError: the file is missing and `config.download` is false, or
+      the download fails.
+  """
+  path = npy_files.find_category_file(config.data_dir, category.name)
+  if path is not None:
+    return path
+  if not config.download:
+    looked = " or ".join(
+        npy_files.candidate_paths(config.data_dir, category.name))
+    raise QuickDrawError(
+        f"no file for category {category.name!r}: looked for {looked}; copy "
+        "it there, or drop --download=false to fetch it")
+  download_lib.remove_stale_downloads(config.data_dir, category)
+  logging.info("%s is not in %s; downloading it", category.filename,
+               config.data_dir)
+  return download_lib.download_category(
+      category, config.data_dir, config.download_base_url or None,
+      progress_stream=progress_stream)
+
+
+class QuickDrawSource:
+  """Memory-mapped drawings of the chosen categories, sampled and split."""
+
+  def __init__(self, config: DataConfig,
+               files: Sequence[npy_files.DrawingFile]):
+    """Use `QuickDrawSource.open`; this takes files already opened."""
+    self.config = config
+    self.files = list(files)
+    self.categories = tuple(f.category for f in self.files)
+    self._selected = [
+        splits.sample_rows(config.seed, f.category, len(f),
+                           config.samples_per_class) for f in self.files]
+    self._lock = threading.Lock()
+    self._touched_bytes = 0
+
+  @classmethod
+  def open(cls, config: DataConfig,
+           progress_stream: TextIO | None = None) -> QuickDrawSource:
+    """Resolves, fetches if needed, checks and maps `config`'s categories.
+
+    Raises:
+      QuickDrawError: an unknown category, a missing or bad file, or a
+        failed download; the message names it.
+    """
+    records = categories_lib.resolve_categories(config.categories)
+    files = []
+    for record in records:
+      path = locate_or_download(record, config, progress_stream)
+      files.append(npy_files.open_drawings(path, record.name))
+    source = cls(config, files)
+    source._warn_short_files()
+    return source
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.files)
+
+  def selected_rows(self, class_id: int) -> np.ndarray:
+    """The rows of class `class_id` in use, across all splits, ascending."""
+    return self._selected[class_id]
+
+  def _warn_short_files(self) -> None:
+    wanted = self.config.samples_per_class
+    if wanted <= 0:
+      return
+    for f in self.files:
+      if len(f) < wanted:
+        logging.warning(
+            "%r has %d drawings, fewer than --samples_per_class=%d; using all "
+            "of them", f.category, len(f), wanted)
+
+  def index(self, split: splits.Split | str) -> SplitIndex:
+    """Lists the drawings of `split`, sorted by class then row."""
+    class_ids, rows = [], []
+    for class_id, f in enumerate(self.files):
+      selected = self._selected[class_id]
+      mask = splits.split_mask(self.config.seed, f.category, selected, split,
+                               self.config.validation_percentage,
+                               self.config.testing_percentage)
+      rows.append(selected[mask])
+      class_ids.append(np.full(int(mask.sum()), class_id, dtype=np.int32))
+    return SplitIndex(np.concatenate(class_ids), np.concatenate(rows))
+
+  def gather(self, class_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Reads drawings by (class, row), in the given order.
+
+    Args:
+      class_ids: int class indices, shape (B,).
+      rows: row of each drawing in its class's file, shape (B,).
+
+    Returns:
+      uint8 array (B, 784).
+    """
+    class_ids = np.asarray(class_ids)
+    rows = np.asarray(rows)
+    out = np.empty((len(rows), npy_files.PIXELS), dtype=np.uint8)
+    # Sorting by (class, row) lets one fancy-index per class read its rows in
+    # file order.
+    order = np.lexsort((rows, class_ids))
+    sorted_ids = class_ids[order]
+    bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
+    for chunk in np.split(order, bounds):
+      if len(chunk):
+        out[chunk] = self.files[class_ids[chunk[0]]].drawings[rows[chunk]]
+    self._account(len(rows))
+    return out
+
+  def gather_positions(self, index: SplitIndex,
+                       positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reads the drawings at `positions` of `index`: (images, labels)."""
+    class_ids = index.class_ids[positions]
+    return self.gather(class_ids, index.rows[positions]), class_ids
+
+  def _account(self, num_rows: int) -> None:
+    with self._lock:
+      self._touched_bytes += num_rows * _PAGE
+      if self._touched_bytes < _RELEASE_EVERY_BYTES:
+        return
+      self._touched_bytes = 0
+    for f in self.files:
+      f.release_pages()
+
+  def summary(self) -> list[dict[str, object]]:
+    """Per category: its file, rows in the file, rows used, split sizes."""
+    per_split = {s: self.index(s).class_counts(self.num_classes)
+                 for s in splits.Split}
+    return [{
+        "category": f.category,
+        "file": f.path,
+        "rows_in_file": len(f),
+        "used": int(len(self._selected[i])),
+        **{s.value: int(per_split[s][i]) for s in splits.Split},
+    } for i, f in enumerate(self.files)]

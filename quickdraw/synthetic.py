@@ -1,0 +1,130 @@
+"""Generated official-format files, for tests and benchmarks with no network.
+
+Each class is a distinct figure (circle, square, triangle, lines, cross,
+star, polygons...) drawn as light strokes on black at a random scale, shift
+and slight rotation per drawing, so classes differ visibly and a small model
+can tell them apart, while no two drawings of a class are identical.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from quickdraw.npy_files import IMAGE_SIZE, PIXELS
+
+_POINTS_PER_UNIT = 40  # Stroke samples per unit length; dense enough at 28 px.
+
+
+def _polygon(n: int, phase: float = 0.0, star: bool = False) -> np.ndarray:
+  angles = phase + np.linspace(0, 2 * np.pi, n + 1)
+  radius = np.ones_like(angles)
+  if star:
+    angles = phase + np.linspace(0, 2 * np.pi, 2 * n + 1)
+    radius = np.where(np.arange(2 * n + 1) % 2 == 0, 1.0, 0.45)
+  return np.stack([radius * np.cos(angles), radius * np.sin(angles)], -1)
+
+
+def _strokes(class_id: int) -> list[np.ndarray]:
+  """The figure of a class, as polylines in [-1, 1]^2."""
+  fixed = [
+      [_polygon(48)],                                   # circle
+      [_polygon(4, np.pi / 4) * 1.1],                   # square
+      [_polygon(3, np.pi / 2)],                         # triangle
+      [np.array([[-1.0, 0.0], [1.0, 0.0]])],            # horizontal line
+      [np.array([[0.0, -1.0], [0.0, 1.0]])],            # vertical line
+      [np.array([[-1.0, -1.0], [1.0, 1.0]]),            # X
+       np.array([[-1.0, 1.0], [1.0, -1.0]])],
+      [np.array([[-1.0, 0.0], [1.0, 0.0]]),             # plus
+       np.array([[0.0, -1.0], [0.0, 1.0]])],
+      [_polygon(5, np.pi / 2, star=True)],              # star
+  ]
+  if class_id < len(fixed):
+    return fixed[class_id]
+  k = class_id - len(fixed)
+  sides = 3 + k % 6
+  phase = 0.37 * (k // 6)
+  outer = _polygon(sides, phase, star=bool((k // 6) % 2))
+  inner = _polygon(3 + (k // 12) % 5, -phase) * 0.4
+  return [outer, inner]
+
+
+def _sample_points(strokes: list[np.ndarray]) -> np.ndarray:
+  points = []
+  for line in strokes:
+    for a, b in zip(line[:-1], line[1:]):
+      steps = max(2, int(np.linalg.norm(b - a) * _POINTS_PER_UNIT))
+      t = np.linspace(0, 1, steps)[:, None]
+      points.append(a + t * (b - a))
+  return np.concatenate(points)
+
+
+def make_drawings(class_id: int, num: int, seed: int = 0) -> np.ndarray:
+  """Generates `num` drawings of class `class_id`.
+
+  Args:
+    class_id: Which figure; any non-negative int gives a distinct one.
+    num: How many drawings.
+    seed: Seeds the per-drawing jitter.
+
+  Returns:
+    uint8 (num, 784): light ink (255) on black (0), like the official files.
+  """
+  rng = np.random.default_rng([seed, class_id])
+  points = _sample_points(_strokes(class_id))  # (P, 2)
+  scale = rng.uniform(0.55, 0.8, num) * (IMAGE_SIZE / 2 - 2)
+  theta = rng.uniform(-0.2, 0.2, num)
+  shift = rng.uniform(-2.5, 2.5, (num, 2)) + IMAGE_SIZE / 2 - 0.5
+  rot = np.stack([np.stack([np.cos(theta), -np.sin(theta)], -1),
+                  np.stack([np.sin(theta), np.cos(theta)], -1)], -2)
+  xy = np.einsum("nij,pj->npi", rot, points) * scale[:, None, None]
+  xy = xy + shift[:, None, :]
+  images = np.zeros((num, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+  drawing = np.repeat(np.arange(num), len(points))
+  # A 2x2 stamp per point gives strokes about as thick as the official ones.
+  for dy in (0, 1):
+    for dx in (0, 1):
+      x = np.clip(np.round(xy[..., 0]).astype(int) + dx, 0, IMAGE_SIZE - 1)
+      y = np.clip(np.round(xy[..., 1]).astype(int) + dy, 0, IMAGE_SIZE - 1)
+      images[drawing, y.ravel(), x.ravel()] = 255
+  return images.reshape(num, PIXELS)
+
+
+def write_category_files(data_dir: str, categories: Sequence[str],
+                         rows_per_class: int | Sequence[int], *,
+                         seed: int = 0, layout: str = "official",
+                         variants: int | None = None) -> list[str]:
+  """Writes official-format `.npy` files for `categories`.
+
+  Args:
+    data_dir: Folder to write into (created if missing).
+    categories: Names; class i gets figure i.
+    rows_per_class: Rows per file, one count or one per category.
+    seed: Seeds the drawings.
+    layout: "official" names files `<name>.npy`; "gsutil" names them
+      `full_numpy_bitmap_<name>.npy`.
+    variants: If set, only this many distinct drawings are generated per
+      class and repeated to fill the file: large benchmark files in seconds.
+
+  Returns:
+    The paths written, in `categories` order.
+  """
+  if isinstance(rows_per_class, int):
+    rows_per_class = [rows_per_class] * len(categories)
+  prefix = {"official": "", "gsutil": "full_numpy_bitmap_"}[layout]
+  os.makedirs(data_dir, exist_ok=True)
+  paths = []
+  for class_id, (name, rows) in enumerate(zip(categories, rows_per_class)):
+    path = os.path.join(data_dir, f"{prefix}{name}.npy")
+    out = np.lib.format.open_memmap(path + ".tmp.npy", mode="w+",
+                                    dtype=np.uint8, shape=(rows, PIXELS))
+    block = make_drawings(class_id, min(rows, variants or rows), seed)
+    for start in range(0, rows, len(block)):
+      out[start:start + len(block)] = block[:rows - start]
+    out.flush()
+    del out
+    os.replace(path + ".tmp.npy", path)
+    paths.append(path)
+  return paths
