@@ -83,14 +83,30 @@ def official_categories() -> dict[str, Category]:
   return {name: records[name] for name in names}
 
 
-def _unknown_category_message(name: str, official: Sequence[str]) -> str:
+def _closest(name: str, official: Sequence[str]) -> list[str]:
+  """Official names closest to `name`: a case-insensitive match, else the best
+  difflib matches (several only when about equally close)."""
   by_lower = {n.lower(): n for n in official}
-  close = difflib.get_close_matches(name.lower(), list(by_lower), n=3,
-                                    cutoff=0.6)
+  if name.lower() in by_lower:
+    return [by_lower[name.lower()]]
+  scored = []
+  for lower, original in by_lower.items():
+    matcher = difflib.SequenceMatcher(None, name.lower(), lower)
+    if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+      scored.append((matcher.ratio(), original))
+  scored = sorted((s for s in scored if s[0] >= 0.6), reverse=True)
+  if not scored:
+    return []
+  best = scored[0][0]
+  return [n for r, n in scored[:3] if r >= best - 0.05]
+
+
+def _unknown_category_message(name: str, official: Sequence[str]) -> str:
+  close = _closest(name, official)
   if not close:
     return (f"{name!r} is not a QuickDraw category; run quickdraw-prepare "
             "--list_categories to see the 345 official names")
-  quoted = [repr(by_lower[c]) for c in close]
+  quoted = [repr(c) for c in close]
   if len(quoted) == 1:
     suggestion = quoted[0]
   else:

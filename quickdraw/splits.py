@@ -66,11 +66,11 @@ def split_scores(seed: int, category: str, rows: np.ndarray) -> np.ndarray:
 def assign_splits(seed: int, category: str, rows: np.ndarray,
                   validation_percentage: float,
                   testing_percentage: float) -> np.ndarray:
-  """Returns each row's split as an array of `Split` values (dtype object)."""
+  """Returns each row's split name ("train", "validation", "test")."""
   scores = split_scores(seed, category, rows)
-  out = np.full(scores.shape, Split.TRAIN, dtype=object)
-  out[scores < validation_percentage + testing_percentage] = Split.TEST
-  out[scores < validation_percentage] = Split.VALIDATION
+  out = np.full(scores.shape, Split.TRAIN.value, dtype="<U10")
+  out[scores < validation_percentage + testing_percentage] = Split.TEST.value
+  out[scores < validation_percentage] = Split.VALIDATION.value
   return out
 
 

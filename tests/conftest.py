@@ -1,0 +1,42 @@
+"""Shared fixtures: small generated data, and absl flags ready for main([])."""
+
+import os
+
+import pytest
+from absl import flags
+
+from quickdraw import synthetic
+from quickdraw.config import DataConfig
+from quickdraw.data_source import QuickDrawSource
+
+# Official names, so generated files load like real ones.
+CATEGORIES = ("circle", "square", "triangle", "line")
+ROWS = 300
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                           "data", "quickdraw")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def parsed_flags():
+  """Lets tests read and flagsave absl flags without running app.run."""
+  import quickdraw.cli.prepare  # noqa: F401  (defines every command flag)
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["pytest"])
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """A folder of generated official-format files, one per CATEGORIES."""
+  path = str(tmp_path_factory.mktemp("quickdraw_data"))
+  synthetic.write_category_files(path, CATEGORIES, ROWS)
+  return path
+
+
+@pytest.fixture
+def make_source(data_dir):
+  def make(**overrides):
+    values = dict(categories=CATEGORIES, data_dir=data_dir, download=False,
+                  samples_per_class=200)
+    values.update(overrides)
+    return QuickDrawSource.open(DataConfig(**values))
+  return make

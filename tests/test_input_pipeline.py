@@ -1,0 +1,147 @@
+"""The tf.data pipeline, on files whose pixels encode their (class, row)."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from quickdraw import input_pipeline, preprocessing
+from quickdraw.config import DataConfig
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+NAMES = ("cat", "dog", "smiley face")
+ROWS = (700, 400, 500)
+
+
+@pytest.fixture(scope="module")
+def tagged_dir(tmp_path_factory):
+  """Files where pixel 0 is the class, pixels 1-2 the row (little endian)."""
+  folder = tmp_path_factory.mktemp("tagged")
+  for class_id, (name, rows) in enumerate(zip(NAMES, ROWS)):
+    data = np.full((rows, 784), 200, np.uint8)
+    data[:, 0] = class_id
+    data[:, 1] = np.arange(rows) % 256
+    data[:, 2] = np.arange(rows) // 256
+    np.save(folder / f"{name}.npy", data)
+  return str(folder)
+
+
+@pytest.fixture(scope="module")
+def source(tagged_dir):
+  return QuickDrawSource.open(DataConfig(
+      categories=NAMES, data_dir=tagged_dir, download=False,
+      samples_per_class=300, seed=5))
+
+
+def _decode(images):
+  flat = np.asarray(images).reshape(len(images), -1)
+  flat = flat.astype(int)
+  return flat[:, 0], flat[:, 1] + 256 * flat[:, 2]
+
+
+def _epoch(source, split, **kwargs):
+  kwargs.setdefault("batch_size", 64)
+  batches = list(input_pipeline.make_dataset(source, split, **kwargs))
+  images = np.concatenate([b[0].numpy() for b in batches])
+  labels = np.concatenate([b[1].numpy() for b in batches])
+  return batches, images, labels
+
+
+@pytest.mark.parametrize("split", list(Split))
+def test_one_epoch_reads_each_drawing_of_the_split_once(source, split):
+  batches, images, labels = _epoch(source, split)
+  assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
+  assert labels.dtype == np.int32
+  classes, rows = _decode(images)
+  np.testing.assert_array_equal(classes, labels)  # label matches its image
+  index = source.index(split)
+  assert sorted(zip(classes, rows)) == sorted(
+      zip(index.class_ids.tolist(), index.rows.tolist()))
+  # Balance: each class contributes its share of the same 300 drawings.
+  counts = np.bincount(labels, minlength=3)
+  np.testing.assert_array_equal(counts, index.class_counts(3))
+  share = {Split.TRAIN: 0.8, Split.VALIDATION: 0.1, Split.TEST: 0.1}[split]
+  assert np.all(np.abs(counts - 300 * share) < 300 * 0.06)
+  assert all(len(b[1]) == 64 for b in batches[:-1])
+
+
+def test_batches_are_shuffled_across_classes_and_differ_by_epoch(source):
+  ds = input_pipeline.make_dataset(source, "train", 50, epochs=2)
+  batches = [b[1].numpy() for b in ds]
+  per_epoch = len(batches) // 2
+  first = np.concatenate(batches[:per_epoch])
+  second = np.concatenate(batches[per_epoch:])
+  assert len(set(batches[0].tolist())) == 3  # one batch holds every class
+  assert collections.Counter(first) == collections.Counter(second)
+  assert not np.array_equal(first, second)  # reshuffled each epoch
+
+
+def test_shuffle_is_reproducible_and_resumable(source):
+  def labels(**kwargs):
+    ds = input_pipeline.make_dataset(source, "train", 32, **kwargs)
+    return [(_decode(x)[1].tolist()) for x, _ in ds]
+
+  three = labels(epochs=3)
+  assert labels(epochs=3) == three  # same seed, same order
+  per_epoch = len(three) // 3
+  assert labels(epochs=1, first_epoch=2) == three[2 * per_epoch:]
+
+
+def test_unshuffled_order_follows_the_index(source):
+  _, images, labels = _epoch(source, "test", shuffle=False)
+  index = source.index("test")
+  np.testing.assert_array_equal(labels, index.class_ids)
+  np.testing.assert_array_equal(_decode(images)[1], index.rows)
+
+
+def test_drop_remainder_and_endless(source):
+  n = len(source.index("validation"))
+  batches, _, _ = _epoch(source, "validation", batch_size=16,
+                         drop_remainder=True)
+  assert len(batches) == n // 16 and all(len(b[1]) == 16 for b in batches)
+  endless = input_pipeline.make_dataset(source, "validation", 16, epochs=None)
+  assert sum(1 for _ in endless.take(3 * len(batches) + 1)) == (
+      3 * len(batches) + 1)
+
+
+@pytest.mark.parametrize("size", [128, 224])
+def test_upsampled_batches(source, size):
+  ds = input_pipeline.make_dataset(source, "test", 16, image_size=size,
+                                   shuffle=False)
+  images, labels = next(iter(ds))
+  assert images.shape == (16, size, size, 3) and images.dtype == tf.float32
+  assert float(tf.reduce_min(images)) >= -1.0
+  assert float(tf.reduce_max(images)) <= 1.0
+  # Same as running the 28x28 stage, then the op eagerly.
+  small, _ = next(iter(input_pipeline.make_dataset(source, "test", 16,
+                                                   shuffle=False)))
+  np.testing.assert_allclose(
+      images.numpy(), preprocessing.upsample_to_rgb(small, size).numpy(),
+      atol=1e-6)
+
+
+def test_reading_stage_matches_direct_gather(source):
+  index = source.index("train")
+  positions = np.array([5, 0, 200, 17, 5, 31], np.int64)
+  eager, eager_labels = source.gather_positions(index, positions)
+  ds = input_pipeline.read_batches(
+      source, index, tf.data.Dataset.from_tensors(positions))
+  images, labels = next(iter(ds))
+  np.testing.assert_array_equal(images.numpy().reshape(6, 784), eager)
+  np.testing.assert_array_equal(labels.numpy(), eager_labels)
+  np.testing.assert_array_equal(
+      eager, np.stack([source.files[c].drawings[r] for c, r in zip(
+          index.class_ids[positions], index.rows[positions])]))
+
+
+def test_empty_split_is_a_clear_error(tagged_dir):
+  source = QuickDrawSource.open(DataConfig(
+      categories=NAMES, data_dir=tagged_dir, download=False,
+      testing_percentage=0))
+  with pytest.raises(QuickDrawError) as e:
+    input_pipeline.make_dataset(source, "test", 8)
+  assert str(e.value) == ("the test split has no drawings; raise "
+                          "--samples_per_class or that split's percentage")
