@@ -10,7 +10,6 @@ numpy call per category, not one per drawing.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -24,19 +23,15 @@ from quickdraw import splits
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
-# Drop mapped pages from RSS after about this many bytes of pages were touched
-# (a random row costs a whole 4 KiB page); see DrawingFile.release_pages.
-_RELEASE_EVERY_BYTES = 64 << 20
-_PAGE = 4096
-
-
 @dataclasses.dataclass(frozen=True)
 class SplitIndex:
   """A split's drawings, sorted by class then row.
 
   Attributes:
-    class_ids: int32 class index of each drawing (position in `categories`).
-    rows: int64 row of each drawing in its class's file.
+    class_ids: class index of each drawing (position in `categories`); int16
+      (there are at most 345 classes), to keep large indexes small.
+    rows: row of each drawing in its class's file; int32 (official files hold
+      at most about 300,000 rows).
   """
   class_ids: np.ndarray
   rows: np.ndarray
@@ -73,6 +68,10 @@ def locate_or_download(category: categories_lib.Category, config: DataConfig,
       progress_stream=progress_stream)
 
 
+def _uses_all(samples_per_class: int, num_rows: int) -> bool:
+  return samples_per_class <= 0 or samples_per_class >= num_rows
+
+
 class QuickDrawSource:
   """Memory-mapped drawings of the chosen categories, sampled and split."""
 
@@ -82,11 +81,11 @@ class QuickDrawSource:
     self.config = config
     self.files = list(files)
     self.categories = tuple(f.category for f in self.files)
+    # None means every row: no need to hold an arange per file.
     self._selected = [
+        None if _uses_all(config.samples_per_class, len(f)) else
         splits.sample_rows(config.seed, f.category, len(f),
                            config.samples_per_class) for f in self.files]
-    self._lock = threading.Lock()
-    self._touched_bytes = 0
 
   @classmethod
   def open(cls, config: DataConfig,
@@ -112,7 +111,10 @@ class QuickDrawSource:
 
   def selected_rows(self, class_id: int) -> np.ndarray:
     """The rows of class `class_id` in use, across all splits, ascending."""
-    return self._selected[class_id]
+    selected = self._selected[class_id]
+    if selected is None:
+      return np.arange(len(self.files[class_id]), dtype=np.int64)
+    return selected
 
   def _warn_short_files(self) -> None:
     wanted = self.config.samples_per_class
@@ -128,12 +130,12 @@ class QuickDrawSource:
     """Lists the drawings of `split`, sorted by class then row."""
     class_ids, rows = [], []
     for class_id, f in enumerate(self.files):
-      selected = self._selected[class_id]
+      selected = self.selected_rows(class_id)
       mask = splits.split_mask(self.config.seed, f.category, selected, split,
                                self.config.validation_percentage,
                                self.config.testing_percentage)
-      rows.append(selected[mask])
-      class_ids.append(np.full(int(mask.sum()), class_id, dtype=np.int32))
+      rows.append(selected[mask].astype(np.int32))
+      class_ids.append(np.full(int(mask.sum()), class_id, dtype=np.int16))
     return SplitIndex(np.concatenate(class_ids), np.concatenate(rows))
 
   def gather(self, class_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -156,8 +158,12 @@ class QuickDrawSource:
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
     for chunk in np.split(order, bounds):
       if len(chunk):
-        out[chunk] = self.files[class_ids[chunk[0]]].drawings[rows[chunk]]
-    self._account(len(rows))
+        f = self.files[class_ids[chunk[0]]]
+        out[chunk] = f.drawings[rows[chunk]]
+        # At once, not every N batches: the kernel may map a whole large
+        # page-cache folio (about 1 MB seen) per row read, so a few hundred
+        # scattered rows would otherwise pin hundreds of MB.
+        f.release_pages()
     return out
 
   def gather_positions(self, index: SplitIndex,
@@ -165,15 +171,6 @@ class QuickDrawSource:
     """Reads the drawings at `positions` of `index`: (images, labels)."""
     class_ids = index.class_ids[positions]
     return self.gather(class_ids, index.rows[positions]), class_ids
-
-  def _account(self, num_rows: int) -> None:
-    with self._lock:
-      self._touched_bytes += num_rows * _PAGE
-      if self._touched_bytes < _RELEASE_EVERY_BYTES:
-        return
-      self._touched_bytes = 0
-    for f in self.files:
-      f.release_pages()
 
   def summary(self) -> list[dict[str, object]]:
     """Per category: its file, rows in the file, rows used, split sizes."""
@@ -183,6 +180,6 @@ class QuickDrawSource:
         "category": f.category,
         "file": f.path,
         "rows_in_file": len(f),
-        "used": int(len(self._selected[i])),
+        "used": int(len(self.selected_rows(i))),
         **{s.value: int(per_split[s][i]) for s in splits.Split},
     } for i, f in enumerate(self.files)]

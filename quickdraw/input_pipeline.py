@@ -46,7 +46,7 @@ def epoch_position_batches(num_examples: int, batch_size: int, *,
     drop_remainder: Drop each epoch's last, smaller batch.
 
   Returns:
-    A dataset of int64 vectors of positions.
+    A dataset of int32 vectors of positions (int64 past 2**31 drawings).
   """
   if num_examples == 0:
     raise ValueError("the split is empty")
@@ -59,14 +59,17 @@ def epoch_position_batches(num_examples: int, batch_size: int, *,
   else:
     num_batches = -(-num_examples // batch_size)
 
+  # int32 halves the per-epoch permutation (32 MB for 8 million drawings).
+  dtype = tf.int32 if num_examples < 2**31 else tf.int64
+
   def one_epoch(epoch):
-    positions = tf.range(num_examples, dtype=tf.int64)
+    positions = tf.range(num_examples, dtype=dtype)
     if shuffle:
       positions = tf.random.experimental.stateless_shuffle(
           positions, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
     # Slicing a captured permutation is much faster than
     # from_tensor_slices(...).batch(...), which handles scalars one by one.
-    return tf.data.Dataset.range(num_batches).map(
+    return tf.data.Dataset.range(num_batches, output_type=dtype).map(
         lambda b: positions[b * batch_size:(b + 1) * batch_size])
 
   return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)

@@ -104,3 +104,12 @@ def test_flags_take_their_defaults_from_the_config():
   for name in ("samples_per_class", "validation_percentage",
                "testing_percentage", "seed", "image_size", "download"):
     assert flags.FLAGS[name].default == getattr(defaults, name), name
+
+
+def test_categories_and_categories_file_together(tmp_path):
+  names = tmp_path / "names.txt"
+  names.write_text("cat\n")
+  with flagsaver.flagsaver(categories=["dog"], categories_file=str(names)):
+    with pytest.raises(QuickDrawError) as e:
+      prepare.main(["prepare"])
+  assert str(e.value) == "pass --categories or --categories_file, not both"

@@ -13,10 +13,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from absl import flags
+from absl import app, flags
 
 from quickdraw import categories as categories_lib
-from quickdraw.config import BACKBONE_IMAGE_SIZES, DataConfig
+from quickdraw.config import BACKBONE_IMAGE_SIZES, DEFAULT_DATA_DIR, DataConfig
 from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
@@ -32,7 +32,7 @@ flags.DEFINE_string(
     "A text file with one category name per line (# starts a comment); used "
     "instead of --categories.")
 flags.DEFINE_string(
-    "data_dir", _DEFAULTS.data_dir,
+    "data_dir", DEFAULT_DATA_DIR,
     "Folder with <category>.npy (or full_numpy_bitmap_<category>.npy) files, "
     "shape (N, 784) uint8. Missing categories are downloaded into it.")
 flags.DEFINE_boolean(
@@ -117,3 +117,17 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
       sys.exit(130)
 
   return wrapper
+
+
+def run_app(main: Callable[[Sequence[str]], None], module_name: str) -> None:
+  """Runs `main` under absl with `guarded` errors and a useful `--help`.
+
+  absl's `--help` lists the key flags of the module named by `sys.argv[0]`,
+  which for a console script or `scripts/*.py` is a thin wrapper; make the
+  command module's key flags (its own and the adopted data flags) its too.
+  """
+  for flag in FLAGS.get_key_flags_for_module(module_name):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  # absl prints the __main__ module's docstring as the usage text.
+  sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
+  app.run(guarded(main))

@@ -6,7 +6,7 @@ a network): it resolves the categories, downloads missing files into
 reads one batch through the pipeline at the backbone's input size, and writes
 to --output_dir:
 
-  data_summary.json  the per-category table below, and the config
+  data_summary.json  the per-category table it prints, and the config
   data_samples.png   a row of training drawings per category
 
 Example:
@@ -29,6 +29,7 @@ from quickdraw.data_source import QuickDrawSource
 from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(common)  # so --help lists the data flags
 flags.DEFINE_string(
     "output_dir", os.path.join("runs", "quickdraw"),
     "Folder for what a run writes (here: data_summary.json and "
@@ -92,7 +93,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
   """The console_scripts entry point."""
-  app.run(common.guarded(main))
+  common.run_app(main, __name__)
 
 
 if __name__ == "__main__":
