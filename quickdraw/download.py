@@ -148,7 +148,8 @@ def download_category(category: Category, data_dir: str,
             f"could not download {category.name!r} from {url}: {reason} "
             "(offline?); check the connection or pass --download_base_url "
             f"for a mirror, or {_manual_hint(category, data_dir)}") from None
-    progress.close()
+      finally:
+        progress.close()  # end a terminal's progress line before any error
     if size != category.size or sha256 != category.sha256:
       got = f"{size} bytes, sha256 {sha256[:16]}..."
       want = f"{category.size} bytes, sha256 {category.sha256[:16]}..."
