@@ -1,0 +1,123 @@
+import os
+import shutil
+import socket
+import urllib.parse
+
+import keras
+import numpy as np
+import pytest
+
+from quickdraw import model
+from quickdraw.errors import QuickDrawError
+
+from conftest import SHARED_DATA
+
+REAL_WEIGHTS = os.path.join(SHARED_DATA, "..", "weights",
+                            "mobilenet_2_5_224_tf_no_top.h5")
+# weights=None accepts small inputs: the tests stay fast on 2 cores.
+TINY = model.Architecture(alpha=0.25, image_size=64)
+
+
+@pytest.mark.parametrize("name, alpha, size", [
+    ("mobilenet_1.0_224", 1.0, 224), ("mobilenet_0.75_192", 0.75, 192),
+    ("mobilenet_0.50_160", 0.5, 160), ("mobilenet_0.5_160", 0.5, 160),
+    ("mobilenet_0.25_128", 0.25, 128)])
+def test_parse_architecture(name, alpha, size):
+  arch = model.parse_architecture(name)
+  assert (arch.alpha, arch.image_size) == (alpha, size)
+  assert model.parse_architecture(arch.name) == arch
+
+
+@pytest.mark.parametrize("name", ["mobilenet_1.0_299", "mobilenet_2.0_224",
+                                  "inception_v3", "mobilenet_v2_1.0_224"])
+def test_bad_architecture(name):
+  with pytest.raises(QuickDrawError) as e:
+    model.parse_architecture(name)
+  assert str(e.value) == (
+      f"--architecture={name} is not supported; use mobilenet_<alpha>_<size> "
+      "with alpha 1.0, 0.75, 0.50 or 0.25 and size 224, 192, 160 or 128, "
+      "e.g. mobilenet_1.0_224")
+
+
+def test_classifier_shapes_and_frozen_backbone():
+  backbone = model.build_backbone(TINY, None)
+  assert backbone.output_shape == (None, 256)
+  assert not backbone.trainable and not backbone.trainable_weights
+  head = model.build_head(256, 5)
+  classifier = model.build_classifier(backbone, head)
+  assert classifier.input_shape == (None, 64, 64, 3)
+  assert classifier.output_shape == (None, 5)
+  # Only the head trains: its kernel and bias.
+  assert [w.shape for w in classifier.trainable_weights] == [(256, 5), (5,)]
+  probs = classifier.predict(np.zeros((2, 64, 64, 3), np.float32), verbose=0)
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_unfreeze_top_layers_keeps_batch_norm_frozen():
+  backbone = model.build_backbone(TINY, None)
+  model.unfreeze_top_layers(backbone, 4)
+  trainable = [l for l in backbone.layers if l.trainable and l.weights]
+  assert 0 < len(trainable) <= 4
+  assert not any(isinstance(l, keras.layers.BatchNormalization)
+                 for l in trainable)
+  assert all(l in backbone.layers[-12:] for l in trainable)
+  model.unfreeze_top_layers(backbone, 0)
+  assert not backbone.trainable_weights
+
+
+def test_weights_none_and_bad_path(tmp_path):
+  arch = model.parse_architecture("mobilenet_0.25_128")
+  assert model.resolve_weights(arch, "none") is None
+  with pytest.raises(QuickDrawError) as e:
+    model.resolve_weights(arch, str(tmp_path / "w.h5"))
+  assert str(e.value) == (f"--weights={tmp_path}/w.h5: no such file; pass a "
+                          "Keras .h5 weights file, imagenet or none")
+
+
+def test_imagenet_download_offline_names_the_alternative(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  arch = model.parse_architecture("mobilenet_1.0_224")
+  base = f"http://127.0.0.1:{port}/"
+  with pytest.raises(QuickDrawError) as e:
+    model.resolve_weights(arch, "imagenet", str(tmp_path), base_url=base)
+  message = str(e.value)
+  assert message.startswith(
+      "could not download ImageNet weights for mobilenet_1.0_224 from "
+      f"{base}mobilenet_1_0_224_tf_no_top.h5 (")
+  assert message.endswith(
+      f"copy mobilenet_1_0_224_tf_no_top.h5 into {tmp_path}/models, or pass "
+      "--weights=PATH to a Keras .h5 file (or --weights=none)")
+  assert not os.listdir(tmp_path / "models")  # nothing half-written
+
+
+def test_wrong_weights_file_is_a_clear_error(tmp_path):
+  path = tmp_path / "not_weights.h5"
+  path.write_bytes(b"not hdf5 at all")
+  with pytest.raises(QuickDrawError, match=r"cannot be loaded into "
+                     r"mobilenet_0\.25_64 .*; pass the no-top weights"):
+    model.build_backbone(TINY, str(path))
+
+
+needs_real_weights = pytest.mark.skipif(
+    not os.path.isfile(REAL_WEIGHTS),
+    reason=f"real ImageNet weights not found at {REAL_WEIGHTS} (development "
+           "checkout only)")
+
+
+@needs_real_weights
+def test_imagenet_weights_download_into_model_dir(tmp_path):
+  mirror = tmp_path / "mirror"
+  mirror.mkdir()
+  shutil.copy(REAL_WEIGHTS, mirror)
+  arch = model.parse_architecture("mobilenet_0.25_224")
+  base = "file://" + urllib.parse.quote(str(mirror)) + "/"
+  path = model.resolve_weights(arch, "imagenet", str(tmp_path / "keras"),
+                               base_url=base)
+  assert path == str(tmp_path / "keras" / "models" /
+                     "mobilenet_2_5_224_tf_no_top.h5")
+  backbone = model.build_backbone(arch, path)
+  reference = model.build_backbone(arch, REAL_WEIGHTS)
+  for a, b in zip(backbone.weights, reference.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
