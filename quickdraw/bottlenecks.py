@@ -1,0 +1,178 @@
+"""The bottleneck cache: each drawing's backbone features, computed once.
+
+With a frozen backbone and no augmentation, a drawing's pooled features never
+change, so they are computed once per (backbone, image size, data) and every
+later epoch, and every later run on the same data, trains the head from them
+(retrain.py's central speed trick).
+
+A cache entry is a folder `<bottleneck_dir>/<split>-<key>/` holding
+`features.npy` (float32, memmapped), `labels.npy` and `meta.json`. The key
+hashes everything the features depend on: the backbone's actual weight values
+(so `--weights`, the architecture and a fine-tuned backbone all count), the
+input size, and the split's exact drawings (category, file, size, mtime and
+every row). Change any of them and a new entry is computed.
+
+Computation writes into `features.partial.npy` and records progress every
+few batches, so a killed run resumes where it stopped; `meta.json` is written
+last, by rename, and marks the entry complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+from absl import logging
+
+from quickdraw import atomic_files, input_pipeline
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+_FORMAT = 1
+_PROGRESS_EVERY = 20  # batches between progress records
+
+
+def weights_digest(model: keras.Model) -> str:
+  """A sha256 of every weight value of `model`, in layer order."""
+  digest = hashlib.sha256()
+  for weight in model.weights:
+    value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+    digest.update(weight.path.encode() + str(value.shape).encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+def data_digest(source: QuickDrawSource, split: Split | str) -> str:
+  """A sha256 of the split's drawings: which files, which rows, what order."""
+  index = source.index(split)
+  digest = hashlib.sha256()
+  for f in source.files:
+    stat = os.stat(f.path)
+    digest.update(f"{f.category}\0{os.path.abspath(f.path)}\0{stat.st_size}\0"
+                  f"{stat.st_mtime_ns}\0".encode())
+  digest.update(index.class_ids.tobytes())
+  digest.update(index.rows.tobytes())
+  return digest.hexdigest()
+
+
+def entry_dir(bottleneck_dir: str, backbone: keras.Model,
+              source: QuickDrawSource, split: Split | str,
+              image_size: int) -> str:
+  key = hashlib.sha256(
+      f"{_FORMAT}\0{weights_digest(backbone)}\0{image_size}\0"
+      f"{data_digest(source, split)}".encode()).hexdigest()[:20]
+  return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
+
+
+def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
+                    split: Split | str, image_size: int, bottleneck_dir: str,
+                    batch_size: int = 64,
+                    verbose: int = 1) -> tuple[np.ndarray, np.ndarray, bool]:
+  """Returns a split's (features, labels), from the cache when possible.
+
+  Args:
+    backbone: The frozen backbone, images -> pooled features.
+    source: The opened data.
+    split: Which split.
+    image_size: The backbone's input side.
+    bottleneck_dir: The cache folder.
+    batch_size: Drawings per backbone call.
+    verbose: 1 shows a Keras progress bar while computing.
+
+  Returns:
+    (features float32 (N, D) memmap, labels int32 (N,), computed): the
+    drawings in the split's index order; `computed` is False when the cache
+    already held them (no backbone forward pass was made).
+
+  Raises:
+    QuickDrawError: the cache folder cannot be written.
+  """
+  folder = entry_dir(bottleneck_dir, backbone, source, split, image_size)
+  meta_path = os.path.join(folder, "meta.json")
+  if os.path.exists(meta_path):
+    return (*_load(folder), False)
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise QuickDrawError(
+        f"cannot write to --bottleneck_dir {bottleneck_dir}: "
+        f"{e.strerror or e}; pass a writable folder") from None
+
+  index = source.index(split)
+  n = len(index)
+  dim = int(backbone.output_shape[-1])
+  partial = os.path.join(folder, "features.partial.npy")
+  progress_path = os.path.join(folder, "progress.json")
+  done = 0
+  if os.path.exists(partial) and os.path.exists(progress_path):
+    with open(progress_path) as f:
+      done = int(json.load(f)["done"])
+    features = np.load(partial, mmap_mode="r+")
+    if features.shape != (n, dim):  # Unexpected: start over.
+      done = 0
+      features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
+  else:
+    features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
+  if done:
+    logging.info("Resuming %s bottlenecks at %d of %d", Split(split).value,
+                 done, n)
+
+  # Unshuffled, so batch b always holds positions [b*B, (b+1)*B): the record
+  # of finished batches is enough to resume.
+  ds = input_pipeline.make_dataset(source, split, batch_size,
+                                   image_size=image_size, shuffle=False)
+  first_batch = done // batch_size
+  done = first_batch * batch_size
+  bar = keras.utils.Progbar(n, unit_name="drawing") if verbose else None
+  if bar:
+    bar.update(done)
+  infer = _compiled_forward(backbone)
+  for b, (images, _) in enumerate(ds.skip(first_batch), start=first_batch):
+    out = np.asarray(infer(images))
+    features[done:done + len(out)] = out
+    done += len(out)
+    if bar:
+      bar.update(done)
+    if (b + 1) % _PROGRESS_EVERY == 0:
+      features.flush()
+      atomic_files.write_text(progress_path, json.dumps({"done": done}))
+  features.flush()
+  del features
+
+  labels = index.class_ids.astype(np.int32)
+  with atomic_files.atomic_path(os.path.join(folder, "labels.npy")) as tmp:
+    np.save(tmp, labels)
+  os.replace(partial, os.path.join(folder, "features.npy"))
+  atomic_files.write_text(meta_path, json.dumps({
+      "format": _FORMAT, "split": Split(split).value, "drawings": n,
+      "feature_dim": dim, "image_size": image_size,
+      "categories": list(source.categories)}, indent=2) + "\n")
+  if os.path.exists(progress_path):
+    os.unlink(progress_path)
+  return (*_load(folder), True)
+
+
+def _compiled_forward(backbone: keras.Model):
+  import tensorflow as tf  # Keras' backend here; kept local to this helper.
+
+  @tf.function(reduce_retracing=True)
+  def infer(images):
+    return backbone(images, training=False)
+
+  return infer
+
+
+def _load(folder: str) -> tuple[np.ndarray, np.ndarray]:
+  features = np.load(os.path.join(folder, "features.npy"), mmap_mode="r")
+  labels = np.load(os.path.join(folder, "labels.npy"))
+  return features, labels
+
+
+def clear(bottleneck_dir: str) -> None:
+  """Removes every cache entry under `bottleneck_dir`."""
+  shutil.rmtree(bottleneck_dir, ignore_errors=True)

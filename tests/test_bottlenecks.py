@@ -1,0 +1,122 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from quickdraw import bottlenecks, input_pipeline, model
+from quickdraw.errors import QuickDrawError
+
+SIZE = 64
+REAL_FORWARD = bottlenecks._compiled_forward
+TINY = model.Architecture(alpha=0.25, image_size=SIZE)
+
+
+def _backbone(seed=0):
+  keras.utils.set_random_seed(seed)
+  return model.build_backbone(TINY, None)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+  return _backbone()
+
+
+class CountingForward:
+  """Wraps bottlenecks._compiled_forward to count (and maybe stop) calls."""
+
+  def __init__(self, monkeypatch, stop_after=None):
+    self.calls = 0
+
+    def wrapped(net):
+      infer = REAL_FORWARD(net)
+
+      def counted(images):
+        if stop_after is not None and self.calls >= stop_after:
+          raise KeyboardInterrupt
+        self.calls += 1
+        return infer(images)
+      return counted
+
+    monkeypatch.setattr(bottlenecks, "_compiled_forward", wrapped)
+
+
+def test_second_run_reads_the_cache(make_source, backbone, tmp_path,
+                                    monkeypatch):
+  source = make_source()
+  counter = CountingForward(monkeypatch)
+  features, labels, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path), batch_size=32, verbose=0)
+  assert computed and counter.calls == -(-len(labels) // 32)
+  index = source.index("train")
+  assert features.shape == (len(index), 256) and features.dtype == np.float32
+  np.testing.assert_array_equal(labels, index.class_ids)
+  # Features are the backbone's, in index order.
+  images = next(iter(input_pipeline.make_dataset(
+      source, "train", 5, image_size=SIZE, shuffle=False)))[0]
+  np.testing.assert_allclose(features[:5], backbone.predict(images, verbose=0),
+                             atol=1e-5)
+
+  counter.calls = 0
+  again, labels2, computed = bottlenecks.load_or_compute(
+      backbone, make_source(), "train", SIZE, str(tmp_path), verbose=0)
+  assert not computed and counter.calls == 0  # no forward pass at all
+  assert isinstance(again, np.memmap)
+  np.testing.assert_array_equal(again, features)
+  np.testing.assert_array_equal(labels2, labels)
+
+
+@pytest.mark.parametrize("change", ["data", "weights", "split"])
+def test_cache_is_rebuilt_when_its_inputs_change(make_source, backbone,
+                                                 tmp_path, change):
+  bottlenecks.load_or_compute(backbone, make_source(), "validation", SIZE,
+                              str(tmp_path), verbose=0)
+  net, source, split = backbone, make_source(), "validation"
+  if change == "data":
+    source = make_source(samples_per_class=150)
+  elif change == "weights":
+    net = _backbone(seed=1)
+  else:
+    split = "test"
+  _, _, computed = bottlenecks.load_or_compute(net, source, split, SIZE,
+                                               str(tmp_path), verbose=0)
+  assert computed
+  assert len(os.listdir(tmp_path)) == 2
+
+
+def test_interrupted_computation_resumes(make_source, backbone, tmp_path,
+                                         monkeypatch):
+  source = make_source(samples_per_class=300)
+  reference, _, _ = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path / "ref"), batch_size=8,
+      verbose=0)
+  total_batches = -(-len(reference) // 8)
+  assert total_batches > 2 * bottlenecks._PROGRESS_EVERY
+
+  CountingForward(monkeypatch, stop_after=bottlenecks._PROGRESS_EVERY + 5)
+  with pytest.raises(KeyboardInterrupt):
+    bottlenecks.load_or_compute(backbone, source, "train", SIZE,
+                                str(tmp_path / "c"), batch_size=8, verbose=0)
+  [entry] = os.listdir(tmp_path / "c")
+  assert "meta.json" not in os.listdir(tmp_path / "c" / entry)
+
+  counter = CountingForward(monkeypatch)
+  features, _, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path / "c"), batch_size=8,
+      verbose=0)
+  assert computed
+  # Only what was not recorded as done is computed again.
+  assert counter.calls == total_batches - bottlenecks._PROGRESS_EVERY
+  np.testing.assert_allclose(features, reference, atol=1e-6)
+  assert sorted(os.listdir(tmp_path / "c" / entry)) == [
+      "features.npy", "labels.npy", "meta.json"]
+
+
+def test_unwritable_bottleneck_dir(make_source, backbone, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  with pytest.raises(QuickDrawError) as e:
+    bottlenecks.load_or_compute(backbone, make_source(), "test", SIZE,
+                                str(blocker / "cache"), verbose=0)
+  assert str(e.value) == (f"cannot write to --bottleneck_dir {blocker}/cache: "
+                          "Not a directory; pass a writable folder")
