@@ -22,14 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 
 import keras
 import numpy as np
 from absl import logging
 
 from quickdraw import atomic_files, input_pipeline
-from quickdraw.data_source import QuickDrawSource
+from quickdraw.data_source import QuickDrawSource, SplitIndex
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
@@ -47,9 +46,8 @@ def weights_digest(model: keras.Model) -> str:
   return digest.hexdigest()
 
 
-def data_digest(source: QuickDrawSource, split: Split | str) -> str:
-  """A sha256 of the split's drawings: which files, which rows, what order."""
-  index = source.index(split)
+def data_digest(source: QuickDrawSource, index: SplitIndex) -> str:
+  """A sha256 of a split's drawings: which files, which rows, what order."""
   digest = hashlib.sha256()
   for f in source.files:
     stat = os.stat(f.path)
@@ -61,11 +59,12 @@ def data_digest(source: QuickDrawSource, split: Split | str) -> str:
 
 
 def entry_dir(bottleneck_dir: str, backbone: keras.Model,
-              source: QuickDrawSource, split: Split | str,
+              source: QuickDrawSource, split: Split | str, index: SplitIndex,
               image_size: int) -> str:
+  """The cache folder for `split` (whose drawings `index` lists)."""
   key = hashlib.sha256(
       f"{_FORMAT}\0{weights_digest(backbone)}\0{image_size}\0"
-      f"{data_digest(source, split)}".encode()).hexdigest()[:20]
+      f"{data_digest(source, index)}".encode()).hexdigest()[:20]
   return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
 
 
@@ -92,7 +91,9 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   Raises:
     QuickDrawError: the cache folder cannot be written.
   """
-  folder = entry_dir(bottleneck_dir, backbone, source, split, image_size)
+  index = source.index(split)
+  folder = entry_dir(bottleneck_dir, backbone, source, split, index,
+                     image_size)
   meta_path = os.path.join(folder, "meta.json")
   if os.path.exists(meta_path):
     return (*_load(folder), False)
@@ -103,20 +104,17 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
         f"cannot write to --bottleneck_dir {bottleneck_dir}: "
         f"{e.strerror or e}; pass a writable folder") from None
 
-  index = source.index(split)
   n = len(index)
   dim = int(backbone.output_shape[-1])
   partial = os.path.join(folder, "features.partial.npy")
   progress_path = os.path.join(folder, "progress.json")
-  done = 0
+  done, features = 0, None
   if os.path.exists(partial) and os.path.exists(progress_path):
     with open(progress_path) as f:
       done = int(json.load(f)["done"])
     features = np.load(partial, mmap_mode="r+")
-    if features.shape != (n, dim):  # Unexpected: start over.
-      done = 0
-      features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
-  else:
+  if features is None or features.shape != (n, dim):
+    done = 0  # Nothing to resume from (or an unexpected shape): start over.
     features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
   if done:
     logging.info("Resuming %s bottlenecks at %d of %d", Split(split).value,
@@ -171,8 +169,3 @@ def _load(folder: str) -> tuple[np.ndarray, np.ndarray]:
   features = np.load(os.path.join(folder, "features.npy"), mmap_mode="r")
   labels = np.load(os.path.join(folder, "labels.npy"))
   return features, labels
-
-
-def clear(bottleneck_dir: str) -> None:
-  """Removes every cache entry under `bottleneck_dir`."""
-  shutil.rmtree(bottleneck_dir, ignore_errors=True)

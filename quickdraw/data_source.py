@@ -68,10 +68,6 @@ def locate_or_download(category: categories_lib.Category, config: DataConfig,
       progress_stream=progress_stream)
 
 
-def _uses_all(samples_per_class: int, num_rows: int) -> bool:
-  return samples_per_class <= 0 or samples_per_class >= num_rows
-
-
 class QuickDrawSource:
   """Memory-mapped drawings of the chosen categories, sampled and split."""
 
@@ -83,7 +79,7 @@ class QuickDrawSource:
     self.categories = tuple(f.category for f in self.files)
     # None means every row: no need to hold an arange per file.
     self._selected = [
-        None if _uses_all(config.samples_per_class, len(f)) else
+        None if splits.uses_all_rows(config.samples_per_class, len(f)) else
         splits.sample_rows(config.seed, f.category, len(f),
                            config.samples_per_class) for f in self.files]
 

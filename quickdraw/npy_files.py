@@ -86,8 +86,7 @@ def check_header(path: str) -> tuple[int, int]:
         f"{path}: holds {dtype} values, expected uint8 drawings (0-255); "
         "convert it with array.astype(numpy.uint8) or use the official file")
   n = shape[0] if shape else 0
-  if tuple(shape[1:]) not in ((PIXELS,), (1, PIXELS),
-                               (IMAGE_SIZE, IMAGE_SIZE)) or len(shape) < 2:
+  if tuple(shape[1:]) not in ((PIXELS,), (1, PIXELS), (IMAGE_SIZE, IMAGE_SIZE)):
     raise QuickDrawError(
         f"{path}: holds an array of shape {tuple(shape)}, expected "
         f"{_ACCEPTED_SHAPES} uint8 drawings of 28x28 pixels")

@@ -88,6 +88,11 @@ def split_mask(seed: int, category: str, rows: np.ndarray, split: Split,
   return (scores >= low) & (scores < high)
 
 
+def uses_all_rows(samples_per_class: int, num_rows: int) -> bool:
+  """Whether `samples_per_class` asks for every row of a `num_rows` file."""
+  return samples_per_class <= 0 or samples_per_class >= num_rows
+
+
 def sample_rows(seed: int, category: str, num_rows: int,
                 samples_per_class: int) -> np.ndarray:
   """The rows of a file to use, ascending.
@@ -101,7 +106,7 @@ def sample_rows(seed: int, category: str, num_rows: int,
   Returns:
     int64 row indices, sorted, so reads sweep the file in order.
   """
-  if samples_per_class <= 0 or samples_per_class >= num_rows:
+  if uses_all_rows(samples_per_class, num_rows):
     return np.arange(num_rows, dtype=np.int64)
   keys = _row_hash(seed, category, np.arange(num_rows), "sample")
   chosen = np.argpartition(keys, samples_per_class - 1)[:samples_per_class]
