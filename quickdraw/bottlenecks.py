@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -155,14 +156,24 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   return (*_load(folder), True)
 
 
+_FORWARD = weakref.WeakKeyDictionary()
+
+
 def _compiled_forward(backbone: keras.Model):
+  """The backbone's inference as a tf.function, one per backbone.
+
+  Kept per backbone so that every split (and a benchmark's bare forward
+  pass) reuses one trace instead of paying for tracing again.
+  """
   import tensorflow as tf  # Keras' backend here; kept local to this helper.
 
-  @tf.function(reduce_retracing=True)
-  def infer(images):
-    return backbone(images, training=False)
+  if backbone not in _FORWARD:
+    @tf.function(reduce_retracing=True)
+    def infer(images):
+      return backbone(images, training=False)
 
-  return infer
+    _FORWARD[backbone] = infer
+  return _FORWARD[backbone]
 
 
 def _load(folder: str) -> tuple[np.ndarray, np.ndarray]:

@@ -30,6 +30,17 @@ from quickdraw.splits import Split
 _FOREVER = 2**62
 
 
+def batches_per_epoch(num_examples: int, batch_size: int,
+                      drop_remainder: bool = False) -> int:
+  """Batches in one pass over `num_examples` (at least 1)."""
+  if drop_remainder:
+    if num_examples < batch_size:
+      raise ValueError(
+          f"batch size {batch_size} exceeds the split's {num_examples} drawings")
+    return num_examples // batch_size
+  return -(-num_examples // batch_size)
+
+
 def epoch_position_batches(num_examples: int, batch_size: int, *,
                            shuffle: bool, seed: int, epochs: int | None,
                            first_epoch: int = 0,
@@ -51,13 +62,7 @@ def epoch_position_batches(num_examples: int, batch_size: int, *,
   if num_examples == 0:
     raise ValueError("the split is empty")
   last = _FOREVER if epochs is None else first_epoch + epochs
-  if drop_remainder:
-    num_batches = num_examples // batch_size
-    if num_batches == 0:
-      raise ValueError(
-          f"batch size {batch_size} exceeds the split's {num_examples} drawings")
-  else:
-    num_batches = -(-num_examples // batch_size)
+  num_batches = batches_per_epoch(num_examples, batch_size, drop_remainder)
 
   # int32 halves the per-epoch permutation (32 MB for 8 million drawings).
   dtype = tf.int32 if num_examples < 2**31 else tf.int64
@@ -72,7 +77,12 @@ def epoch_position_batches(num_examples: int, batch_size: int, *,
     return tf.data.Dataset.range(num_batches, output_type=dtype).map(
         lambda b: positions[b * batch_size:(b + 1) * batch_size])
 
-  return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+  ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+  if epochs is not None:
+    # flat_map hides the length; Keras needs it to end validation passes
+    # cleanly (it warns "ran out of data" otherwise).
+    ds = ds.apply(tf.data.experimental.assert_cardinality(epochs * num_batches))
+  return ds
 
 
 def read_batches(source: QuickDrawSource, index: SplitIndex,
@@ -96,7 +106,8 @@ def read_batches(source: QuickDrawSource, index: SplitIndex,
 def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  *, image_size: int | None = None, shuffle: bool = True,
                  epochs: int | None = 1, first_epoch: int = 0,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False,
+                 augment: bool = False) -> tf.data.Dataset:
   """The input pipeline for one split.
 
   Args:
@@ -110,6 +121,9 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
     epochs: Passes over the split; None for endless.
     first_epoch: The epoch to start at, for resuming.
     drop_remainder: Drop the last smaller batch of each epoch.
+    augment: Randomly rotate, zoom and shift each drawing while upsampling
+      (needs `image_size`). The draws are seeded by the seed and the batch's
+      number since the first epoch, so a resumed run repeats them.
 
   Returns:
     A dataset of (images, labels) batches; labels are int32 class indices in
@@ -124,7 +138,65 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       len(index), batch_size, shuffle=shuffle, seed=source.config.seed,
       epochs=epochs, first_epoch=first_epoch, drop_remainder=drop_remainder)
   ds = read_batches(source, index, positions)
-  if image_size is not None:
+  if augment:
+    if image_size is None:
+      raise ValueError("augment needs an image_size")
+    seed = source.config.seed
+    first_batch = first_epoch * batches_per_epoch(len(index), batch_size,
+                                                  drop_remainder)
+
+    def distort(batch_number, batch):
+      images, labels = batch
+      return preprocessing.random_affine_upsample_to_rgb(
+          images, image_size, tf.stack([tf.constant(seed, tf.int64),
+                                        batch_number])), labels
+
+    ds = ds.enumerate(start=first_batch).map(
+        distort, num_parallel_calls=tf.data.AUTOTUNE)
+  elif image_size is not None:
     ds = ds.map(lambda x, y: (preprocessing.upsample_to_rgb(x, image_size), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def feature_dataset(features: np.ndarray, labels: np.ndarray,
+                    batch_size: int, *, shuffle: bool, seed: int,
+                    epochs: int | None = 1,
+                    first_epoch: int = 0) -> tf.data.Dataset:
+  """Batches of cached bottleneck features, shuffled like `make_dataset`.
+
+  Args:
+    features: float32 (N, D), typically a memmap of the bottleneck cache;
+      only the rows of each batch are read.
+    labels: int (N,) class indices.
+    batch_size: Rows per batch.
+    shuffle: Shuffle every epoch, seeded by (seed, epoch).
+    seed: The shuffle seed.
+    epochs: Passes; None for endless.
+    first_epoch: The epoch to start at, for resuming.
+
+  Returns:
+    A dataset of (float32 (B, D), int32 (B,)) batches.
+  """
+  labels = np.asarray(labels, np.int32)
+  dim = features.shape[1]
+
+  def read(pos):
+    # Reading rows in file order is kinder to a memmap than shuffled order.
+    order = np.argsort(pos)
+    out = np.empty((len(pos), dim), np.float32)
+    out[order] = features[pos[order]]
+    return out, labels[pos]
+
+  def read_op(pos):
+    x, y = tf.numpy_function(read, [pos], [tf.float32, tf.int32],
+                             stateful=False)
+    x.set_shape([None, dim])
+    y.set_shape([None])
+    return x, y
+
+  positions = epoch_position_batches(len(labels), batch_size, shuffle=shuffle,
+                                     seed=seed, epochs=epochs,
+                                     first_epoch=first_epoch)
+  return positions.map(read_op, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+      tf.data.AUTOTUNE)

@@ -162,3 +162,27 @@ def unfreeze_top_layers(backbone: keras.Model, num_layers: int) -> None:
   for layer in backbone.layers:
     layer.trainable = (id(layer) in trainable and
                        not isinstance(layer, keras.layers.BatchNormalization))
+
+
+def calibrate_batch_norm(backbone: keras.Model, images) -> None:
+  """Sets every batch-norm layer's statistics from one batch of `images`.
+
+  Only for random weights (`--weights=none`): a randomly initialised
+  MobileNet keeps batch norm's initial statistics (mean 0, variance 1), which
+  shrink activations layer after layer to about 1e-17 at the output, so every
+  drawing gets the same features. Taking the statistics from real inputs
+  keeps the random features informative, which is what tests and smoke runs
+  need. The backbone stays frozen.
+  """
+  layers = [l for l in backbone.layers
+            if isinstance(l, keras.layers.BatchNormalization)]
+  momenta = [l.momentum for l in layers]
+  backbone.trainable = True  # frozen batch norm ignores training=True
+  try:
+    for layer in layers:
+      layer.momentum = 0.0  # replace the statistics, do not average
+    backbone(images, training=True)
+  finally:
+    for layer, momentum in zip(layers, momenta):
+      layer.momentum = momentum
+    backbone.trainable = False

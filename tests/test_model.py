@@ -121,3 +121,16 @@ def test_imagenet_weights_download_into_model_dir(tmp_path):
   reference = model.build_backbone(arch, REAL_WEIGHTS)
   for a, b in zip(backbone.weights, reference.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_calibrated_random_backbone_gives_informative_features():
+  from quickdraw import preprocessing, synthetic
+  drawings = np.concatenate([synthetic.make_drawings(c, 8) for c in range(4)])
+  images = preprocessing.upsample_to_rgb(drawings.reshape(-1, 28, 28, 1), 32)
+  backbone = model.build_backbone(model.Architecture(0.25, 32), None)
+  before = backbone.predict(images, verbose=0)
+  assert before.std(0).max() < 1e-6  # default statistics: features vanish
+  model.calibrate_batch_norm(backbone, images)
+  after = backbone.predict(images, verbose=0)
+  assert after.std(0).mean() > 0.1
+  assert not backbone.trainable and not backbone.trainable_weights

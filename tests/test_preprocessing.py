@@ -55,3 +55,36 @@ def test_scale_and_invert():
   np.testing.assert_array_equal(preprocessing.invert(x).numpy(), [255, 128, 0])
   np.testing.assert_array_equal(_in_pipeline(preprocessing.invert, x),
                                 [255, 128, 0])
+
+
+def test_affine_identity_is_the_plain_upsample():
+  drawings = synthetic.make_drawings(0, 3, seed=1).reshape(-1, 28, 28, 1)
+  plain = preprocessing.upsample_to_rgb(drawings, 64).numpy()
+  same = preprocessing.affine_upsample_to_rgb(
+      drawings, 64, tf.zeros([3]), tf.ones([3]), tf.zeros([3, 2])).numpy()
+  # Inside the outermost half pixel, where edge handling differs.
+  np.testing.assert_allclose(same[:, 2:-2, 2:-2], plain[:, 2:-2, 2:-2],
+                             atol=1e-5)
+
+
+def test_affine_shift_moves_the_drawing():
+  drawings = np.zeros((1, 28, 28, 1), np.uint8)
+  drawings[0, 10, 10] = 255
+  moved = preprocessing.affine_upsample_to_rgb(
+      drawings, 28, tf.zeros([1]), tf.ones([1]), tf.constant([[3.0, -2.0]]))
+  y, x = np.unravel_index(np.argmax(moved.numpy()[0, :, :, 0]), (28, 28))
+  assert (y, x) == (8, 13)
+
+
+def test_random_affine_is_seeded_and_same_in_tf_data():
+  drawings = synthetic.make_drawings(1, 4, seed=2).reshape(-1, 28, 28, 1)
+  seed = tf.constant([3, 7], tf.int64)
+  eager = preprocessing.random_affine_upsample_to_rgb(drawings, 48, seed)
+  mapped = next(iter(tf.data.Dataset.from_tensors(drawings).map(
+      lambda d: preprocessing.random_affine_upsample_to_rgb(d, 48, seed))))
+  np.testing.assert_allclose(eager.numpy(), mapped.numpy(), atol=1e-6)
+  other = preprocessing.random_affine_upsample_to_rgb(
+      drawings, 48, tf.constant([3, 8], tf.int64))
+  assert eager.shape == (4, 48, 48, 3)
+  assert float(tf.reduce_min(eager)) >= -1 and float(tf.reduce_max(eager)) <= 1
+  assert not np.allclose(eager.numpy(), other.numpy())

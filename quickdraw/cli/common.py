@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from absl import app, flags
 
 from quickdraw import categories as categories_lib
-from quickdraw.config import BACKBONE_IMAGE_SIZES, DEFAULT_DATA_DIR, DataConfig
+from quickdraw import model as model_lib
+from quickdraw.config import DEFAULT_DATA_DIR, DataConfig
 from quickdraw.errors import QuickDrawError
+from quickdraw.training import TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFAULTS = DataConfig()
@@ -56,10 +58,19 @@ flags.DEFINE_float(
 flags.DEFINE_integer(
     "seed", _DEFAULTS.seed,
     "Seeds which drawings are sampled, the split, and the shuffle.")
+flags.DEFINE_string(
+    "architecture", TrainConfig.architecture,
+    "The backbone, in retrain.py's syntax mobilenet_<alpha>_<size>: alpha "
+    "1.0, 0.75, 0.50 or 0.25 (width), size 224, 192, 160 or 128 (input "
+    "side).")
 flags.DEFINE_integer(
-    "image_size", _DEFAULTS.image_size,
-    "Side of the RGB images fed to the backbone: "
-    f"{', '.join(map(str, BACKBONE_IMAGE_SIZES))}.")
+    "image_size", 0,
+    "Side of the RGB images fed to the backbone; 0 takes the size from "
+    "--architecture. Other sizes are for quick checks with --weights=none.",
+    lower_bound=0)
+flags.DEFINE_string(
+    "output_dir", TrainConfig.output_dir,
+    "Folder for what a run writes: model, labels, evaluation, pictures.")
 flags.DEFINE_boolean(
     "list_categories", False,
     "Print the 345 official category names and exit.")
@@ -86,8 +97,10 @@ def data_config_from_flags() -> DataConfig:
   # Check the names now, so a typo fails before anything slow starts.
   categories_lib.resolve_categories(names)
   values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(DataConfig)
-            if f.name != "categories"}
-  return DataConfig(categories=tuple(names), **values)
+            if f.name not in ("categories", "image_size")}
+  image_size = (FLAGS.image_size or
+                model_lib.parse_architecture(FLAGS.architecture).image_size)
+  return DataConfig(categories=tuple(names), image_size=image_size, **values)
 
 
 def print_categories() -> None:

@@ -25,15 +25,13 @@ from absl import app, flags, logging
 
 from quickdraw import atomic_files, input_pipeline, visualize
 from quickdraw.cli import common
+# Defines the training flags too: one flagfile configures a whole run.
+from quickdraw.cli import train as _train  # noqa: F401
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common)  # so --help lists the data flags
-flags.DEFINE_string(
-    "output_dir", os.path.join("runs", "quickdraw"),
-    "Folder for what a run writes (here: data_summary.json and "
-    "data_samples.png).")
 flags.DEFINE_integer(
     "samples_per_row", 8,
     "Training drawings shown per category in data_samples.png.", lower_bound=1)

@@ -1,0 +1,118 @@
+"""Per-epoch checkpoints, so that a killed training run resumes.
+
+After every epoch the model's weights and its optimizer's state (Adam's
+moments and step count) are written to a fresh folder, which is renamed into
+place whole; then `state.json` is pointed at it by an atomic rename, and the
+previous folder is removed. A kill at any moment leaves `state.json` naming a
+complete checkpoint.
+
+The state also records a fingerprint of the settings that shape training; a
+run with other settings does not resume from it but starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import keras
+from absl import logging
+
+from quickdraw import atomic_files
+from quickdraw.errors import QuickDrawError
+
+_STATE = "state.json"
+_WEIGHTS = "model.weights.h5"
+
+
+class Checkpoints:
+  """The checkpoint folder of one run.
+
+  Args:
+    folder: Where checkpoints live (created on first save).
+    fingerprint: Identifies the settings; a saved state with another
+      fingerprint is ignored.
+  """
+
+  def __init__(self, folder: str, fingerprint: str):
+    self.folder = folder
+    self.fingerprint = fingerprint
+
+  def latest(self) -> dict | None:
+    """The last saved state, {"phase", "epoch", "dir"}, or None.
+
+    None also when the saved state belongs to other settings (logged).
+    """
+    path = os.path.join(self.folder, _STATE)
+    if not os.path.exists(path):
+      return None
+    try:
+      with open(path) as f:
+        state = json.load(f)
+    except (OSError, ValueError):
+      logging.warning("%s is unreadable; starting over", path)
+      return None
+    if state.get("fingerprint") != self.fingerprint:
+      logging.warning(
+          "%s holds a run with other settings; starting over (it is "
+          "replaced at the end of the first epoch)", self.folder)
+      return None
+    if not os.path.isdir(os.path.join(self.folder, state["dir"])):
+      return None
+    return state
+
+  def save(self, phase: str, epoch: int, model: keras.Model) -> None:
+    """Saves `model`'s weights and optimizer state after `epoch` epochs."""
+    name = f"{phase}-{epoch:05d}"
+    final = os.path.join(self.folder, name)
+    tmp = os.path.join(self.folder, f".{name}.tmp")
+    try:
+      shutil.rmtree(tmp, ignore_errors=True)
+      os.makedirs(tmp)
+      # Keras 3 stores the compiled optimizer's variables here too.
+      model.save_weights(os.path.join(tmp, _WEIGHTS))
+      shutil.rmtree(final, ignore_errors=True)
+      os.replace(tmp, final)
+    except OSError as e:
+      raise QuickDrawError(
+          f"cannot write checkpoint {final}: {e.strerror or e}; free space "
+          "or pass a writable --output_dir") from None
+    previous = self.latest()
+    atomic_files.write_text(
+        os.path.join(self.folder, _STATE),
+        json.dumps({"fingerprint": self.fingerprint, "phase": phase,
+                    "epoch": epoch, "dir": name}) + "\n")
+    if previous and previous["dir"] != name:
+      shutil.rmtree(os.path.join(self.folder, previous["dir"]),
+                    ignore_errors=True)
+
+  def restore(self, state: dict, model: keras.Model) -> None:
+    """Loads a saved state into `model` and its compiled optimizer."""
+    folder = os.path.join(self.folder, state["dir"])
+    # Built first, so that load_weights restores Adam's moments and step
+    # count instead of skipping them.
+    if not model.optimizer.built:
+      model.optimizer.build(model.trainable_variables)
+    try:
+      model.load_weights(os.path.join(folder, _WEIGHTS))
+    except (OSError, ValueError) as e:
+      raise QuickDrawError(
+          f"checkpoint {folder} cannot be loaded ({e}); delete {self.folder} "
+          "to start over") from None
+
+  def clear(self) -> None:
+    """Removes every checkpoint (the run is complete)."""
+    shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SaveEachEpoch(keras.callbacks.Callback):
+  """Saves a checkpoint at the end of every epoch of `fit`."""
+
+  def __init__(self, checkpoints: Checkpoints, phase: str):
+    super().__init__()
+    self.checkpoints = checkpoints
+    self.phase = phase
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.checkpoints.save(self.phase, epoch + 1, self.model)

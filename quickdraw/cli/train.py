@@ -1,0 +1,127 @@
+"""quickdraw-train: train a doodle classifier on QuickDraw categories.
+
+Trains a new head on a frozen ImageNet MobileNet from cached bottleneck
+features (optionally fine-tuning the backbone's top layers afterwards),
+evaluates it on the held-out test split, and writes to --output_dir:
+
+  model.keras              the classifier (images in [-1, 1] -> softmax)
+  retrained_labels.txt     one category per line, in output order
+  evaluation.json          test top-1, top-3 and per-class accuracy
+  confusion_matrix.json/.png, misclassified.png, training_inputs.png
+  logs/                    TensorBoard: losses, accuracy, the pictures
+
+A run that is interrupted resumes at its last finished epoch when started
+again with the same flags. retrain.py's flags keep their meaning
+(--architecture, --bottleneck_dir, --how_many_training_steps, --model_dir,
+--summaries_dir, --output_graph, --output_labels, --train_batch_size,
+--learning_rate), with --data_dir and --categories in place of --image_dir.
+
+Examples:
+  quickdraw-train --flagfile=configs/quickstart.flags
+  quickdraw-train --flagfile=configs/retrain_compat.flags
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from absl import app, flags, logging
+
+from quickdraw import training
+from quickdraw.cli import common
+
+FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(common)  # so --help lists the data flags
+_DEFAULTS = training.TrainConfig()
+
+flags.DEFINE_string(
+    "weights", _DEFAULTS.weights,
+    "Backbone weights: imagenet (downloaded once into --model_dir), none "
+    "(random, for tests), or a path to the architecture's Keras no-top .h5 "
+    "file, e.g. mobilenet_1_0_224_tf_no_top.h5.")
+flags.DEFINE_string(
+    "model_dir", _DEFAULTS.model_dir,
+    "Keras' cache folder for downloaded weights (they go in its models/); "
+    "empty for ~/.keras.")
+flags.DEFINE_string(
+    "bottleneck_dir", _DEFAULTS.bottleneck_dir,
+    "Cache of each drawing's backbone features, reused by every run with the "
+    "same backbone, image size and drawings.")
+flags.DEFINE_string(
+    "summaries_dir", _DEFAULTS.summaries_dir,
+    "TensorBoard logs; empty for <output_dir>/logs.")
+flags.DEFINE_integer(
+    "epochs", _DEFAULTS.epochs,
+    "Passes over the training split for the head.", lower_bound=0)
+flags.DEFINE_integer(
+    "how_many_training_steps", _DEFAULTS.how_many_training_steps,
+    "retrain.py's flag: if above 0, train the head for this many batches "
+    "(rounded up to whole epochs) instead of --epochs.", lower_bound=0)
+flags.DEFINE_integer(
+    "train_batch_size", _DEFAULTS.train_batch_size,
+    "Drawings per training batch.", lower_bound=1)
+flags.DEFINE_float(
+    "learning_rate", _DEFAULTS.learning_rate,
+    "Adam's learning rate for the head (retrain.py used plain gradient "
+    "descent at 0.01; Adam at 0.001 converges in fewer steps).")
+flags.DEFINE_float(
+    "dropout", _DEFAULTS.dropout, "Dropout rate before the softmax layer.")
+flags.DEFINE_integer(
+    "fine_tune_layers", _DEFAULTS.fine_tune_layers,
+    "After the head, unfreeze this many top backbone layers (batch norm "
+    "stays frozen) and train on images; 0 skips fine-tuning.", lower_bound=0)
+flags.DEFINE_float(
+    "fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
+    "Adam's learning rate while fine-tuning.")
+flags.DEFINE_integer(
+    "fine_tune_epochs", _DEFAULTS.fine_tune_epochs,
+    "Passes over the training images while fine-tuning.", lower_bound=0)
+flags.DEFINE_boolean(
+    "augment", _DEFAULTS.augment,
+    "Randomly rotate (+-10 degrees), zoom (+-10%) and shift (+-2 px of 28) "
+    "training drawings. Like retrain.py's distortions it bypasses the "
+    "bottleneck cache, so the head trains far slower.")
+flags.DEFINE_float(
+    "min_accuracy", _DEFAULTS.min_accuracy,
+    "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
+    "below this fraction.")
+flags.DEFINE_string(
+    "output_labels", _DEFAULTS.output_labels,
+    "Labels file, one category per line in the model's output order; empty "
+    "for <output_dir>/retrained_labels.txt.")
+flags.DEFINE_string(
+    "output_graph", _DEFAULTS.output_graph,
+    "Frozen inference graph (retrain.py's retrained_graph.pb); empty for "
+    "<output_dir>/retrained_graph.pb. Written by the export step.")
+
+
+def train_config_from_flags() -> training.TrainConfig:
+  """The `TrainConfig` that the flags describe."""
+  names = [f.name for f in dataclasses.fields(training.TrainConfig)
+           if f.name != "verbose"]
+  return training.TrainConfig(**{n: FLAGS[n].value for n in names})
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.list_categories:
+    common.print_categories()
+    return
+  config = train_config_from_flags()
+  data = common.data_config_from_flags()
+  result = training.train_and_evaluate(data, config)
+  logging.info("Epochs run: %s", result.epochs_run)
+  print(f"Wrote {config.output_dir}/model.keras and "
+        f"{config.path('output_labels')}; test top-1 "
+        f"{result.report['top1']:.4f}")
+
+
+def run() -> None:
+  """The console_scripts entry point."""
+  common.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  run()

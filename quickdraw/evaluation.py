@@ -1,0 +1,140 @@
+"""Test-split evaluation: accuracy figures, the confusion matrix, mistakes.
+
+`classification_report` is pure numpy over predicted probabilities; the
+`write_*` functions turn a report into the files a run leaves in its output
+folder:
+
+  evaluation.json         top-1, top-3 and per-class accuracy
+  confusion_matrix.json   rows: true class, columns: predicted class
+  confusion_matrix.png    the same, shaded, with counts
+  misclassified.png       test drawings the model got wrong, "true > predicted"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from quickdraw import atomic_files, visualize
+
+
+def top_k_accuracy(probabilities: np.ndarray, labels: np.ndarray,
+                   k: int) -> float:
+  """Share of rows whose label is among their k most probable classes."""
+  k = min(k, probabilities.shape[1])
+  top = np.argpartition(-probabilities, k - 1, axis=1)[:, :k]
+  return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray,
+                     num_classes: int) -> np.ndarray:
+  """(num_classes, num_classes) counts; rows true class, columns predicted."""
+  flat = labels.astype(np.int64) * num_classes + predictions
+  return np.bincount(flat, minlength=num_classes**2).reshape(
+      num_classes, num_classes)
+
+
+def classification_report(probabilities: np.ndarray, labels: np.ndarray,
+                          categories: Sequence[str]) -> dict:
+  """Accuracy figures for one split.
+
+  Args:
+    probabilities: float (N, C) model outputs.
+    labels: int (N,) true classes.
+    categories: The C class names, in output order.
+
+  Returns:
+    A JSON-ready dict: drawings, top1, top3, per_class (category, drawings,
+    accuracy) and confusion_matrix (nested lists).
+  """
+  probabilities = np.asarray(probabilities)
+  labels = np.asarray(labels).astype(np.int64)
+  predictions = probabilities.argmax(1)
+  matrix = confusion_matrix(labels, predictions, len(categories))
+  counts = matrix.sum(1)
+  per_class = [{
+      "category": name,
+      "drawings": int(counts[i]),
+      "accuracy": float(matrix[i, i] / counts[i]) if counts[i] else None,
+  } for i, name in enumerate(categories)]
+  return {
+      "drawings": int(len(labels)),
+      "top1": float(np.mean(predictions == labels)) if len(labels) else 0.0,
+      "top3": top_k_accuracy(probabilities, labels, 3) if len(labels) else 0.0,
+      "per_class": per_class,
+      "confusion_matrix": matrix.tolist(),
+  }
+
+
+def format_report(report: dict) -> str:
+  """A short text summary: overall accuracy, then the weakest classes."""
+  lines = [f"test: top-1 {report['top1']:.4f}, top-3 {report['top3']:.4f} "
+           f"on {report['drawings']} drawings"]
+  scored = [c for c in report["per_class"] if c["accuracy"] is not None]
+  for c in sorted(scored, key=lambda c: c["accuracy"])[:5]:
+    lines.append(f"  {c['category']:<16} {c['accuracy']:.3f} "
+                 f"({c['drawings']} drawings)")
+  return "\n".join(lines)
+
+
+def misclassified_grid(drawings: np.ndarray, labels: np.ndarray,
+                       predictions: np.ndarray, categories: Sequence[str],
+                       limit: int = 64) -> np.ndarray:
+  """A captioned grid of the first `limit` wrong predictions.
+
+  Args:
+    drawings: uint8 (N, 784) the evaluated drawings.
+    labels: (N,) true classes.
+    predictions: (N,) predicted classes.
+    categories: Class names.
+    limit: Most drawings shown.
+
+  Returns:
+    A uint8 (H, W) image (an empty-looking one when nothing was wrong).
+  """
+  wrong = np.flatnonzero(labels != predictions)[:limit]
+  captions = [f"{categories[labels[i]]}\n> {categories[predictions[i]]}"
+              for i in wrong]
+  if not len(wrong):
+    return visualize.render_text("no mistakes", scale=2)
+  return visualize.captioned_grid(drawings[wrong], captions, columns=8,
+                                  zoom=3)
+
+
+def write_report(output_dir: str, report: dict, categories: Sequence[str],
+                 drawings: np.ndarray, labels: np.ndarray,
+                 probabilities: np.ndarray) -> dict[str, np.ndarray]:
+  """Writes the evaluation files (see the module docstring), atomically.
+
+  Args:
+    output_dir: Where to write.
+    report: From `classification_report`.
+    categories: Class names.
+    drawings: uint8 (N, 784) the evaluated drawings, in the order of labels.
+    labels: (N,) their true classes.
+    probabilities: (N, C) the model's outputs for them.
+
+  Returns:
+    The pictures written, by name, for TensorBoard.
+  """
+  summary = {k: v for k, v in report.items() if k != "confusion_matrix"}
+  atomic_files.write_text(os.path.join(output_dir, "evaluation.json"),
+                          json.dumps(summary, indent=2) + "\n")
+  atomic_files.write_text(
+      os.path.join(output_dir, "confusion_matrix.json"),
+      json.dumps({"categories": list(categories),
+                  "rows": "true class", "columns": "predicted class",
+                  "matrix": report["confusion_matrix"]}) + "\n")
+  pictures = {
+      "confusion_matrix": visualize.confusion_matrix_image(
+          np.asarray(report["confusion_matrix"]), categories),
+      "misclassified": misclassified_grid(
+          drawings, np.asarray(labels), np.asarray(probabilities).argmax(1),
+          categories),
+  }
+  for name, picture in pictures.items():
+    visualize.write_png(os.path.join(output_dir, f"{name}.png"), picture)
+  return pictures

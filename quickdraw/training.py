@@ -1,0 +1,424 @@
+"""Training and evaluation of a doodle classifier, start to finish.
+
+`train_and_evaluate(data, config)` is the whole job behind `quickdraw-train`:
+
+1. Open the data and build the frozen backbone (weights fetched if needed).
+2. Train the head. Without augmentation it trains on the bottleneck cache:
+   each drawing's features are computed once, and every epoch after the
+   first, and every later run on the same data, skips the backbone. With
+   augmentation the drawings change every epoch, so (as retrain.py's
+   distortions did) it runs the frozen backbone on every batch instead.
+3. Optionally fine-tune: unfreeze the top backbone layers (batch norm stays
+   in inference mode) and train on images at a small learning rate.
+4. Evaluate on the test split, write the report, apply the accuracy gate,
+   and save the Keras model and labels.
+
+Every epoch ends with a checkpoint, so a killed run started again with the
+same settings resumes at the next epoch with the same data order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from quickdraw import (atomic_files, bottlenecks, checkpoints, evaluation,
+                       input_pipeline, visualize)
+from quickdraw import model as model_lib
+from quickdraw.config import DataConfig
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
+MODEL_FILENAME = "model.keras"
+_MISCLASSIFIED_SHOWN = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """How to build, train, evaluate and save the classifier.
+
+  Attributes:
+    architecture: retrain.py's `mobilenet_<alpha>_<size>`.
+    weights: "imagenet", "none" (random init, for tests), or a path to the
+      architecture's Keras no-top `.h5` weights.
+    model_dir: Keras' cache folder for downloaded weights; "" for `~/.keras`.
+    bottleneck_dir: The bottleneck cache, shared by runs.
+    output_dir: Where the model, labels, report and checkpoints go.
+    summaries_dir: TensorBoard logs; "" for `<output_dir>/logs`.
+    epochs: Passes over the training split for the head.
+    how_many_training_steps: retrain.py's name: if above 0, train the head
+      for this many batches instead (rounded up to whole epochs).
+    train_batch_size: Drawings per training batch.
+    learning_rate: Adam's learning rate for the head.
+    dropout: Dropout rate before the head's dense layer.
+    fine_tune_layers: Top backbone layers (with weights) to unfreeze after
+      the head has trained; 0 skips fine-tuning.
+    fine_tune_learning_rate: Adam's learning rate while fine-tuning.
+    fine_tune_epochs: Passes over the training images while fine-tuning.
+    augment: Random rotations, zooms and shifts of training drawings;
+      bypasses the bottleneck cache.
+    min_accuracy: Fail, saving no model, if test top-1 is below this.
+    output_labels: Labels file; "" for `<output_dir>/retrained_labels.txt`.
+    output_graph: Frozen graph path (written by the export step); "" for
+      `<output_dir>/retrained_graph.pb`.
+    verbose: 1 shows Keras progress bars; 2 one line per epoch; 0 nothing.
+  """
+  architecture: str = "mobilenet_1.0_224"
+  weights: str = "imagenet"
+  model_dir: str = ""
+  bottleneck_dir: str = DEFAULT_BOTTLENECK_DIR
+  output_dir: str = os.path.join("runs", "quickdraw")
+  summaries_dir: str = ""
+  epochs: int = 30
+  how_many_training_steps: int = 0
+  train_batch_size: int = 100
+  learning_rate: float = 0.001
+  dropout: float = 0.2
+  fine_tune_layers: int = 0
+  fine_tune_learning_rate: float = 1e-4
+  fine_tune_epochs: int = 2
+  augment: bool = False
+  min_accuracy: float = 0.0
+  output_labels: str = ""
+  output_graph: str = ""
+  verbose: int = 1
+
+  def __post_init__(self):
+    model_lib.parse_architecture(self.architecture)  # fails early if bad
+    for name in ("epochs", "how_many_training_steps", "fine_tune_layers",
+                 "fine_tune_epochs"):
+      if getattr(self, name) < 0:
+        raise QuickDrawError(f"--{name}={getattr(self, name)} is negative")
+    if self.epochs == 0 and self.how_many_training_steps == 0:
+      raise QuickDrawError(
+          "--epochs=0 trains nothing; pass --epochs or "
+          "--how_many_training_steps")
+    if self.train_batch_size < 1:
+      raise QuickDrawError(
+          f"--train_batch_size={self.train_batch_size}; pass at least 1")
+    for name in ("learning_rate", "fine_tune_learning_rate"):
+      if not getattr(self, name) > 0:
+        raise QuickDrawError(f"--{name}={getattr(self, name)}; pass a "
+                             "positive rate such as 0.001")
+    if not 0 <= self.dropout < 1:
+      raise QuickDrawError(f"--dropout={self.dropout} is outside [0, 1)")
+    if not 0 <= self.min_accuracy <= 1:
+      raise QuickDrawError(
+          f"--min_accuracy={self.min_accuracy} is outside [0, 1]; pass a "
+          "fraction such as 0.85")
+
+  def path(self, name: str) -> str:
+    """`output_labels`, `output_graph` or `summaries_dir`, defaults filled."""
+    value = getattr(self, name)
+    if value:
+      return os.path.expanduser(value)
+    default = {"output_labels": "retrained_labels.txt",
+               "output_graph": "retrained_graph.pb", "summaries_dir": "logs"}
+    return os.path.join(self.output_dir, default[name])
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a run produced.
+
+  Attributes:
+    classifier: The trained Keras model, images in [-1, 1] -> probabilities.
+    report: The test split's `evaluation.classification_report`.
+    epochs_run: Epochs trained by this call, per phase ("head",
+      "fine_tune"); fewer than configured when it resumed.
+    bottlenecks_computed: Splits whose bottlenecks this call computed.
+  """
+  classifier: keras.Model
+  report: dict
+  epochs_run: dict[str, int]
+  bottlenecks_computed: list[str]
+
+
+def head_schedule(num_train: int, config: TrainConfig) -> tuple[int, int]:
+  """(epochs, steps per epoch) for the head.
+
+  An epoch is one pass over the training split; `how_many_training_steps`
+  is rounded up to whole epochs so that every epoch sees every drawing once.
+  """
+  steps = input_pipeline.batches_per_epoch(num_train, config.train_batch_size)
+  if config.how_many_training_steps:
+    return math.ceil(config.how_many_training_steps / steps), steps
+  return config.epochs, steps
+
+
+def fingerprint(data: DataConfig, config: TrainConfig) -> str:
+  """Identifies what a run trains; checkpoints resume only a run like it."""
+  shaping = {k: v for k, v in dataclasses.asdict(data).items()
+             if k not in ("download", "download_base_url", "data_dir")}
+  shaping.update({k: v for k, v in dataclasses.asdict(config).items()
+                  if k not in ("model_dir", "bottleneck_dir", "output_dir",
+                               "summaries_dir", "min_accuracy",
+                               "output_labels", "output_graph", "verbose")})
+  return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+
+
+def _compile(model: keras.Model, learning_rate: float) -> None:
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"])
+
+
+class _Run:
+  """State shared by the phases of one `train_and_evaluate` call."""
+
+  def __init__(self, data: DataConfig, config: TrainConfig,
+               callbacks: Sequence[keras.callbacks.Callback]):
+    self.data, self.config = data, config
+    self.extra_callbacks = list(callbacks)
+    self.source = QuickDrawSource.open(data)
+    named = model_lib.parse_architecture(config.architecture)
+    weights_path = model_lib.resolve_weights(named, config.weights,
+                                             config.model_dir or None)
+    if data.image_size != named.image_size and weights_path:
+      logging.warning("--image_size=%d differs from %s's %d: the pretrained "
+                      "features are tuned to %d", data.image_size, named.name,
+                      named.image_size, named.image_size)
+    self.architecture = dataclasses.replace(named, image_size=data.image_size)
+    self.backbone = model_lib.build_backbone(self.architecture, weights_path)
+    if weights_path is None:
+      model_lib.calibrate_batch_norm(
+          self.backbone, next(iter(self.images(Split.TRAIN, train=False)))[0])
+    self.head = model_lib.build_head(int(self.backbone.output_shape[-1]),
+                                     self.source.num_classes, config.dropout)
+    self.classifier = model_lib.build_classifier(self.backbone, self.head)
+    self.checkpoints = checkpoints.Checkpoints(
+        os.path.join(config.output_dir, "checkpoints"),
+        fingerprint(data, config))
+    self.has_validation = len(self.source.index(Split.VALIDATION)) > 0
+    self.epochs_run: dict[str, int] = {}
+    self.computed: list[str] = []
+    self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def bottlenecks(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    if split.value not in self._cache:
+      logging.info("Bottlenecks of the %s split", split.value)
+      features, labels, computed = bottlenecks.load_or_compute(
+          self.backbone, self.source, split, self.data.image_size,
+          os.path.expanduser(self.config.bottleneck_dir),
+          batch_size=self.config.train_batch_size,
+          verbose=1 if self.config.verbose else 0)
+      if computed:
+        self.computed.append(split.value)
+      self._cache[split.value] = (features, labels)
+    return self._cache[split.value]
+
+  def images(self, split: Split, *, train: bool,
+             first_epoch: int = 0) -> tf.data.Dataset:
+    return input_pipeline.make_dataset(
+        self.source, split, self.config.train_batch_size,
+        image_size=self.data.image_size, shuffle=train,
+        epochs=None if train else 1, first_epoch=first_epoch,
+        augment=train and self.config.augment)
+
+  def fit(self, phase: str, model: keras.Model, train_data, validation_data,
+          epochs: int, steps: int, initial_epoch: int) -> None:
+    """Runs `fit` for one phase, with checkpoints and TensorBoard."""
+    self.epochs_run[phase] = max(0, epochs - initial_epoch)
+    if initial_epoch >= epochs:
+      return
+    if initial_epoch:
+      logging.info("Resuming %s training at epoch %d of %d", phase,
+                   initial_epoch + 1, epochs)
+    callbacks = [
+        checkpoints.SaveEachEpoch(self.checkpoints, phase),
+        keras.callbacks.TensorBoard(
+            os.path.join(self.config.path("summaries_dir"), phase)),
+        *self.extra_callbacks,
+    ]
+    model.fit(train_data, validation_data=validation_data, epochs=epochs,
+              shuffle=False,  # the datasets shuffle, by (seed, epoch)
+              steps_per_epoch=steps, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=self.config.verbose)
+
+  def train_head(self, resume: dict | None) -> None:
+    config = self.config
+    num_train = len(self.source.index(Split.TRAIN))
+    epochs, steps = head_schedule(num_train, config)
+    start = resume["epoch"] if resume and resume["phase"] == "head" else 0
+    if resume and resume["phase"] != "head":
+      start = epochs  # the head finished before the checkpointed phase
+    if config.augment:
+      model = self.classifier
+      train_data = self.images(Split.TRAIN, train=True, first_epoch=start)
+      validation = (self.images(Split.VALIDATION, train=False)
+                    if self.has_validation else None)
+    else:
+      model = self.head
+      if start < epochs:
+        features, labels = self.bottlenecks(Split.TRAIN)
+        train_data = input_pipeline.feature_dataset(
+            features, labels, config.train_batch_size, shuffle=True,
+            seed=self.data.seed, epochs=None, first_epoch=start)
+        validation = (input_pipeline.feature_dataset(
+            *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
+            shuffle=False, seed=0) if self.has_validation else None)
+      else:
+        train_data = validation = None
+    _compile(model, config.learning_rate)
+    if resume and resume["phase"] == "head":
+      self.checkpoints.restore(resume, model)
+    elif resume:
+      # A later phase's checkpoint holds this (nested) model's optimizer
+      # state too; built, it loads instead of being skipped with a warning.
+      model.optimizer.build(model.trainable_variables)
+    self.fit("head", model, train_data, validation, epochs, steps, start)
+
+  def fine_tune(self, resume: dict | None) -> None:
+    config = self.config
+    model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
+    _compile(self.classifier, config.fine_tune_learning_rate)
+    start = 0
+    if resume and resume["phase"] == "fine_tune":
+      self.checkpoints.restore(resume, self.classifier)
+      start = resume["epoch"]
+    steps = input_pipeline.batches_per_epoch(
+        len(self.source.index(Split.TRAIN)), config.train_batch_size)
+    self.fit("fine_tune", self.classifier,
+             self.images(Split.TRAIN, train=True, first_epoch=start),
+             (self.images(Split.VALIDATION, train=False)
+              if self.has_validation else None),
+             config.fine_tune_epochs, steps, start)
+
+  def test_probabilities(self) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) over the test split, in index order."""
+    if not self.config.fine_tune_layers:
+      # The backbone is unchanged: the test bottlenecks are cacheable too.
+      features, labels = self.bottlenecks(Split.TEST)
+      data = input_pipeline.feature_dataset(
+          features, labels, self.config.train_batch_size, shuffle=False,
+          seed=0)
+      return self.head.predict(data, verbose=0), labels
+    index = self.source.index(Split.TEST)
+    probabilities = self.classifier.predict(
+        self.images(Split.TEST, train=False),
+        verbose=1 if self.config.verbose else 0)
+    return probabilities, index.class_ids.astype(np.int32)
+
+
+def train_and_evaluate(
+    data: DataConfig, config: TrainConfig,
+    callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+  """Trains, evaluates on the test split, and saves a classifier.
+
+  Writes to `config.output_dir`: `model.keras`, the labels file, the
+  evaluation files (see `evaluation`), `training_inputs.png`, `run.json` (the
+  settings) and, while training, `checkpoints/`.
+
+  Args:
+    data: Which drawings, split how, at what input size.
+    config: Model and training settings.
+    callbacks: Extra Keras callbacks for every `fit` (after checkpointing).
+
+  Returns:
+    The trained model and its test report.
+
+  Raises:
+    QuickDrawError: bad data, weights or paths, or test accuracy below
+      `config.min_accuracy` (then no model or labels are written).
+  """
+  keras.utils.set_random_seed(data.seed)
+  for flag, folder in (("output_dir", config.output_dir),
+                       ("summaries_dir", config.path("summaries_dir"))):
+    try:  # now, not after an hour of training
+      os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+      raise QuickDrawError(f"cannot write to --{flag} {folder}: "
+                           f"{e.strerror or e}; pass a writable folder"
+                           ) from None
+  run = _Run(data, config, callbacks)
+  source = run.source
+  test_index = source.index(Split.TEST)
+  if not len(test_index):
+    raise QuickDrawError(
+        "the test split is empty; raise --testing_percentage or "
+        "--samples_per_class")
+  _write_samples(run)
+
+  resume = run.checkpoints.latest()
+  run.train_head(resume)
+  if config.fine_tune_layers:
+    run.fine_tune(resume)
+
+  probabilities, labels = run.test_probabilities()
+  report = evaluation.classification_report(probabilities, labels,
+                                            source.categories)
+  print(evaluation.format_report(report))
+  wrong = np.flatnonzero(probabilities.argmax(1) != labels)
+  wrong = wrong[:_MISCLASSIFIED_SHOWN]
+  drawings = source.gather_positions(test_index, wrong)[0]
+  pictures = evaluation.write_report(config.output_dir, report,
+                                     source.categories, drawings,
+                                     labels[wrong], probabilities[wrong])
+  _write_summary_images(config.path("summaries_dir"), pictures)
+  run.checkpoints.clear()
+
+  if report["top1"] < config.min_accuracy:
+    raise QuickDrawError(
+        f"test top-1 accuracy {report['top1']:.4f} is below --min_accuracy="
+        f"{config.min_accuracy}; nothing exported (see "
+        f"{os.path.join(config.output_dir, 'evaluation.json')})")
+
+  _save(run, report)
+  return TrainResult(run.classifier, report, run.epochs_run, run.computed)
+
+
+def _save(run: _Run, report: dict) -> None:
+  config = run.config
+  with atomic_files.atomic_path(
+      os.path.join(config.output_dir, MODEL_FILENAME)) as tmp:
+    run.classifier.save(tmp)
+  atomic_files.write_text(config.path("output_labels"),
+                          "".join(f"{c}\n" for c in run.source.categories))
+  atomic_files.write_text(
+      os.path.join(config.output_dir, "run.json"),
+      json.dumps({"data": dataclasses.asdict(run.data),
+                  "train": dataclasses.asdict(config),
+                  "test": {k: report[k] for k in ("drawings", "top1", "top3")}},
+                 indent=2) + "\n")
+  logging.info("Saved %s and %s", os.path.join(config.output_dir,
+                                               MODEL_FILENAME),
+               config.path("output_labels"))
+
+
+def _write_samples(run: _Run) -> None:
+  """A grid of training inputs, as the model sees them, with their labels."""
+  images, labels = next(iter(run.images(Split.TRAIN, train=True)))
+  images, labels = images[:32], labels.numpy()[:32]
+  # Back to 8-bit grey at 56 px: legible, and small in TensorBoard.
+  small = tf.image.resize(images[..., :1], (56, 56), antialias=True)
+  small = np.clip((small.numpy()[..., 0] + 1) * 127.5, 0, 255).astype(np.uint8)
+  grid = visualize.captioned_grid(
+      small, [run.source.categories[i] for i in labels], columns=8, zoom=1)
+  visualize.write_png(
+      os.path.join(run.config.output_dir, "training_inputs.png"), grid)
+  _write_summary_images(run.config.path("summaries_dir"),
+                        {"training_inputs": grid})
+
+
+def _write_summary_images(summaries_dir: str,
+                          pictures: dict[str, np.ndarray]) -> None:
+  writer = tf.summary.create_file_writer(os.path.join(summaries_dir, "images"))
+  with writer.as_default():
+    for name, picture in pictures.items():
+      picture = np.asarray(picture, np.uint8)
+      if picture.ndim == 2:
+        picture = picture[:, :, None]
+      tf.summary.image(name, picture[None], step=0)
+  writer.close()

@@ -1,0 +1,71 @@
+"""The configs parse, and the benchmark scripts run end to end via main([])."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from quickdraw.cli import common
+from quickdraw.cli import train as train_cli
+
+from conftest import CATEGORIES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SCRIPTS = {}
+
+
+def script(name):
+  """Imports scripts/<name>.py once (its flags can be defined only once)."""
+  if name not in _SCRIPTS:
+    spec = importlib.util.spec_from_file_location(
+        f"script_{name}", os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _SCRIPTS[name] = module
+  return _SCRIPTS[name]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(
+    os.path.join(REPO, "configs", "*.flags"))), ids=os.path.basename)
+def test_config_parses(path):
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", f"--flagfile={path}"])
+    data = common.data_config_from_flags()
+    config = train_cli.train_config_from_flags()
+  assert data.categories and data.image_size >= 32
+  assert config.architecture.startswith("mobilenet_")
+
+
+def tiny_flags(data_dir, tmp_path, **extra):
+  return dict(categories=list(CATEGORIES), data_dir=data_dir, download=False,
+              samples_per_class=60, architecture="mobilenet_0.25_128",
+              image_size=32, weights="none", epochs=1, train_batch_size=32,
+              bottleneck_dir=str(tmp_path / "cache"),
+              output_dir=str(tmp_path / "out"), **extra)
+
+
+def test_bench_train_runs(data_dir, tmp_path, capsys):
+  bench = script("bench_train")
+  with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path),
+                           bench_batch_size=16):
+    bench.main(["bench_train"])
+  out = capsys.readouterr().out
+  for figure in ("bare backbone forward:", "bottlenecks via pipeline:",
+                 "epoch from the cache:", "second run finds its cache"):
+    assert figure in out
+
+
+def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
+  bench = script("bench_accuracy")
+  with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path), cnn_epochs=1,
+                           fine_tune_layers=2, fine_tune_epochs=1,
+                           validation_percentage=0, testing_percentage=20):
+    bench.main(["bench_accuracy"])
+  out = capsys.readouterr().out
+  assert "small CNN from scratch, 28x28" in out
+  assert "fine-tuned (2 layers, 1 epochs)" in out
+  assert "fine-tuned minus CNN:" in out

@@ -1,0 +1,237 @@
+"""Training end to end on generated data with a random 32 px backbone."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from quickdraw import bottlenecks, training
+from quickdraw.cli import train as train_cli
+from quickdraw.config import DataConfig
+from quickdraw.errors import QuickDrawError
+
+from conftest import CATEGORIES
+
+SIZE = 32
+
+
+def data_config(data_dir, **overrides):
+  values = dict(categories=CATEGORIES, data_dir=data_dir, download=False,
+                samples_per_class=100, image_size=SIZE)
+  values.update(overrides)
+  return DataConfig(**values)
+
+
+def train_config(tmp_path, name="run", **overrides):
+  values = dict(architecture="mobilenet_0.25_128", weights="none", epochs=2,
+                train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
+                output_dir=str(tmp_path / name), verbose=0)
+  values.update(overrides)
+  return training.TrainConfig(**values)
+
+
+class Interrupt(keras.callbacks.Callback):
+  """Stops training like Ctrl-C at the end of epoch `after` (1-based).
+
+  With `model_name`, only while that model trains ("head" trains from the
+  cache, "quickdraw_classifier" while fine-tuning).
+  """
+
+  def __init__(self, after, model_name=None):
+    super().__init__()
+    self.after = after
+    self.model_name = model_name
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch + 1 == self.after and self.model_name in (None, self.model.name):
+      raise KeyboardInterrupt
+
+
+def test_main_writes_model_labels_and_report(data_dir, tmp_path):
+  out = tmp_path / "out"
+  with flagsaver.flagsaver(
+      categories=list(CATEGORIES), data_dir=data_dir, download=False,
+      samples_per_class=100, architecture="mobilenet_0.25_128",
+      image_size=SIZE, weights="none", epochs=2, train_batch_size=32,
+      bottleneck_dir=str(tmp_path / "cache"), output_dir=str(out)):
+    train_cli.main(["train"])
+
+  labels = (out / "retrained_labels.txt").read_text().splitlines()
+  assert labels == list(CATEGORIES)
+  classifier = keras.models.load_model(out / "model.keras")
+  assert classifier.input_shape == (None, SIZE, SIZE, 3)
+  assert classifier.output_shape == (None, len(CATEGORIES))
+  assert classifier.get_layer("head").get_layer("final_result")
+
+  report = json.loads((out / "evaluation.json").read_text())
+  assert set(report) == {"drawings", "top1", "top3", "per_class"}
+  assert [c["category"] for c in report["per_class"]] == list(CATEGORIES)
+  assert report["drawings"] == sum(c["drawings"] for c in report["per_class"])
+  assert 0 <= report["top1"] <= report["top3"] <= 1
+  matrix = json.loads((out / "confusion_matrix.json").read_text())["matrix"]
+  assert np.array(matrix).shape == (4, 4)
+  assert np.array(matrix).sum() == report["drawings"]
+  for png in ("confusion_matrix", "misclassified", "training_inputs"):
+    assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  run = json.loads((out / "run.json").read_text())
+  assert run["train"]["architecture"] == "mobilenet_0.25_128"
+  assert not (out / "checkpoints").exists()  # removed once complete
+  events = {os.path.relpath(root, out / "logs")
+            for root, _, files in os.walk(out / "logs")
+            if any(f.startswith("events.out.tfevents") for f in files)}
+  assert {"head/train", "head/validation", "images"} <= events
+
+
+def test_second_run_trains_from_the_cache(data_dir, tmp_path, monkeypatch):
+  first = training.train_and_evaluate(data_config(data_dir),
+                                      train_config(tmp_path, "a"))
+  assert sorted(first.bottlenecks_computed) == ["test", "train", "validation"]
+
+  def no_forward_passes(backbone):
+    raise AssertionError("the backbone ran although the cache was full")
+
+  monkeypatch.setattr(bottlenecks, "_compiled_forward", no_forward_passes)
+  second = training.train_and_evaluate(data_config(data_dir),
+                                       train_config(tmp_path, "b"))
+  assert second.bottlenecks_computed == []
+  assert second.report["top1"] == pytest.approx(first.report["top1"])
+
+
+def test_interrupted_run_resumes_where_it_stopped(data_dir, tmp_path):
+  data = data_config(data_dir)
+  # Dropout off: with the same data order the resumed run must end with the
+  # very weights of an uninterrupted one.
+  config = train_config(tmp_path, "resumed", epochs=4, dropout=0.0)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(data, config, callbacks=[Interrupt(after=2)])
+  assert not os.path.exists(os.path.join(config.output_dir, "model.keras"))
+  state = json.loads(open(os.path.join(config.output_dir, "checkpoints",
+                                       "state.json")).read())
+  assert (state["phase"], state["epoch"]) == ("head", 2)
+
+  resumed = training.train_and_evaluate(data, config)
+  assert resumed.epochs_run == {"head": 2}
+  straight = training.train_and_evaluate(
+      data, train_config(tmp_path, "straight", epochs=4, dropout=0.0))
+  assert straight.epochs_run == {"head": 4}
+  for a, b in zip(resumed.classifier.get_layer("head").weights,
+                  straight.classifier.get_layer("head").weights):
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(a),
+                               keras.ops.convert_to_numpy(b), atol=1e-6)
+
+
+def test_changed_settings_start_over(data_dir, tmp_path):
+  data = data_config(data_dir)
+  config = train_config(tmp_path, "run", epochs=3)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(data, config, callbacks=[Interrupt(after=1)])
+  changed = train_config(tmp_path, "run", epochs=3, learning_rate=0.01)
+  assert training.train_and_evaluate(data, changed).epochs_run == {"head": 3}
+
+
+def test_fine_tuning_changes_top_layers_only(data_dir, tmp_path):
+  result = training.train_and_evaluate(
+      data_config(data_dir),
+      train_config(tmp_path, epochs=1, fine_tune_layers=4, fine_tune_epochs=1,
+                   fine_tune_learning_rate=0.01))
+  assert result.epochs_run == {"head": 1, "fine_tune": 1}
+  backbone = result.classifier.get_layer(index=1)
+  trained = [l.name for l in backbone.layers if l.trainable and l.weights]
+  assert trained and all("bn" not in name for name in trained)
+  # The test split went through the fine-tuned backbone, not the cache.
+  assert "test" not in result.bottlenecks_computed
+
+
+def test_fine_tune_resumes_in_its_phase(data_dir, tmp_path):
+  data = data_config(data_dir)
+  config = train_config(tmp_path, epochs=1, fine_tune_layers=2,
+                        fine_tune_epochs=2)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(
+        data, config,
+        callbacks=[Interrupt(after=1, model_name="quickdraw_classifier")])
+  resumed = training.train_and_evaluate(data, config)
+  assert resumed.epochs_run == {"head": 0, "fine_tune": 1}
+
+
+def test_augmentation_bypasses_the_cache(data_dir, tmp_path):
+  config = train_config(tmp_path, epochs=1, augment=True)
+  result = training.train_and_evaluate(data_config(data_dir), config)
+  # Only the test split (the backbone is unchanged) used the cache.
+  assert result.bottlenecks_computed == ["test"]
+  assert result.epochs_run == {"head": 1}
+
+
+def test_accuracy_gate_exports_nothing(data_dir, tmp_path):
+  config = train_config(tmp_path, epochs=1, min_accuracy=1.0)
+  with pytest.raises(QuickDrawError) as e:
+    training.train_and_evaluate(data_config(data_dir), config)
+  assert "is below --min_accuracy=1.0; nothing exported" in str(e.value)
+  out = config.output_dir
+  assert os.path.exists(os.path.join(out, "evaluation.json"))
+  assert not os.path.exists(os.path.join(out, "model.keras"))
+  assert not os.path.exists(os.path.join(out, "retrained_labels.txt"))
+
+
+def test_how_many_training_steps_rounds_up_to_epochs(tmp_path):
+  config = train_config(tmp_path, how_many_training_steps=7000,
+                        train_batch_size=100)
+  # 8,000 training drawings: 80 batches an epoch; 7,000 steps -> 88 epochs.
+  assert training.head_schedule(8000, config) == (88, 80)
+  assert training.head_schedule(8000, train_config(tmp_path, epochs=5)) == (
+      5, 250)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(min_accuracy=1.5), "--min_accuracy=1.5 is outside [0, 1]"),
+    (dict(architecture="mobilenet_3.0_224"),
+     "--architecture=mobilenet_3.0_224 is not supported"),
+    (dict(epochs=0), "--epochs=0 trains nothing"),
+    (dict(learning_rate=0.0), "--learning_rate=0.0; pass a positive rate"),
+])
+def test_bad_settings(tmp_path, overrides, message):
+  with pytest.raises(QuickDrawError) as e:
+    train_config(tmp_path, **overrides)
+  assert message in str(e.value)
+
+
+def test_flags_take_their_defaults_from_the_config():
+  defaults = training.TrainConfig()
+  for name in ("architecture", "weights", "epochs", "train_batch_size",
+               "learning_rate", "fine_tune_layers", "augment", "min_accuracy",
+               "how_many_training_steps", "bottleneck_dir", "output_dir"):
+    assert flags.FLAGS[name].default == getattr(defaults, name), name
+
+
+def test_retrain_py_command_is_accepted(data_dir, tmp_path):
+  """The seed's retrain.py flags, --image_dir swapped for --data_dir."""
+  argv = ["train", f"--data_dir={data_dir}", "--categories=circle,square",
+          "--nodownload", "--architecture=mobilenet_0.25_128",
+          f"--bottleneck_dir={tmp_path}/bottlenecks",
+          "--how_many_training_steps=3", f"--model_dir={tmp_path}/models",
+          f"--summaries_dir={tmp_path}/summaries",
+          f"--output_graph={tmp_path}/retrained_graph.pb",
+          f"--output_labels={tmp_path}/retrained_labels.txt",
+          "--weights=none", "--image_size=32", "--samples_per_class=60",
+          f"--output_dir={tmp_path}/out"]
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(argv)
+    train_cli.main(["train"])
+  assert (tmp_path / "retrained_labels.txt").read_text() == "circle\nsquare\n"
+  assert (tmp_path / "summaries" / "head").is_dir()
+
+
+@pytest.mark.parametrize("flag", ["output_dir", "summaries_dir"])
+def test_unwritable_folder_is_one_line(data_dir, tmp_path, flag):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  config = train_config(tmp_path, **{flag: str(blocker / "sub")})
+  with pytest.raises(QuickDrawError) as e:
+    training.train_and_evaluate(data_config(data_dir), config)
+  assert str(e.value) == (f"cannot write to --{flag} {blocker}/sub: Not a "
+                          "directory; pass a writable folder")
