@@ -80,28 +80,42 @@ def format_report(report: dict) -> str:
   return "\n".join(lines)
 
 
+def pick_mistakes(labels: np.ndarray, predictions: np.ndarray,
+                  limit: int = 64) -> np.ndarray:
+  """Positions of up to `limit` wrong predictions, spread over the classes.
+
+  Takes each class's first mistake, then each class's second, and so on, so
+  that the picture is not filled by the first classes alone.
+  """
+  wrong = np.flatnonzero(labels != predictions)
+  true = labels[wrong]
+  # Rank of each mistake within its class (wrong is sorted by position).
+  order = np.argsort(true, kind="stable")
+  starts = np.searchsorted(true[order], true[order])
+  rank = np.empty(len(wrong), np.int64)
+  rank[order] = np.arange(len(wrong)) - starts
+  return wrong[np.lexsort((true, rank))][:limit]
+
+
 def misclassified_grid(drawings: np.ndarray, labels: np.ndarray,
-                       predictions: np.ndarray, categories: Sequence[str],
-                       limit: int = 64) -> np.ndarray:
-  """A captioned grid of the first `limit` wrong predictions.
+                       predictions: np.ndarray,
+                       categories: Sequence[str]) -> np.ndarray:
+  """A captioned grid of wrongly classified drawings, "true > predicted".
 
   Args:
-    drawings: uint8 (N, 784) the evaluated drawings.
-    labels: (N,) true classes.
-    predictions: (N,) predicted classes.
+    drawings: uint8 (N, 784) drawings the model got wrong.
+    labels: (N,) their true classes.
+    predictions: (N,) the predicted classes.
     categories: Class names.
-    limit: Most drawings shown.
 
   Returns:
-    A uint8 (H, W) image (an empty-looking one when nothing was wrong).
+    A uint8 (H, W) image (the words "no mistakes" when N is 0).
   """
-  wrong = np.flatnonzero(labels != predictions)[:limit]
-  captions = [f"{categories[labels[i]]}\n> {categories[predictions[i]]}"
-              for i in wrong]
-  if not len(wrong):
+  if not len(drawings):
     return visualize.render_text("no mistakes", scale=2)
-  return visualize.captioned_grid(drawings[wrong], captions, columns=8,
-                                  zoom=3)
+  captions = [f"{categories[t]}\n> {categories[p]}"
+              for t, p in zip(labels, predictions)]
+  return visualize.captioned_grid(drawings, captions, columns=8, zoom=3)
 
 
 def write_report(output_dir: str, report: dict, categories: Sequence[str],
@@ -113,7 +127,8 @@ def write_report(output_dir: str, report: dict, categories: Sequence[str],
     output_dir: Where to write.
     report: From `classification_report`.
     categories: Class names.
-    drawings: uint8 (N, 784) the evaluated drawings, in the order of labels.
+    drawings: uint8 (N, 784) drawings to show as mistakes (see
+      `pick_mistakes`).
     labels: (N,) their true classes.
     probabilities: (N, C) the model's outputs for them.
 

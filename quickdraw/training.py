@@ -64,7 +64,8 @@ class TrainConfig:
     dropout: Dropout rate before the head's dense layer.
     fine_tune_layers: Top backbone layers (with weights) to unfreeze after
       the head has trained; 0 skips fine-tuning.
-    fine_tune_learning_rate: Adam's learning rate while fine-tuning.
+    fine_tune_learning_rate: Adam's initial learning rate while fine-tuning;
+      it decays to zero along a cosine over the fine-tuning steps.
     fine_tune_epochs: Passes over the training images while fine-tuning.
     augment: Random rotations, zooms and shifts of training drawings;
       bypasses the bottleneck cache.
@@ -169,7 +170,9 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
                         ).hexdigest()[:16]
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
+def _compile(model: keras.Model,
+             learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
+             ) -> None:
   model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"])
@@ -283,13 +286,17 @@ class _Run:
   def fine_tune(self, resume: dict | None) -> None:
     config = self.config
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
-    _compile(self.classifier, config.fine_tune_learning_rate)
+    steps = input_pipeline.batches_per_epoch(
+        len(self.source.index(Split.TRAIN)), config.train_batch_size)
+    # Decaying to zero lets the last epochs settle instead of bouncing
+    # around at the full rate; the schedule follows the optimizer's step
+    # count, which checkpoints restore.
+    _compile(self.classifier, keras.optimizers.schedules.CosineDecay(
+        config.fine_tune_learning_rate, steps * config.fine_tune_epochs))
     start = 0
     if resume and resume["phase"] == "fine_tune":
       self.checkpoints.restore(resume, self.classifier)
       start = resume["epoch"]
-    steps = input_pipeline.batches_per_epoch(
-        len(self.source.index(Split.TRAIN)), config.train_batch_size)
     self.fit("fine_tune", self.classifier,
              self.images(Split.TRAIN, train=True, first_epoch=start),
              (self.images(Split.VALIDATION, train=False)
@@ -360,8 +367,8 @@ def train_and_evaluate(
   report = evaluation.classification_report(probabilities, labels,
                                             source.categories)
   print(evaluation.format_report(report))
-  wrong = np.flatnonzero(probabilities.argmax(1) != labels)
-  wrong = wrong[:_MISCLASSIFIED_SHOWN]
+  wrong = evaluation.pick_mistakes(labels, probabilities.argmax(1),
+                                   _MISCLASSIFIED_SHOWN)
   drawings = source.gather_positions(test_index, wrong)[0]
   pictures = evaluation.write_report(config.output_dir, report,
                                      source.categories, drawings,

@@ -9,7 +9,7 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from quickdraw.cli import prepare
+from quickdraw.cli import common, prepare
 from quickdraw.errors import QuickDrawError
 
 from conftest import CATEGORIES
@@ -102,8 +102,14 @@ def test_flags_take_their_defaults_from_the_config():
   from quickdraw.config import DataConfig
   defaults = DataConfig()
   for name in ("samples_per_class", "validation_percentage",
-               "testing_percentage", "seed", "image_size", "download"):
+               "testing_percentage", "seed", "download"):
     assert flags.FLAGS[name].default == getattr(defaults, name), name
+  # --image_size=0 takes the side from --architecture.
+  with flagsaver.flagsaver(categories=["cat"], image_size=0,
+                           architecture="mobilenet_0.50_160"):
+    assert common.data_config_from_flags().image_size == 160
+  with flagsaver.flagsaver(categories=["cat"], image_size=64):
+    assert common.data_config_from_flags().image_size == 64
 
 
 def test_categories_and_categories_file_together(tmp_path):

@@ -36,8 +36,10 @@ def test_write_report(tmp_path):
   probabilities = np.array([[0.1, 0.9, 0.0], [0.0, 0.0, 1.0]])
   labels = np.array([0, 2])
   report = evaluation.classification_report(probabilities, labels, NAMES)
-  pictures = evaluation.write_report(str(tmp_path), report, NAMES, drawings,
-                                     labels, probabilities)
+  wrong = evaluation.pick_mistakes(labels, probabilities.argmax(1))
+  pictures = evaluation.write_report(str(tmp_path), report, NAMES,
+                                     drawings[wrong], labels[wrong],
+                                     probabilities[wrong])
   saved = json.loads((tmp_path / "confusion_matrix.json").read_text())
   assert saved["categories"] == list(NAMES)
   assert saved["matrix"] == report["confusion_matrix"]
@@ -63,3 +65,12 @@ def test_confusion_image_shades_by_row_share():
   wrong = image[header + 2, left + 22 + 2]
   assert (empty == white).all()
   assert wrong[0] == 255 and wrong[1] < 255
+
+
+def test_pick_mistakes_spreads_over_classes():
+  labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+  predictions = np.array([1, 1, 1, 0, 0, 0, 2, 0])
+  # Mistakes: class 0 at 0, 1, 2; class 1 at 4, 5; class 2 at 7.
+  assert evaluation.pick_mistakes(labels, predictions, 4).tolist() == [
+      0, 4, 7, 1]
+  assert evaluation.pick_mistakes(labels, labels, 4).tolist() == []

@@ -103,9 +103,22 @@ def data_config_from_flags() -> DataConfig:
   return DataConfig(categories=tuple(names), image_size=image_size, **values)
 
 
-def print_categories() -> None:
-  for name in categories_lib.official_categories():
-    print(name)
+def list_categories_or_check_args(argv: Sequence[str]) -> bool:
+  """What every command's `main` does first.
+
+  Returns:
+    True when --list_categories printed the names (the command is done).
+
+  Raises:
+    app.UsageError: positional arguments were given.
+  """
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.list_categories:
+    for name in categories_lib.official_categories():
+      print(name)
+    return True
+  return False
 
 
 def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from quickdraw import atomic_files, input_pipeline, visualize
 from quickdraw.cli import common
@@ -62,10 +62,7 @@ def sample_grid(source: QuickDrawSource, per_row: int) -> np.ndarray:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.list_categories:
-    common.print_categories()
+  if common.list_categories_or_check_args(argv):
     return
   config = common.data_config_from_flags()
   source = QuickDrawSource.open(config)

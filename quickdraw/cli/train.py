@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from quickdraw import training
 from quickdraw.cli import common
@@ -73,7 +73,8 @@ flags.DEFINE_integer(
     "stays frozen) and train on images; 0 skips fine-tuning.", lower_bound=0)
 flags.DEFINE_float(
     "fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
-    "Adam's learning rate while fine-tuning.")
+    "Adam's initial learning rate while fine-tuning; it decays to zero "
+    "along a cosine over the fine-tuning steps.")
 flags.DEFINE_integer(
     "fine_tune_epochs", _DEFAULTS.fine_tune_epochs,
     "Passes over the training images while fine-tuning.", lower_bound=0)
@@ -104,10 +105,7 @@ def train_config_from_flags() -> training.TrainConfig:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if FLAGS.list_categories:
-    common.print_categories()
+  if common.list_categories_or_check_args(argv):
     return
   config = train_config_from_flags()
   data = common.data_config_from_flags()
