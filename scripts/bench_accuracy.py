@@ -38,7 +38,7 @@ flags.DEFINE_integer("cnn_epochs", 15, "Epochs for the small CNN.")
 
 _BENCH_DEFAULTS = dict(samples_per_class=1000, validation_percentage=0,
                        testing_percentage=20, fine_tune_layers=100,
-                       fine_tune_epochs=3, fine_tune_learning_rate=3e-4,
+                       fine_tune_epochs=5, fine_tune_learning_rate=5e-4,
                        output_dir=os.path.join("runs", "bench_accuracy"))
 
 

@@ -28,8 +28,8 @@ class CountingForward:
   def __init__(self, monkeypatch, stop_after=None):
     self.calls = 0
 
-    def wrapped(net):
-      infer = REAL_FORWARD(net)
+    def wrapped(net, image_size):
+      infer = REAL_FORWARD(net, image_size)
 
       def counted(images):
         if stop_after is not None and self.calls >= stop_after:

@@ -91,7 +91,7 @@ def test_second_run_trains_from_the_cache(data_dir, tmp_path, monkeypatch):
                                       train_config(tmp_path, "a"))
   assert sorted(first.bottlenecks_computed) == ["test", "train", "validation"]
 
-  def no_forward_passes(backbone):
+  def no_forward_passes(backbone, image_size):
     raise AssertionError("the backbone ran although the cache was full")
 
   monkeypatch.setattr(bottlenecks, "_compiled_forward", no_forward_passes)
