@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from quickdraw.errors import QuickDrawError
 
 
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-  """Yields a temporary path to write; renames it to `path` on success.
+def temp_beside(path: str) -> str:
+  """Creates an empty temporary file beside `path` and returns its name.
 
-  The temporary file sits beside `path` (same filesystem, so the rename is
-  atomic) and keeps its extension, for writers that look at it. It is removed
-  if the block raises.
+  It sits in the destination's folder (same filesystem, so a rename onto
+  `path` is atomic), keeps the extension for writers that look at it, and
+  gets the permissions a plain new file would (mkstemp's are owner-only).
 
   Raises:
     QuickDrawError: the destination folder cannot be created or written.
@@ -37,6 +36,22 @@ def atomic_path(path: str) -> Iterator[str]:
         f"cannot write {path}: {e.strerror or e}; choose a writable "
         "location") from None
   os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)
+  return tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path to write; renames it to `path` on success.
+
+  The temporary file (see `temp_beside`) is removed if the block raises.
+
+  Raises:
+    QuickDrawError: the destination folder cannot be created or written.
+  """
+  tmp = temp_beside(path)
   try:
     yield tmp
     os.replace(tmp, path)

@@ -74,13 +74,18 @@ def make_drawings(class_id: int, num: int, seed: int = 0) -> np.ndarray:
   """
   rng = np.random.default_rng([seed, class_id])
   points = _sample_points(_strokes(class_id))  # (P, 2)
-  scale = rng.uniform(0.55, 0.8, num) * (IMAGE_SIZE / 2 - 2)
   theta = rng.uniform(-0.2, 0.2, num)
-  shift = rng.uniform(-2.5, 2.5, (num, 2)) + IMAGE_SIZE / 2 - 0.5
+  stretch = rng.uniform(0.85, 1.15, (num, 1, 2))
   rot = np.stack([np.stack([np.cos(theta), -np.sin(theta)], -1),
                   np.stack([np.sin(theta), np.cos(theta)], -1)], -2)
-  xy = np.einsum("nij,pj->npi", rot, points) * scale[:, None, None]
-  xy = xy + shift[:, None, :]
+  xy = np.einsum("nij,pj->npi", rot, points) * stretch
+  # A hand's wobble, so that no two drawings come out alike.
+  xy = xy + rng.normal(0, 0.03, xy.shape)
+  # Framed like the official bitmaps: the longer side of the ink's box spans
+  # 26 of the 28 pixels (24 plus the stamp below), centred.
+  low, high = xy.min(1, keepdims=True), xy.max(1, keepdims=True)
+  side = np.maximum((high - low).max(-1, keepdims=True), 1e-6)
+  xy = (xy - (low + high) / 2) * (24 / side) + (IMAGE_SIZE - 1) / 2 - 0.5
   images = np.zeros((num, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
   drawing = np.repeat(np.arange(num), len(points))
   # A 2x2 stamp per point gives strokes about as thick as the official ones.

@@ -33,6 +33,7 @@ from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, evaluation,
                        input_pipeline, visualize)
+from quickdraw import export as export_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
@@ -139,11 +140,13 @@ class TrainResult:
     epochs_run: Epochs trained by this call, per phase ("head",
       "fine_tune"); fewer than configured when it resumed.
     bottlenecks_computed: Splits whose bottlenecks this call computed.
+    export_report: The export's checks, when it exported.
   """
   classifier: keras.Model
   report: dict
   epochs_run: dict[str, int]
   bottlenecks_computed: list[str]
+  export_report: dict | None = None
 
 
 def head_schedule(num_train: int, config: TrainConfig) -> tuple[int, int]:
@@ -319,9 +322,44 @@ class _Run:
     return probabilities, index.class_ids.astype(np.int32)
 
 
+def export_run(data: DataConfig, config: export_lib.ExportConfig,
+               model_path: str | None = None,
+               classifier: keras.Model | None = None,
+               source: QuickDrawSource | None = None) -> dict:
+  """Exports a trained classifier, checked on the test split.
+
+  Args:
+    data: The run's data settings (for the check and calibration drawings).
+    config: Where and how to export.
+    model_path: A saved `model.keras`, when `classifier` is not given.
+    classifier: The model itself.
+    source: The opened data, if already at hand.
+
+  Returns:
+    The export report (see `export.export_model`).
+  """
+  if classifier is None:
+    try:
+      classifier = keras.models.load_model(model_path, compile=False)
+    except (OSError, ValueError) as e:
+      raise QuickDrawError(f"{model_path} cannot be loaded ({e}); re-run "
+                           "quickdraw-train") from None
+  source = source or QuickDrawSource.open(data)
+  size = int(classifier.input_shape[1])
+  images, labels = export_lib.inputs_from_split(
+      source, Split.TEST, config.check_drawings, size)
+  representative = None
+  if "int8" in config.quantize:
+    representative = export_lib.inputs_from_split(
+        source, Split.TRAIN, config.representative_drawings, size)[0]
+  return export_lib.export_model(classifier, source.categories, config,
+                                 images, labels, representative)
+
+
 def train_and_evaluate(
     data: DataConfig, config: TrainConfig,
-    callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    export: export_lib.ExportConfig | None = None) -> TrainResult:
   """Trains, evaluates on the test split, and saves a classifier.
 
   Writes to `config.output_dir`: `model.keras`, the labels file, the
@@ -332,6 +370,8 @@ def train_and_evaluate(
     data: Which drawings, split how, at what input size.
     config: Model and training settings.
     callbacks: Extra Keras callbacks for every `fit` (after checkpointing).
+    export: If given, export the trained model (frozen graph, TFLite,
+      Android assets), checked against Keras, after saving it.
 
   Returns:
     The trained model and its test report.
@@ -383,7 +423,13 @@ def train_and_evaluate(
         f"{os.path.join(config.output_dir, 'evaluation.json')})")
 
   _save(run, report)
-  return TrainResult(run.classifier, report, run.epochs_run, run.computed)
+  export_report = None
+  if export is not None:
+    export_report = export_run(data, export, classifier=run.classifier,
+                               source=source)
+    print(export_lib.format_report(export_report))
+  return TrainResult(run.classifier, report, run.epochs_run, run.computed,
+                     export_report)
 
 
 def _save(run: _Run, report: dict) -> None:

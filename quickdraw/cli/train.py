@@ -30,9 +30,11 @@ from absl import flags, logging
 
 from quickdraw import training
 from quickdraw.cli import common
+from quickdraw.cli import export as export_cli
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common)  # so --help lists the data flags
+flags.adopt_module_key_flags(export_cli)  # and the export flags
 _DEFAULTS = training.TrainConfig()
 
 flags.DEFINE_string(
@@ -87,14 +89,11 @@ flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
     "below this fraction.")
-flags.DEFINE_string(
-    "output_labels", _DEFAULTS.output_labels,
-    "Labels file, one category per line in the model's output order; empty "
-    "for <output_dir>/retrained_labels.txt.")
-flags.DEFINE_string(
-    "output_graph", _DEFAULTS.output_graph,
-    "Frozen inference graph (retrain.py's retrained_graph.pb); empty for "
-    "<output_dir>/retrained_graph.pb. Written by the export step.")
+flags.DEFINE_boolean(
+    "export", True,
+    "After training, export the frozen graph, TFLite files and (with "
+    "--android_assets_dir) the app's assets, checked against the Keras "
+    "model. --noexport skips it (quickdraw-export can do it later).")
 
 
 def train_config_from_flags() -> training.TrainConfig:
@@ -109,7 +108,10 @@ def main(argv: Sequence[str]) -> None:
     return
   config = train_config_from_flags()
   data = common.data_config_from_flags()
-  result = training.train_and_evaluate(data, config)
+  export = (export_cli.export_config_from_flags(
+      config.output_dir, config.output_graph, config.output_labels)
+            if FLAGS.export else None)
+  result = training.train_and_evaluate(data, config, export=export)
   logging.info("Epochs run: %s", result.epochs_run)
   print(f"Wrote {config.output_dir}/model.keras and "
         f"{config.path('output_labels')}; test top-1 "

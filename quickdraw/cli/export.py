@@ -1,0 +1,117 @@
+"""quickdraw-export: (re)export a trained run without training again.
+
+Reads <output_dir>/model.keras and run.json (written by quickdraw-train),
+and writes the frozen graph, labels, TFLite files and model_info.json, checks
+each artifact against the Keras model on held-out test drawings (which is
+why the data must still be readable), and copies the app's files into
+--android_assets_dir if given. quickdraw-train runs the same export at the
+end of training.
+
+Examples:
+  quickdraw-export --output_dir=runs/quickstart --quantize=int8 \
+      --android_assets_dir=../MyApp/app/src/main/assets
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+from absl import flags
+
+from quickdraw import export, training
+from quickdraw.cli import common
+from quickdraw.config import DataConfig
+from quickdraw.errors import QuickDrawError
+
+FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(common)  # so --help lists the data flags
+
+flags.DEFINE_string(
+    "output_labels", training.TrainConfig.output_labels,
+    "Labels file, one category per line in the model's output order; empty "
+    "for <output_dir>/retrained_labels.txt.")
+flags.DEFINE_string(
+    "output_graph", training.TrainConfig.output_graph,
+    "Frozen inference graph (retrain.py's retrained_graph.pb): input node "
+    "'input' float32 [batch, S, S, 3] in [-1, 1], output node "
+    "--final_tensor_name (softmax); empty for <output_dir>/retrained_graph.pb.")
+
+flags.DEFINE_string(
+    "output_tflite", "",
+    "The float32 TFLite model; empty for <output_dir>/model.tflite. Input "
+    "'input' float32 [1, S, S, 3] in [-1, 1], output softmax in the labels "
+    "file's order. Quantized variants go beside it as <name>_<mode>.tflite.")
+flags.DEFINE_list(
+    "quantize", [],
+    "Quantized TFLite variants to write too: none, dynamic (int8 weights), "
+    "float16 (float16 weights), int8 (full-integer, calibrated on training "
+    "drawings; float32 input and output). Comma-separated for several.")
+flags.DEFINE_string(
+    "final_tensor_name", export.inference.FINAL_TENSOR_NAME,
+    "Name of the output node in the frozen graph (retrain.py's flag).")
+flags.DEFINE_string(
+    "android_assets_dir", "",
+    "An Android app's assets folder (…/app/src/main/assets): receives "
+    "model.tflite (int8 if made, else float32), retrained_labels.txt, "
+    "labels.txt, retrained_graph.pb and model_info.json, each written "
+    "atomically.")
+flags.DEFINE_integer(
+    "check_drawings", 1000,
+    "Held-out test drawings run through every artifact to check it against "
+    "the Keras model.", lower_bound=1)
+flags.DEFINE_integer(
+    "representative_drawings", 300,
+    "Training drawings that calibrate int8 quantization.", lower_bound=1)
+
+
+def export_config_from_flags(output_dir: str, output_graph: str = "",
+                             output_labels: str = "") -> export.ExportConfig:
+  """The `ExportConfig` the flags describe, empty paths in `output_dir`."""
+  return export.ExportConfig(
+      output_graph=output_graph or os.path.join(output_dir,
+                                                "retrained_graph.pb"),
+      output_labels=output_labels or os.path.join(output_dir,
+                                                  "retrained_labels.txt"),
+      output_tflite=FLAGS.output_tflite or os.path.join(output_dir,
+                                                        "model.tflite"),
+      report_dir=output_dir, quantize=tuple(FLAGS.quantize),
+      final_tensor_name=FLAGS.final_tensor_name,
+      android_assets_dir=FLAGS.android_assets_dir,
+      check_drawings=FLAGS.check_drawings,
+      representative_drawings=FLAGS.representative_drawings)
+
+
+def main(argv: Sequence[str]) -> None:
+  if common.list_categories_or_check_args(argv):
+    return
+  out = FLAGS.output_dir
+  run_path = os.path.join(out, "run.json")
+  if not os.path.exists(os.path.join(out, training.MODEL_FILENAME)):
+    raise QuickDrawError(
+        f"no trained model in --output_dir={out} (looked for "
+        f"{training.MODEL_FILENAME}); run quickdraw-train first or pass its "
+        "--output_dir")
+  try:
+    with open(run_path) as f:
+      run = json.load(f)
+    data = DataConfig(**run["data"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise QuickDrawError(f"{run_path} is missing or unreadable ({e}); "
+                         "re-run quickdraw-train") from None
+  config = export_config_from_flags(
+      out, FLAGS.output_graph or run["train"].get("output_graph", ""),
+      FLAGS.output_labels or run["train"].get("output_labels", ""))
+  report = training.export_run(data, config, os.path.join(
+      out, training.MODEL_FILENAME))
+  print(export.format_report(report))
+
+
+def run() -> None:
+  """The console_scripts entry point."""
+  common.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,289 @@
+"""Export and predict, on a small stand-in classifier of generated classes.
+
+A random-weight MobileNet cannot tell generated shapes apart, so these tests
+export a small CNN with the same contract ([batch, S, S, 3] in [-1, 1] ->
+softmax), trained here in seconds; the training tests cover exporting a
+real quickdraw-train run.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+from quickdraw import export, inference, input_pipeline, training
+from quickdraw.cli import export as export_cli
+from quickdraw.cli import predict as predict_cli
+from quickdraw.config import DataConfig
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+from conftest import CATEGORIES
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir):
+  """(classifier, source): a small CNN that knows the generated classes."""
+  source = QuickDrawSource.open(DataConfig(
+      categories=CATEGORIES, data_dir=data_dir, download=False,
+      samples_per_class=300, image_size=SIZE))
+  keras.utils.set_random_seed(0)
+  classifier = keras.Sequential([
+      keras.Input((SIZE, SIZE, 3), name="input"),
+      keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+      keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+      keras.layers.Flatten(),
+      keras.layers.Dense(len(CATEGORIES), activation="softmax",
+                         name="final_result"),
+  ])
+  classifier.compile(optimizer=keras.optimizers.Adam(3e-3),
+                     loss="sparse_categorical_crossentropy")
+  classifier.fit(input_pipeline.make_dataset(
+      source, Split.TRAIN, 32, image_size=SIZE, epochs=8), verbose=0)
+  return classifier, source
+
+
+@pytest.fixture(scope="module")
+def test_inputs(trained):
+  _, source = trained
+  return export.inputs_from_split(source, Split.TEST, 200, SIZE)
+
+
+def config_for(folder, **overrides):
+  values = dict(output_graph=os.path.join(folder, "retrained_graph.pb"),
+                output_labels=os.path.join(folder, "retrained_labels.txt"),
+                output_tflite=os.path.join(folder, "model.tflite"),
+                report_dir=str(folder))
+  values.update(overrides)
+  return export.ExportConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, test_inputs, tmp_path_factory):
+  classifier, source = trained
+  folder = tmp_path_factory.mktemp("export")
+  config = config_for(folder, quantize=("dynamic", "float16", "int8"),
+                      android_assets_dir=str(folder / "app" / "assets"))
+  images, labels = test_inputs
+  representative = export.inputs_from_split(source, Split.TRAIN, 100, SIZE)[0]
+  report = export.export_model(classifier, source.categories, config, images,
+                               labels, representative)
+  return config, report
+
+
+def accuracy(probabilities, labels):
+  return float(np.mean(np.argmax(probabilities, 1) == labels))
+
+
+def test_stand_in_knows_the_classes(trained, test_inputs):
+  classifier, _ = trained
+  images, labels = test_inputs
+  assert accuracy(classifier.predict(images, verbose=0), labels) >= 0.95
+
+
+def test_frozen_graph_with_tf_compat_v1_alone(exported, test_inputs):
+  config, _ = exported
+  images, labels = test_inputs
+  graph_def = tf.compat.v1.GraphDef()
+  with open(config.output_graph, "rb") as f:
+    graph_def.ParseFromString(f.read())
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name="")
+  assert graph.get_tensor_by_name("input:0").shape.as_list() == [
+      None, SIZE, SIZE, 3]
+  with tf.compat.v1.Session(graph=graph) as session:
+    probabilities = session.run("final_result:0", {"input:0": images})
+  assert accuracy(probabilities, labels) >= 0.95
+  np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["float32", "dynamic", "float16", "int8"])
+def test_tflite_in_the_interpreter(exported, test_inputs, mode):
+  config, report = exported
+  images, labels = test_inputs
+  interpreter = tf.lite.Interpreter(model_path=config.tflite_path(mode))
+  inp = interpreter.get_input_details()[0]
+  out = interpreter.get_output_details()[0]
+  assert inp["dtype"] == np.float32 and list(inp["shape"]) == [1, SIZE,
+                                                               SIZE, 3]
+  interpreter.allocate_tensors()
+  predictions = []
+  for image in images:
+    interpreter.set_tensor(inp["index"], image[None])
+    interpreter.invoke()
+    predictions.append(interpreter.get_tensor(out["index"])[0])
+  assert accuracy(np.array(predictions), labels) >= 0.93
+  figures = report["artifacts"][f"tflite_{mode}"]
+  if mode == "float32":
+    assert figures["top1_agreement"] == 1.0
+    assert figures["max_probability_difference"] <= export.FLOAT_TOLERANCE
+  else:
+    assert figures["bytes"] < report["artifacts"]["tflite_float32"]["bytes"]
+
+
+def test_report_and_labels(exported):
+  config, report = exported
+  assert report["artifacts"]["frozen_graph"]["top1_agreement"] == 1.0
+  with open(os.path.join(config.report_dir, export.REPORT)) as f:
+    assert json.load(f) == report
+  with open(config.output_labels) as f:
+    assert f.read().splitlines() == list(CATEGORIES)
+
+
+def test_android_assets(exported):
+  config, _ = exported
+  folder = config.android_assets_dir
+  assert sorted(os.listdir(folder)) == [
+      "labels.txt", "model.tflite", "model_info.json", "retrained_graph.pb",
+      "retrained_labels.txt"]
+  with open(os.path.join(folder, "model.tflite"), "rb") as a, open(
+      config.tflite_path("int8"), "rb") as b:
+    assert a.read() == b.read()  # the int8 model, since one was made
+  with open(os.path.join(folder, "model_info.json")) as f:
+    info = json.load(f)
+  assert info["input"]["shape"] == [1, SIZE, SIZE, 3]
+  assert info["input"]["dtype"] == "float32"
+  assert "127.5" in info["input"]["normalization"]
+  assert "light ink" in info["input"]["ink"]
+  assert info["output"]["order"] == list(CATEGORIES)
+  umask = os.umask(0)
+  os.umask(umask)
+  # Readable as any new file is (mkstemp's own files are owner-only).
+  assert os.stat(os.path.join(folder, "model.tflite")).st_mode & 0o777 == (
+      0o666 & ~umask)
+
+
+def test_failed_export_leaves_the_previous_one(trained, test_inputs, tmp_path,
+                                               monkeypatch):
+  classifier, source = trained
+  config = config_for(tmp_path)
+  export.export_model(classifier, source.categories, config, *test_inputs)
+  before = {name: (tmp_path / name).read_bytes()
+            for name in os.listdir(tmp_path)}
+  # Every float artifact now fails its parity check, after being written.
+  monkeypatch.setattr(export, "FLOAT_TOLERANCE", -1.0)
+  with pytest.raises(QuickDrawError) as e:
+    export.export_model(classifier, ("a", "b", "c", "d"), config,
+                        *test_inputs)
+  assert "disagrees with the Keras model" in str(e.value)
+  after = {name: (tmp_path / name).read_bytes()
+           for name in os.listdir(tmp_path)}
+  assert after == before  # same files, same bytes, no temporaries
+
+
+def test_bad_quantize_mode(tmp_path):
+  with pytest.raises(QuickDrawError) as e:
+    config_for(tmp_path, quantize=("int4",))
+  assert str(e.value).startswith("--quantize=int4 is not a mode")
+
+
+def _png(path, drawing, size, dark_on_light):
+  image = tf.image.resize(drawing[..., None].astype(np.float32), (size, size))
+  image = image.numpy().clip(0, 255).astype(np.uint8)
+  if dark_on_light:
+    image = 255 - image
+  tf.io.write_file(str(path), tf.io.encode_png(image))
+
+
+@pytest.mark.parametrize("artifact", ["model.tflite", "retrained_graph.pb",
+                                      "model.keras"])
+def test_predict_pngs_of_both_polarities_and_npy_rows(
+    trained, exported, tmp_path, artifact):
+  classifier, source = trained
+  config, _ = exported
+  model_path = os.path.join(config.report_dir, artifact)
+  if artifact == "model.keras" and not os.path.exists(model_path):
+    classifier.save(model_path)
+  index = source.index(Split.TEST)
+  inputs, truth = [], []
+  for class_id, name in enumerate(CATEGORIES):
+    position = int(np.flatnonzero(index.class_ids == class_id)[0])
+    drawing = source.gather_positions(index, [position])[0][0].reshape(28, 28)
+    for dark in (False, True):
+      path = tmp_path / f"{name}_{'dark' if dark else 'light'}.png"
+      _png(path, drawing, 200, dark)
+      inputs.append(str(path))
+      truth.append(name)
+  rows = source.gather_positions(index, np.arange(0, len(index), 7))[0]
+  np.save(tmp_path / "rows.npy", rows)
+  inputs.append(str(tmp_path / "rows.npy"))
+  truth += [CATEGORIES[i] for i in index.class_ids[::7]]
+  results = predict_cli.predict(model_path, config.output_labels, inputs,
+                                top_k=2)
+  assert len(results) == len(truth)
+  assert results[-1][0].endswith("rows.npy[%d]" % (len(rows) - 1))
+  predicted = [top[0][0] for _, top in results]
+  assert np.mean(np.array(predicted) == np.array(truth)) >= 0.9
+  assert all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in results)
+
+
+def test_drawing_from_image_polarity_and_framing():
+  canvas = np.full((100, 60), 255, np.uint8)  # dark ink on white
+  canvas[20:80, 10:50] = 0
+  drawing = inference.drawing_from_image(canvas)
+  assert drawing.shape == (28, 28) and drawing.max() == 255
+  # Framed as QuickDraw's bitmaps are: the box's long side spans rows
+  # 1..26, and the box is centred across.
+  assert drawing[0].max() == 0 and drawing[1].max() > 0
+  assert drawing[26].max() > 0 and drawing[27].max() == 0
+  cols = np.flatnonzero(drawing.max(0))
+  assert cols[0] + cols[-1] == 27
+  light = np.zeros((28, 28), np.uint8)
+  light[5:9, 5:9] = 200
+  np.testing.assert_array_equal(inference.drawing_from_image(light), light)
+
+
+def test_predict_errors(exported, tmp_path):
+  config, _ = exported
+  with pytest.raises(QuickDrawError) as e:
+    predict_cli.predict(str(tmp_path / "none.tflite"), config.output_labels,
+                        [])
+  assert "no such file" in str(e.value)
+  wrong_labels = tmp_path / "labels.txt"
+  wrong_labels.write_text("a\nb\n")
+  np.save(tmp_path / "rows.npy", np.zeros((1, 784), np.uint8))
+  with pytest.raises(QuickDrawError) as e:
+    predict_cli.predict(config.output_tflite, str(wrong_labels),
+                        [str(tmp_path / "rows.npy")])
+  assert "has 4 outputs but" in str(e.value)
+  bad = tmp_path / "bad.png"
+  bad.write_bytes(b"not an image")
+  with pytest.raises(QuickDrawError) as e:
+    predict_cli.predict(config.output_tflite, config.output_labels,
+                        [str(bad)])
+  assert str(e.value) == f"{bad}: not a PNG or JPEG image"
+
+
+def test_export_command_reexports_a_trained_run(data_dir, tmp_path):
+  out = tmp_path / "run"
+  data = DataConfig(categories=CATEGORIES, data_dir=data_dir,
+                             download=False, samples_per_class=60,
+                             image_size=SIZE)
+  training.train_and_evaluate(data, training.TrainConfig(
+      architecture="mobilenet_0.25_128", weights="none", epochs=1,
+      train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
+      output_dir=str(out), verbose=0))
+  assert not (out / "model.tflite").exists()
+  with flagsaver.flagsaver(output_dir=str(out), quantize=["dynamic"],
+                           check_drawings=20):
+    export_cli.main(["export"])
+  report = json.loads((out / "export_report.json").read_text())
+  assert report["check_drawings"] == 20
+  assert report["artifacts"]["tflite_float32"]["top1_agreement"] == 1.0
+  assert report["artifacts"]["frozen_graph"]["top1_agreement"] == 1.0
+  assert (out / "model_dynamic.tflite").exists()
+
+
+def test_export_command_without_a_run(tmp_path):
+  with flagsaver.flagsaver(output_dir=str(tmp_path)):
+    with pytest.raises(QuickDrawError) as e:
+      export_cli.main(["export"])
+  assert str(e.value).startswith(f"no trained model in --output_dir={tmp_path}")
