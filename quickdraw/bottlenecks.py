@@ -26,6 +26,7 @@ import weakref
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from quickdraw import atomic_files, input_pipeline, preprocessing
@@ -127,6 +128,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   # drawing cross tf.data instead of 600 KB, and on two cores the backbone
   # no longer competes with tf.data's threads.
   ds = input_pipeline.make_dataset(source, split, batch_size, shuffle=False)
+  ds = ds.with_options(input_pipeline.untuned())
   first_batch = done // batch_size
   done = first_batch * batch_size
   bar = keras.utils.Progbar(n, unit_name="drawing") if verbose else None
@@ -167,8 +169,6 @@ def _compiled_forward(backbone: keras.Model, image_size: int):
   Kept per backbone and size so that every split reuses one trace instead of
   paying for tracing again.
   """
-  import tensorflow as tf  # Keras' backend here; kept local to this helper.
-
   compiled = _FORWARD.setdefault(backbone, {})
   if image_size not in compiled:
     @tf.function(reduce_retracing=True)

@@ -214,12 +214,13 @@ def test_predict_pngs_of_both_polarities_and_npy_rows(
       truth.append(name)
   rows = source.gather_positions(index, np.arange(0, len(index), 7))[0]
   np.save(tmp_path / "rows.npy", rows)
-  inputs.append(str(tmp_path / "rows.npy"))
-  truth += [CATEGORIES[i] for i in index.class_ids[::7]]
+  np.save(tmp_path / "dark_rows.npy", 255 - rows.reshape(-1, 28, 28))
+  inputs += [str(tmp_path / "rows.npy"), str(tmp_path / "dark_rows.npy")]
+  truth += [CATEGORIES[i] for i in index.class_ids[::7]] * 2
   results = predict_cli.predict(model_path, config.output_labels, inputs,
                                 top_k=2)
   assert len(results) == len(truth)
-  assert results[-1][0].endswith("rows.npy[%d]" % (len(rows) - 1))
+  assert results[-1][0].endswith("dark_rows.npy[%d]" % (len(rows) - 1))
   predicted = [top[0][0] for _, top in results]
   assert np.mean(np.array(predicted) == np.array(truth)) >= 0.9
   assert all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in results)

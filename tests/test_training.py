@@ -77,6 +77,12 @@ def test_main_writes_model_labels_and_report(data_dir, tmp_path):
   assert np.array(matrix).sum() == report["drawings"]
   for png in ("confusion_matrix", "misclassified", "training_inputs"):
     assert (out / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # Exported at the end: frozen graph and TFLite, checked against Keras.
+  export_report = json.loads((out / "export_report.json").read_text())
+  for artifact in ("frozen_graph", "tflite_float32"):
+    assert export_report["artifacts"][artifact]["top1_agreement"] == 1.0
+  assert (out / "retrained_graph.pb").exists()
+  assert (out / "model.tflite").exists()
   run = json.loads((out / "run.json").read_text())
   assert run["train"]["architecture"] == "mobilenet_0.25_128"
   assert not (out / "checkpoints").exists()  # removed once complete
