@@ -46,7 +46,8 @@ def trained(data_dir):
   classifier.compile(optimizer=keras.optimizers.Adam(3e-3),
                      loss="sparse_categorical_crossentropy")
   classifier.fit(input_pipeline.make_dataset(
-      source, Split.TRAIN, 32, image_size=SIZE, epochs=8), verbose=0)
+      source, Split.TRAIN, 32, image_size=SIZE, epochs=8), verbose=0,
+      shuffle=False)
   return classifier, source
 
 
