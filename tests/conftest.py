@@ -21,6 +21,7 @@ def parsed_flags():
   """Lets tests read and flagsave absl flags without running app.run."""
   import quickdraw.cli.prepare  # noqa: F401  (defines every command flag)
   import quickdraw.cli.predict  # noqa: F401
+  import quickdraw.cli.dump_jpeg  # noqa: F401
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(["pytest"])
 

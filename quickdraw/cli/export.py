@@ -26,7 +26,9 @@ from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
-flags.adopt_module_key_flags(common)  # so --help lists the data flags
+# Key flags: --output_dir and these. The data flags are not: the data
+# settings come from the run's run.json.
+flags.declare_key_flag("output_dir")
 
 flags.DEFINE_string(
     "output_labels", training.TrainConfig.output_labels,
