@@ -37,10 +37,11 @@ def source_rows(source, paths):
   return np.stack(out).astype(np.float32)
 
 
-@pytest.mark.parametrize("image_format, tolerance", [("png", 0),
-                                                     ("jpeg", 12)])
+# JPEG at quality 95 on these drawings: mean error about 1.2, worst 22.
+@pytest.mark.parametrize("image_format, mean_error, max_error", [
+    ("png", 0, 0), ("jpeg", 2, 32)])
 def test_dump_reads_back_with_keras(make_source, tmp_path, image_format,
-                                    tolerance):
+                                    mean_error, max_error):
   source = make_source(samples_per_class=40)
   config = jpeg_dump.DumpConfig(output_dir=str(tmp_path),
                                 image_format=image_format)
@@ -53,8 +54,8 @@ def test_dump_reads_back_with_keras(make_source, tmp_path, image_format,
   for path, label in zip(paths, labels):
     assert os.path.basename(path).startswith(names[label] + "_")
   difference = np.abs(images - source_rows(source, paths))
-  assert difference.mean() <= tolerance / 4
-  assert difference.max() <= (0 if tolerance == 0 else 255)
+  assert difference.mean() <= mean_error
+  assert difference.max() <= max_error
 
 
 def test_split_matches_training(make_source, tmp_path):
