@@ -186,3 +186,56 @@ def calibrate_batch_norm(backbone: keras.Model, images) -> None:
     for layer, momentum in zip(layers, momenta):
       layer.momentum = momentum
     backbone.trainable = False
+
+
+@keras.saving.register_keras_serializable(package="quickdraw")
+class DrawingsToImages(keras.layers.Layer):
+  """28x28 uint8 drawings -> the backbone's RGB input, inside the model.
+
+  With it, tf.data ships 784 bytes a drawing and the accelerator does the
+  upsampling (and, with `augment`, the random rotation, zoom and shift of
+  `preprocessing.random_affine_upsample_to_rgb`, in training only).
+  Without augmentation it computes exactly `preprocessing.upsample_to_rgb`.
+  """
+
+  def __init__(self, image_size: int, augment: bool = False, seed: int = 0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.image_size = image_size
+    self.augment = augment
+    self.seed = seed
+    self.seed_generator = keras.random.SeedGenerator(seed)
+
+  def call(self, drawings, training=None):
+    from quickdraw import preprocessing  # pure TF ops
+    import tensorflow as tf
+    if self.augment and training:
+      batch = tf.shape(drawings)[0]
+      draws = keras.random.uniform((batch, 4), -1.0, 1.0,
+                                   seed=self.seed_generator)
+      rotation = draws[:, 0] * (10.0 * 3.141592653589793 / 180)
+      return preprocessing.affine_upsample_to_rgb(
+          drawings, self.image_size, rotation, 1.0 + 0.1 * draws[:, 1],
+          2.0 * draws[:, 2:])
+    return preprocessing.upsample_to_rgb(drawings, self.image_size)
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.image_size, self.image_size, 3)
+
+  def get_config(self):
+    return {**super().get_config(), "image_size": self.image_size,
+            "augment": self.augment, "seed": self.seed}
+
+
+def build_device_classifier(classifier: keras.Model, augment: bool = False,
+                            seed: int = 0) -> keras.Model:
+  """`classifier` behind a `DrawingsToImages` layer, sharing its weights.
+
+  Takes uint8 (batch, 28, 28, 1) drawings; exports keep using `classifier`
+  and its documented [-1, 1] RGB input.
+  """
+  drawings = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
+  images = DrawingsToImages(int(classifier.input_shape[1]), augment, seed,
+                            name="drawings_to_images")(drawings)
+  return keras.Model(drawings, classifier(images),
+                     name="quickdraw_device_classifier")

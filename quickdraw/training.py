@@ -71,6 +71,11 @@ class TrainConfig:
     augment: Random rotations, zooms and shifts of training drawings;
       bypasses the bottleneck cache.
     min_accuracy: Fail, saving no model, if test top-1 is below this.
+    upsample: Where drawings are upsampled (and augmented) when images flow
+      into the model (fine-tuning, augmentation): "host" in tf.data,
+      "device" in the model's first layer on the accelerator, "auto" device
+      when a GPU is present. Bottlenecks always upsample in their compiled
+      forward pass.
     output_labels: Labels file; "" for `<output_dir>/retrained_labels.txt`.
     output_graph: Frozen graph path (written by the export step); "" for
       `<output_dir>/retrained_graph.pb`.
@@ -92,6 +97,7 @@ class TrainConfig:
   fine_tune_epochs: int = 2
   augment: bool = False
   min_accuracy: float = 0.0
+  upsample: str = "auto"
   output_labels: str = ""
   output_graph: str = ""
   verbose: int = 1
@@ -115,6 +121,9 @@ class TrainConfig:
                              "positive rate such as 0.001")
     if not 0 <= self.dropout < 1:
       raise QuickDrawError(f"--dropout={self.dropout} is outside [0, 1)")
+    if self.upsample not in ("auto", "host", "device"):
+      raise QuickDrawError(
+          f"--upsample={self.upsample}; use auto, host or device")
     if not 0 <= self.min_accuracy <= 1:
       raise QuickDrawError(
           f"--min_accuracy={self.min_accuracy} is outside [0, 1]; pass a "
@@ -147,6 +156,13 @@ class TrainResult:
   epochs_run: dict[str, int]
   bottlenecks_computed: list[str]
   export_report: dict | None = None
+
+
+def upsample_on_device(upsample: str) -> bool:
+  """Resolves `TrainConfig.upsample`: "auto" means device iff a GPU exists."""
+  if upsample == "auto":
+    return bool(tf.config.list_physical_devices("GPU"))
+  return upsample == "device"
 
 
 def head_schedule(num_train: int, config: TrainConfig) -> tuple[int, int]:
@@ -187,6 +203,7 @@ class _Run:
   def __init__(self, data: DataConfig, config: TrainConfig,
                callbacks: Sequence[keras.callbacks.Callback]):
     self.data, self.config = data, config
+    self.on_device = upsample_on_device(config.upsample)
     self.extra_callbacks = list(callbacks)
     self.source = QuickDrawSource.open(data)
     named = model_lib.parse_architecture(config.architecture)
@@ -199,11 +216,19 @@ class _Run:
     self.architecture = dataclasses.replace(named, image_size=data.image_size)
     self.backbone = model_lib.build_backbone(self.architecture, weights_path)
     if weights_path is None:
-      model_lib.calibrate_batch_norm(
-          self.backbone, next(iter(self.images(Split.TRAIN, train=False)))[0])
+      model_lib.calibrate_batch_norm(self.backbone, next(iter(
+          input_pipeline.make_dataset(self.source, Split.TRAIN,
+                                      config.train_batch_size,
+                                      image_size=data.image_size,
+                                      shuffle=False)))[0])
     self.head = model_lib.build_head(int(self.backbone.output_shape[-1]),
                                      self.source.num_classes, config.dropout)
     self.classifier = model_lib.build_classifier(self.backbone, self.head)
+    # The model that images flow into: the classifier itself, or (upsampling
+    # on the device) the classifier behind a DrawingsToImages layer.
+    self.image_model = (model_lib.build_device_classifier(
+        self.classifier, config.augment, data.seed) if self.on_device
+                        else self.classifier)
     self.checkpoints = checkpoints.Checkpoints(
         os.path.join(config.output_dir, "checkpoints"),
         fingerprint(data, config))
@@ -227,6 +252,11 @@ class _Run:
 
   def images(self, split: Split, *, train: bool,
              first_epoch: int = 0) -> tf.data.Dataset:
+    if self.on_device:
+      # 28x28 uint8; the image model upsamples (and augments) on the device.
+      return input_pipeline.make_dataset(
+          self.source, split, self.config.train_batch_size, shuffle=train,
+          epochs=None if train else 1, first_epoch=first_epoch)
     return input_pipeline.make_dataset(
         self.source, split, self.config.train_batch_size,
         image_size=self.data.image_size, shuffle=train,
@@ -261,7 +291,7 @@ class _Run:
     if resume and resume["phase"] != "head":
       start = epochs  # the head finished before the checkpointed phase
     if config.augment:
-      model = self.classifier
+      model = self.image_model
       train_data = self.images(Split.TRAIN, train=True, first_epoch=start)
       validation = (self.images(Split.VALIDATION, train=False)
                     if self.has_validation else None)
@@ -294,13 +324,14 @@ class _Run:
     # Decaying to zero lets the last epochs settle instead of bouncing
     # around at the full rate; the schedule follows the optimizer's step
     # count, which checkpoints restore.
-    _compile(self.classifier, keras.optimizers.schedules.CosineDecay(
+    model = self.image_model
+    _compile(model, keras.optimizers.schedules.CosineDecay(
         config.fine_tune_learning_rate, steps * config.fine_tune_epochs))
     start = 0
     if resume and resume["phase"] == "fine_tune":
-      self.checkpoints.restore(resume, self.classifier)
+      self.checkpoints.restore(resume, model)
       start = resume["epoch"]
-    self.fit("fine_tune", self.classifier,
+    self.fit("fine_tune", model,
              self.images(Split.TRAIN, train=True, first_epoch=start),
              (self.images(Split.VALIDATION, train=False)
               if self.has_validation else None),
@@ -316,7 +347,7 @@ class _Run:
           seed=0)
       return self.head.predict(data, verbose=0), labels
     index = self.source.index(Split.TEST)
-    probabilities = self.classifier.predict(
+    probabilities = self.image_model.predict(
         self.images(Split.TEST, train=False),
         verbose=1 if self.config.verbose else 0)
     return probabilities, index.class_ids.astype(np.int32)
@@ -454,6 +485,9 @@ def _write_samples(run: _Run) -> None:
   """A grid of training inputs, as the model sees them, with their labels."""
   images, labels = next(iter(run.images(Split.TRAIN, train=True)))
   images, labels = images[:32], labels.numpy()[:32]
+  if run.on_device:  # what the device layer makes of them
+    images = run.image_model.get_layer("drawings_to_images")(
+        images, training=run.config.augment)
   # Back to 8-bit grey at 56 px: legible, and small in TensorBoard.
   small = tf.image.resize(images[..., :1], (56, 56), antialias=True)
   small = np.clip((small.numpy()[..., 0] + 1) * 127.5, 0, 255).astype(np.uint8)

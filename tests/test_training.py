@@ -152,14 +152,17 @@ def test_fine_tuning_changes_top_layers_only(data_dir, tmp_path):
   assert "test" not in result.bottlenecks_computed
 
 
-def test_fine_tune_resumes_in_its_phase(data_dir, tmp_path):
+@pytest.mark.parametrize("upsample, model_name", [
+    ("host", "quickdraw_classifier"),
+    ("device", "quickdraw_device_classifier")])
+def test_fine_tune_resumes_in_its_phase(data_dir, tmp_path, upsample,
+                                        model_name):
   data = data_config(data_dir)
   config = train_config(tmp_path, epochs=1, fine_tune_layers=2,
-                        fine_tune_epochs=2)
+                        fine_tune_epochs=2, upsample=upsample)
   with pytest.raises(KeyboardInterrupt):
     training.train_and_evaluate(
-        data, config,
-        callbacks=[Interrupt(after=1, model_name="quickdraw_classifier")])
+        data, config, callbacks=[Interrupt(after=1, model_name=model_name)])
   resumed = training.train_and_evaluate(data, config)
   assert resumed.epochs_run == {"head": 0, "fine_tune": 1}
 
@@ -241,3 +244,32 @@ def test_unwritable_folder_is_one_line(data_dir, tmp_path, flag):
     training.train_and_evaluate(data_config(data_dir), config)
   assert str(e.value) == (f"cannot write to --{flag} {blocker}/sub: Not a "
                           "directory; pass a writable folder")
+
+
+def test_upsampling_on_the_device(data_dir, tmp_path):
+  """Fine-tuning and augmentation with 28x28 drawings fed to the model."""
+  assert not training.upsample_on_device("auto")  # no GPU here
+  assert training.upsample_on_device("device")
+  config = train_config(tmp_path, epochs=1, augment=True, fine_tune_layers=2,
+                        fine_tune_epochs=1, upsample="device")
+  result = training.train_and_evaluate(data_config(data_dir), config)
+  assert result.epochs_run == {"head": 1, "fine_tune": 1}
+  # What is saved and exported keeps the documented RGB input.
+  assert result.classifier.input_shape == (None, SIZE, SIZE, 3)
+  saved = keras.models.load_model(os.path.join(config.output_dir,
+                                               "model.keras"))
+  assert saved.input_shape == (None, SIZE, SIZE, 3)
+
+
+def test_device_and_host_upsampling_agree(data_dir, tmp_path):
+  from quickdraw import input_pipeline, model
+  source = training.QuickDrawSource.open(data_config(data_dir))
+  backbone = model.build_backbone(model.Architecture(0.25, SIZE), None)
+  classifier = model.build_classifier(backbone, model.build_head(256, 4))
+  device = model.build_device_classifier(classifier)
+  drawings = next(iter(input_pipeline.make_dataset(source, "test", 16,
+                                                   shuffle=False)))[0]
+  images = next(iter(input_pipeline.make_dataset(
+      source, "test", 16, image_size=SIZE, shuffle=False)))[0]
+  np.testing.assert_allclose(device.predict(drawings, verbose=0),
+                             classifier.predict(images, verbose=0), atol=1e-6)

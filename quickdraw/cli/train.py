@@ -85,6 +85,13 @@ flags.DEFINE_boolean(
     "Randomly rotate (+-10 degrees), zoom (+-10%) and shift (+-2 px of 28) "
     "training drawings. Like retrain.py's distortions it bypasses the "
     "bottleneck cache, so the head trains far slower.")
+flags.DEFINE_enum(
+    "upsample", _DEFAULTS.upsample, ["auto", "host", "device"],
+    "Where drawings become the backbone's RGB input when images flow into "
+    "the model (fine-tuning, --augment): host (tf.data), device (the "
+    "model's first layer, on the GPU: 784 bytes a drawing cross to it "
+    "instead of 600 KB), or auto (device when a GPU is present). Exported "
+    "models keep the RGB input either way.")
 flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
