@@ -289,3 +289,25 @@ def test_export_command_without_a_run(tmp_path):
     with pytest.raises(QuickDrawError) as e:
       export_cli.main(["export"])
   assert str(e.value).startswith(f"no trained model in --output_dir={tmp_path}")
+
+
+def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
+    data_dir, tmp_path):
+  """quickdraw-train as smoke.flags runs it, then the TFLite file alone."""
+  from quickdraw.cli import train as train_cli
+  out = tmp_path / "run"
+  with flagsaver.flagsaver(
+      categories=list(CATEGORIES), data_dir=data_dir, download=False,
+      samples_per_class=200, architecture="mobilenet_0.25_128",
+      image_size=64, weights="none", epochs=3, fine_tune_layers=100,
+      fine_tune_epochs=4, fine_tune_learning_rate=0.003,
+      bottleneck_dir=str(tmp_path / "cache"), output_dir=str(out)):
+    train_cli.main(["train"])
+  source = QuickDrawSource.open(DataConfig(
+      categories=CATEGORIES, data_dir=data_dir, download=False,
+      samples_per_class=200, image_size=64))
+  images, labels = export.inputs_from_split(source, Split.TEST, 1000, 64)
+  probabilities = inference.TFLitePredictor(str(out / "model.tflite"))(images)
+  assert accuracy(probabilities, labels) >= 0.8
+  with open(out / "retrained_labels.txt") as f:
+    assert f.read().splitlines() == list(CATEGORIES)
