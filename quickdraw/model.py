@@ -14,6 +14,7 @@ import re
 
 import keras
 
+from quickdraw import preprocessing
 from quickdraw.errors import QuickDrawError
 
 ALPHAS = {"1.0": 1.0, "0.75": 0.75, "0.50": 0.5, "0.5": 0.5, "0.25": 0.25}
@@ -207,16 +208,11 @@ class DrawingsToImages(keras.layers.Layer):
     self.seed_generator = keras.random.SeedGenerator(seed)
 
   def call(self, drawings, training=None):
-    from quickdraw import preprocessing  # pure TF ops
-    import tensorflow as tf
     if self.augment and training:
-      batch = tf.shape(drawings)[0]
-      draws = keras.random.uniform((batch, 4), -1.0, 1.0,
-                                   seed=self.seed_generator)
-      rotation = draws[:, 0] * (10.0 * 3.141592653589793 / 180)
-      return preprocessing.affine_upsample_to_rgb(
-          drawings, self.image_size, rotation, 1.0 + 0.1 * draws[:, 1],
-          2.0 * draws[:, 2:])
+      draws = keras.random.uniform((keras.ops.shape(drawings)[0], 4), -1.0,
+                                   1.0, seed=self.seed_generator)
+      return preprocessing.distorted_upsample_to_rgb(
+          drawings, self.image_size, draws)
     return preprocessing.upsample_to_rgb(drawings, self.image_size)
 
   def compute_output_shape(self, input_shape):

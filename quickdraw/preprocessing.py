@@ -112,30 +112,48 @@ def affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
   return tf.image.grayscale_to_rgb(scale_to_unit_range(warped))
 
 
-def random_affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
-                                  seed: tf.Tensor, *,
-                                  max_rotation_degrees: float = 10.0,
-                                  max_scale_change: float = 0.1,
-                                  max_shift: float = 2.0) -> tf.Tensor:
-  """`affine_upsample_to_rgb` with random, doodle-sized distortions.
+MAX_ROTATION_DEGREES = 10.0
+MAX_SCALE_CHANGE = 0.1
+MAX_SHIFT = 2.0  # in 28x28 pixels
+
+
+def distorted_upsample_to_rgb(images: tf.Tensor, image_size: int,
+                              draws: tf.Tensor) -> tf.Tensor:
+  """`affine_upsample_to_rgb` with doodle-sized distortions from `draws`.
 
   Small rotations, zooms and shifts keep a doodle recognisable (no flips:
-  many doodles have a handedness people draw consistently).
+  many doodles have a handedness people draw consistently). Whoever draws
+  the randomness (a stateless seed in tf.data, a Keras seed generator in a
+  layer) passes it here, so both apply the same distortions.
+
+  Args:
+    images: uint8 (B, 28, 28, 1).
+    image_size: The output side.
+    draws: float (B, 4) uniform in [-1, 1]: rotation (times
+      MAX_ROTATION_DEGREES), zoom (1 + MAX_SCALE_CHANGE times), x and y
+      shifts (times MAX_SHIFT pixels).
+
+  Returns:
+    float32 (B, S, S, 3) in [-1, 1].
+  """
+  rotation = draws[:, 0] * (MAX_ROTATION_DEGREES * 3.141592653589793 / 180)
+  scale = 1.0 + draws[:, 1] * MAX_SCALE_CHANGE
+  return affine_upsample_to_rgb(images, image_size, rotation, scale,
+                                draws[:, 2:] * MAX_SHIFT)
+
+
+def random_affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
+                                  seed: tf.Tensor) -> tf.Tensor:
+  """`distorted_upsample_to_rgb` with draws from a stateless seed.
 
   Args:
     images: uint8 (B, 28, 28, 1).
     image_size: The output side.
     seed: int (2,) stateless seed; give each batch its own.
-    max_rotation_degrees: Rotation drawn uniformly from +-this.
-    max_scale_change: Zoom drawn uniformly from 1 +- this.
-    max_shift: x and y shifts drawn uniformly from +-this many 28x28 pixels.
 
   Returns:
     float32 (B, S, S, 3) in [-1, 1].
   """
-  batch = tf.shape(images)[0]
-  draws = tf.random.stateless_uniform([batch, 4], seed, -1.0, 1.0)
-  rotation = draws[:, 0] * (max_rotation_degrees * 3.141592653589793 / 180)
-  scale = 1.0 + draws[:, 1] * max_scale_change
-  return affine_upsample_to_rgb(images, image_size, rotation, scale,
-                                draws[:, 2:] * max_shift)
+  draws = tf.random.stateless_uniform([tf.shape(images)[0], 4], seed, -1.0,
+                                      1.0)
+  return distorted_upsample_to_rgb(images, image_size, draws)
