@@ -218,8 +218,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   frozen = serving_function(classifier, config.final_tensor_name)
   modes = ("float32",) + config.quantize
   contents = {config.output_graph: frozen_graph_bytes(frozen),
-              config.output_labels: "".join(
-                  f"{c}\n" for c in categories).encode()}
+              config.output_labels: inference.labels_text(
+                  categories).encode()}
   for mode in modes:
     logging.info("Converting to TFLite (%s)", mode)
     contents[config.tflite_path(mode)] = tflite_bytes(

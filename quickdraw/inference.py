@@ -135,6 +135,11 @@ def load_predictor(path: str,
                          "re-export it with quickdraw-export") from None
 
 
+def labels_text(categories: Sequence[str]) -> str:
+  """The labels file's contents: one category per line, in output order."""
+  return "".join(f"{c}\n" for c in categories)
+
+
 def read_labels(path: str) -> list[str]:
   """The labels file: one category per line, in output order."""
   try:

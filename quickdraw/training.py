@@ -32,7 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, evaluation,
-                       input_pipeline, visualize)
+                       inference, input_pipeline, visualize)
 from quickdraw import export as export_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
@@ -131,12 +131,22 @@ class TrainConfig:
 
   def path(self, name: str) -> str:
     """`output_labels`, `output_graph` or `summaries_dir`, defaults filled."""
-    value = getattr(self, name)
-    if value:
-      return os.path.expanduser(value)
-    default = {"output_labels": "retrained_labels.txt",
-               "output_graph": "retrained_graph.pb", "summaries_dir": "logs"}
-    return os.path.join(self.output_dir, default[name])
+    return output_path(self.output_dir, name, getattr(self, name))
+
+
+# Where the path settings point when left empty, inside --output_dir.
+_DEFAULT_NAMES = {"output_labels": "retrained_labels.txt",
+                  "output_graph": "retrained_graph.pb",
+                  "output_tflite": "model.tflite", "summaries_dir": "logs"}
+
+
+def output_path(output_dir: str, name: str, value: str = "") -> str:
+  """The path setting `name` ("output_labels", "output_graph",
+  "output_tflite" or "summaries_dir"): `value`, or its default file in
+  `output_dir` when `value` is empty."""
+  if value:
+    return os.path.expanduser(value)
+  return os.path.join(output_dir, _DEFAULT_NAMES[name])
 
 
 @dataclasses.dataclass
@@ -252,16 +262,12 @@ class _Run:
 
   def images(self, split: Split, *, train: bool,
              first_epoch: int = 0) -> tf.data.Dataset:
-    if self.on_device:
-      # 28x28 uint8; the image model upsamples (and augments) on the device.
-      return input_pipeline.make_dataset(
-          self.source, split, self.config.train_batch_size, shuffle=train,
-          epochs=None if train else 1, first_epoch=first_epoch)
+    # On the device, 28x28 uint8: the image model upsamples and augments.
     return input_pipeline.make_dataset(
         self.source, split, self.config.train_batch_size,
-        image_size=self.data.image_size, shuffle=train,
-        epochs=None if train else 1, first_epoch=first_epoch,
-        augment=train and self.config.augment)
+        image_size=None if self.on_device else self.data.image_size,
+        shuffle=train, epochs=None if train else 1, first_epoch=first_epoch,
+        augment=train and self.config.augment and not self.on_device)
 
   def fit(self, phase: str, model: keras.Model, train_data, validation_data,
           epochs: int, steps: int, initial_epoch: int) -> None:
@@ -469,7 +475,7 @@ def _save(run: _Run, report: dict) -> None:
       os.path.join(config.output_dir, MODEL_FILENAME)) as tmp:
     run.classifier.save(tmp)
   atomic_files.write_text(config.path("output_labels"),
-                          "".join(f"{c}\n" for c in run.source.categories))
+                          inference.labels_text(run.source.categories))
   atomic_files.write_text(
       os.path.join(config.output_dir, "run.json"),
       json.dumps({"data": dataclasses.asdict(run.data),

@@ -72,12 +72,12 @@ def export_config_from_flags(output_dir: str, output_graph: str = "",
                              output_labels: str = "") -> export.ExportConfig:
   """The `ExportConfig` the flags describe, empty paths in `output_dir`."""
   return export.ExportConfig(
-      output_graph=output_graph or os.path.join(output_dir,
-                                                "retrained_graph.pb"),
-      output_labels=output_labels or os.path.join(output_dir,
-                                                  "retrained_labels.txt"),
-      output_tflite=FLAGS.output_tflite or os.path.join(output_dir,
-                                                        "model.tflite"),
+      output_graph=training.output_path(output_dir, "output_graph",
+                                        output_graph),
+      output_labels=training.output_path(output_dir, "output_labels",
+                                         output_labels),
+      output_tflite=training.output_path(output_dir, "output_tflite",
+                                         FLAGS.output_tflite),
       report_dir=output_dir, quantize=tuple(FLAGS.quantize),
       final_tensor_name=FLAGS.final_tensor_name,
       android_assets_dir=FLAGS.android_assets_dir,
