@@ -30,7 +30,7 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import atomic_files, input_pipeline, preprocessing
-from quickdraw.data_source import QuickDrawSource, SplitIndex
+from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
@@ -48,25 +48,32 @@ def weights_digest(model: keras.Model) -> str:
   return digest.hexdigest()
 
 
-def data_digest(source: QuickDrawSource, index: SplitIndex) -> str:
-  """A sha256 of a split's drawings: which files, which rows, what order."""
+def data_digest(source: QuickDrawSource, split: Split | str) -> str:
+  """A sha256 of a split's drawings: which files, which rows, what order.
+
+  The rows and their order follow from the files, the split and the
+  settings that sample and split them (see `splits`), so those are hashed
+  instead of an index: 50 million drawings need no index to find their cache.
+  """
   digest = hashlib.sha256()
   for f in source.files:
     stat = os.stat(f.path)
     digest.update(f"{f.category}\0{os.path.abspath(f.path)}\0{stat.st_size}\0"
                   f"{stat.st_mtime_ns}\0".encode())
-  digest.update(index.class_ids.tobytes())
-  digest.update(index.rows.tobytes())
+  config = source.config
+  digest.update(f"{Split(split).value}\0{config.seed}\0"
+                f"{config.samples_per_class}\0{config.validation_percentage}\0"
+                f"{config.testing_percentage}".encode())
   return digest.hexdigest()
 
 
 def entry_dir(bottleneck_dir: str, backbone: keras.Model,
-              source: QuickDrawSource, split: Split | str, index: SplitIndex,
+              source: QuickDrawSource, split: Split | str,
               image_size: int) -> str:
-  """The cache folder for `split` (whose drawings `index` lists)."""
+  """The cache folder for `split`."""
   key = hashlib.sha256(
       f"{_FORMAT}\0{weights_digest(backbone)}\0{image_size}\0"
-      f"{data_digest(source, index)}".encode()).hexdigest()[:20]
+      f"{data_digest(source, split)}".encode()).hexdigest()[:20]
   return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
 
 
@@ -93,8 +100,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   Raises:
     QuickDrawError: the cache folder cannot be written.
   """
-  index = source.index(split)
-  folder = entry_dir(bottleneck_dir, backbone, source, split, index,
+  folder = entry_dir(bottleneck_dir, backbone, source, split,
                      image_size)
   meta_path = os.path.join(folder, "meta.json")
   if os.path.exists(meta_path):
@@ -106,7 +112,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
         f"cannot write to --bottleneck_dir {bottleneck_dir}: "
         f"{e.strerror or e}; pass a writable folder") from None
 
-  n = len(index)
+  n = source.split_size(split)
   dim = int(backbone.output_shape[-1])
   partial = os.path.join(folder, "features.partial.npy")
   progress_path = os.path.join(folder, "progress.json")
@@ -147,7 +153,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   features.flush()
   del features
 
-  labels = index.class_ids.astype(np.int32)
+  labels = source.split_labels(split)
   with atomic_files.atomic_path(os.path.join(folder, "labels.npy")) as tmp:
     np.save(tmp, labels)
   os.replace(partial, os.path.join(folder, "features.npy"))

@@ -23,6 +23,9 @@ from quickdraw import splits
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
+# Rows hashed at a time when counting a split: 8 MB of uint64 per step.
+_COUNT_CHUNK = 1 << 20
+
 @dataclasses.dataclass(frozen=True)
 class SplitIndex:
   """A split's drawings, sorted by class then row.
@@ -82,6 +85,7 @@ class QuickDrawSource:
         None if splits.uses_all_rows(config.samples_per_class, len(f)) else
         splits.sample_rows(config.seed, f.category, len(f),
                            config.samples_per_class) for f in self.files]
+    self._counts: dict[splits.Split, np.ndarray] = {}
 
   @classmethod
   def open(cls, config: DataConfig,
@@ -122,17 +126,104 @@ class QuickDrawSource:
             "%r has %d drawings, fewer than --samples_per_class=%d; using all "
             "of them", f.category, len(f), wanted)
 
+  def num_selected(self, class_id: int) -> int:
+    """How many rows of class `class_id` are in use, across all splits."""
+    selected = self._selected[class_id]
+    return len(self.files[class_id]) if selected is None else len(selected)
+
+  def split_rows(self, class_id: int, split: splits.Split | str,
+                 start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows of `split` among selected positions [start, stop) of a class.
+
+    Positions count the class's rows in use (`selected_rows`), so a block of
+    positions maps to a run of rows: all rows, or the sampled ones.
+
+    Returns:
+      int64 rows in the class's file, ascending.
+    """
+    stop = self.num_selected(class_id) if stop is None else min(
+        stop, self.num_selected(class_id))
+    selected = self._selected[class_id]
+    rows = (np.arange(start, stop, dtype=np.int64) if selected is None
+            else selected[start:stop])
+    return rows[splits.split_mask(
+        self.config.seed, self.categories[class_id], rows, split,
+        self.config.validation_percentage, self.config.testing_percentage)]
+
+  def split_counts(self, split: splits.Split | str) -> np.ndarray:
+    """Drawings of `split` per class, int64 (num_classes,).
+
+    Counted a million rows at a time and remembered: 50 million drawings
+    never need an index in memory just to know how many batches an epoch has.
+    """
+    split = splits.Split(split)
+    if split not in self._counts:
+      self._counts[split] = np.array([
+          sum(len(self.split_rows(c, split, start, start + _COUNT_CHUNK))
+              for start in range(0, self.num_selected(c), _COUNT_CHUNK))
+          for c in range(self.num_classes)], dtype=np.int64)
+    return self._counts[split]
+
+  def split_size(self, split: splits.Split | str) -> int:
+    """How many drawings `split` holds."""
+    return int(self.split_counts(split).sum())
+
+  def split_labels(self, split: splits.Split | str) -> np.ndarray:
+    """Class of each drawing of `split` in index order, int32 (N,)."""
+    return np.repeat(np.arange(self.num_classes, dtype=np.int32),
+                     self.split_counts(split))
+
   def index(self, split: splits.Split | str) -> SplitIndex:
-    """Lists the drawings of `split`, sorted by class then row."""
-    class_ids, rows = [], []
-    for class_id, f in enumerate(self.files):
-      selected = self.selected_rows(class_id)
-      mask = splits.split_mask(self.config.seed, f.category, selected, split,
-                               self.config.validation_percentage,
-                               self.config.testing_percentage)
-      rows.append(selected[mask].astype(np.int32))
-      class_ids.append(np.full(int(mask.sum()), class_id, dtype=np.int16))
+    """Lists the drawings of `split`, sorted by class then row.
+
+    Holds 6 bytes a drawing: for small and medium splits. The input pipeline
+    streams large ones without it (`input_pipeline.stream_batches`).
+    """
+    rows = [self.split_rows(c, split).astype(np.int32)
+            for c in range(self.num_classes)]
+    class_ids = [np.full(len(r), c, dtype=np.int16)
+                 for c, r in enumerate(rows)]
     return SplitIndex(np.concatenate(class_ids), np.concatenate(rows))
+
+  def read_positions(self, split: splits.Split | str, positions: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Reads drawings by position in `split`'s index order, without an index.
+
+    Only the classes the positions fall in are hashed: a handful of drawings
+    from a 50-million-drawing split costs milliseconds.
+
+    Returns:
+      (uint8 (B, 784) drawings, int32 (B,) labels), in `positions` order.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    ends = np.cumsum(self.split_counts(split))
+    if len(positions) and (positions.min() < 0 or positions.max() >= ends[-1]):
+      raise IndexError(f"positions outside the {splits.Split(split).value} "
+                       f"split's {ends[-1]} drawings")
+    class_ids = np.searchsorted(ends, positions, side="right")
+    offsets = positions - (ends - self.split_counts(split))[class_ids]
+    rows = np.empty_like(positions)
+    for c in np.unique(class_ids):
+      here = class_ids == c
+      rows[here] = self.split_rows(int(c), split)[offsets[here]]
+    return self.gather(class_ids, rows), class_ids.astype(np.int32)
+
+  def read_rows(self, class_id: int, rows: np.ndarray) -> np.ndarray:
+    """Reads ascending `rows` of one class: uint8 (len(rows), 784).
+
+    Rows that lie close together are read as one range with a plain file
+    read (see `DrawingFile.read_range`), which is what streaming a file block
+    by block needs to be fast; scattered rows through the memmap.
+    """
+    f = self.files[class_id]
+    if not len(rows):
+      return np.empty((0, npy_files.PIXELS), np.uint8)
+    first, last = int(rows[0]), int(rows[-1])
+    if last - first + 1 <= 2 * len(rows):
+      return f.read_range(first, last + 1)[rows - first]
+    out = f.drawings[rows]
+    f.release_pages()
+    return out
 
   def gather(self, class_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Reads drawings by (class, row), in the given order.
@@ -170,12 +261,11 @@ class QuickDrawSource:
 
   def summary(self) -> list[dict[str, object]]:
     """Per category: its file, rows in the file, rows used, split sizes."""
-    per_split = {s: self.index(s).class_counts(self.num_classes)
-                 for s in splits.Split}
+    per_split = {s: self.split_counts(s) for s in splits.Split}
     return [{
         "category": f.category,
         "file": f.path,
         "rows_in_file": len(f),
-        "used": int(len(self.selected_rows(i))),
+        "used": self.num_selected(i),
         **{s.value: int(per_split[s][i]) for s in splits.Split},
     } for i, f in enumerate(self.files)]

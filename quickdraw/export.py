@@ -323,9 +323,9 @@ def inputs_from_split(source, split, count: int,
   Returns:
     (float32 (n, S, S, 3) images, int (n,) labels).
   """
-  index = source.index(split)
-  n = min(count, len(index))
-  positions = np.linspace(0, len(index) - 1, n).round().astype(np.int64)
-  drawings, labels = source.gather_positions(index, np.unique(positions))
+  size = source.split_size(split)
+  n = min(count, size)
+  positions = np.linspace(0, size - 1, n).round().astype(np.int64)
+  drawings, labels = source.read_positions(split, np.unique(positions))
   return inference.to_model_input(drawings, image_size), labels.astype(
       np.int64)

@@ -14,9 +14,19 @@ Order of the stages, and why:
 
 Nothing is cached at the larger size; the 28x28 uint8 stage is available on
 its own (`image_size=None`).
+
+Large splits (over `INDEX_LIMIT` drawings, such as all 345 categories with
+`--samples_per_class=0`: 40 million training drawings) and unshuffled passes
+skip the index and the global permutation: `stream_batches` reads files in
+blocks of consecutive rows (sequential reads), visits the blocks in a
+shuffled order, and shuffles the drawings of a window of blocks from many
+classes, the way sharded datasets are streamed. Memory stays at a few
+windows, whatever the split's size.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +38,14 @@ from quickdraw.npy_files import PIXELS
 from quickdraw.splits import Split
 
 _FOREVER = 2**62
+
+# Shuffled splits up to this size use an index and an exact permutation per
+# epoch (6 + 4 bytes a drawing); larger ones stream (`stream_batches`).
+INDEX_LIMIT = 4_000_000
+# Streaming: rows per block (400 KB read in one go) and blocks per window
+# (about 50,000 drawings, 40 MB, drawn from up to 128 classes).
+BLOCK_ROWS = 512
+WINDOW_BLOCKS = 128
 
 
 def batches_per_epoch(num_examples: int, batch_size: int,
@@ -103,11 +121,88 @@ def read_batches(source: QuickDrawSource, index: SplitIndex,
   return positions.map(read_op, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def stream_batches(source: QuickDrawSource, split: Split | str,
+                   batch_size: int, *, shuffle: bool, seed: int,
+                   epochs: int | None, first_epoch: int = 0,
+                   drop_remainder: bool = False, block_rows: int | None = None,
+                   window_blocks: int | None = None) -> tf.data.Dataset:
+  """(uint8 (B, 28, 28, 1), int32 (B,)) batches, read block by block.
+
+  No index of the split is built: each class's rows in use are cut into
+  blocks of `block_rows` consecutive positions, whose split members are
+  found by hashing just that block.
+
+  Unshuffled, blocks are read in order, so the drawings come in index order
+  (class, then row) exactly as `source.index(split)` lists them. Shuffled,
+  each epoch visits the blocks in a permutation drawn from (seed, epoch), and
+  the drawings of each window of `window_blocks` blocks are permuted by
+  (seed, epoch, window) before batching: every drawing once per epoch, a
+  different order each epoch, and the same order when a run resumes.
+
+  Args: as `epoch_position_batches`, plus the block and window sizes (None:
+    `BLOCK_ROWS`, `WINDOW_BLOCKS`).
+  """
+  split = Split(split)
+  block_rows = block_rows or BLOCK_ROWS
+  window_blocks = window_blocks or WINDOW_BLOCKS
+  num_examples = source.split_size(split)
+  if num_examples == 0:
+    raise ValueError("the split is empty")
+  blocks = [(c, start) for c in range(source.num_classes)
+            for start in range(0, source.num_selected(c), block_rows)]
+  block_class = np.array([c for c, _ in blocks], np.int32)
+  block_start = np.array([s for _, s in blocks], np.int64)
+  num_windows = -(-len(blocks) // window_blocks)
+  last = _FOREVER if epochs is None else first_epoch + epochs
+  seed_word = seed % 2**32
+
+  def read_window(block_ids, epoch, window):
+    images, labels = [], []
+    for b in np.sort(block_ids):  # file order within the window
+      c, start = int(block_class[b]), int(block_start[b])
+      rows = source.split_rows(c, split, start, start + block_rows)
+      images.append(source.read_rows(c, rows))
+      labels.append(np.full(len(rows), c, np.int32))
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    if shuffle:
+      order = np.random.default_rng([seed_word, epoch, window]).permutation(
+          len(labels))
+      images, labels = images[order], labels[order]
+    return images, labels
+
+  def one_epoch(epoch):
+    ids = tf.range(len(blocks), dtype=tf.int64)
+    if shuffle:
+      ids = tf.random.experimental.stateless_shuffle(
+          ids, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+
+    def window(w):
+      images, labels = tf.numpy_function(
+          read_window, [ids[w * window_blocks:(w + 1) * window_blocks], epoch,
+                        w], [tf.uint8, tf.int32], stateful=False)
+      images.set_shape([None, PIXELS])
+      labels.set_shape([None])
+      return images, labels
+
+    # A few windows in flight: enough to overlap reads, and memory stays
+    # bounded (about 40 MB a window) on machines with many cores.
+    return tf.data.Dataset.range(num_windows).map(
+        window, num_parallel_calls=min(4, os.cpu_count() or 1),
+        deterministic=True).rebatch(batch_size, drop_remainder=drop_remainder)
+
+  ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+  ds = ds.map(lambda x, y: (preprocessing.rows_to_images(x), y))
+  if epochs is not None:
+    ds = ds.apply(tf.data.experimental.assert_cardinality(
+        epochs * batches_per_epoch(num_examples, batch_size, drop_remainder)))
+  return ds
+
+
 def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  *, image_size: int | None = None, shuffle: bool = True,
                  epochs: int | None = 1, first_epoch: int = 0,
-                 drop_remainder: bool = False,
-                 augment: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False, augment: bool = False,
+                 stream: bool | None = None) -> tf.data.Dataset:
   """The input pipeline for one split.
 
   Args:
@@ -124,25 +219,33 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
     augment: Randomly rotate, zoom and shift each drawing while upsampling
       (needs `image_size`). The draws are seeded by the seed and the batch's
       number since the first epoch, so a resumed run repeats them.
+    stream: Read block by block without an index (`stream_batches`); None
+      streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
 
   Returns:
     A dataset of (images, labels) batches; labels are int32 class indices in
     `source.categories` order.
   """
-  index = source.index(split)
-  if len(index) == 0:
+  num_examples = source.split_size(split)
+  if num_examples == 0:
     raise QuickDrawError(
         f"the {Split(split).value} split has no drawings; raise "
         "--samples_per_class or that split's percentage")
-  positions = epoch_position_batches(
-      len(index), batch_size, shuffle=shuffle, seed=source.config.seed,
-      epochs=epochs, first_epoch=first_epoch, drop_remainder=drop_remainder)
-  ds = read_batches(source, index, positions)
+  if stream is None:
+    stream = not shuffle or num_examples > INDEX_LIMIT
+  schedule = dict(shuffle=shuffle, seed=source.config.seed, epochs=epochs,
+                  first_epoch=first_epoch, drop_remainder=drop_remainder)
+  if stream:
+    ds = stream_batches(source, split, batch_size, **schedule)
+  else:
+    index = source.index(split)
+    ds = read_batches(source, index, epoch_position_batches(
+        num_examples, batch_size, **schedule))
   if augment:
     if image_size is None:
       raise ValueError("augment needs an image_size")
     seed = source.config.seed
-    first_batch = first_epoch * batches_per_epoch(len(index), batch_size,
+    first_batch = first_epoch * batches_per_epoch(num_examples, batch_size,
                                                   drop_remainder)
 
     def distort(batch_number, batch):

@@ -78,8 +78,7 @@ def rows_to_dump(source: QuickDrawSource, class_id: int,
   """The rows of one category that `split` selects, ascending."""
   if split == "all":
     return source.selected_rows(class_id)
-  index = source.index(split)
-  return index.rows[index.class_ids == class_id].astype(np.int64)
+  return source.split_rows(class_id, split)
 
 
 def encode_fn(config: DumpConfig):

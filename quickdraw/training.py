@@ -242,7 +242,7 @@ class _Run:
     self.checkpoints = checkpoints.Checkpoints(
         os.path.join(config.output_dir, "checkpoints"),
         fingerprint(data, config))
-    self.has_validation = len(self.source.index(Split.VALIDATION)) > 0
+    self.has_validation = self.source.split_size(Split.VALIDATION) > 0
     self.epochs_run: dict[str, int] = {}
     self.computed: list[str] = []
     self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -291,7 +291,7 @@ class _Run:
 
   def train_head(self, resume: dict | None) -> None:
     config = self.config
-    num_train = len(self.source.index(Split.TRAIN))
+    num_train = self.source.split_size(Split.TRAIN)
     epochs, steps = head_schedule(num_train, config)
     start = resume["epoch"] if resume and resume["phase"] == "head" else 0
     if resume and resume["phase"] != "head":
@@ -326,7 +326,7 @@ class _Run:
     config = self.config
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
     steps = input_pipeline.batches_per_epoch(
-        len(self.source.index(Split.TRAIN)), config.train_batch_size)
+        self.source.split_size(Split.TRAIN), config.train_batch_size)
     # Decaying to zero lets the last epochs settle instead of bouncing
     # around at the full rate; the schedule follows the optimizer's step
     # count, which checkpoints restore.
@@ -352,11 +352,10 @@ class _Run:
           features, labels, self.config.train_batch_size, shuffle=False,
           seed=0)
       return self.head.predict(data, verbose=0), labels
-    index = self.source.index(Split.TEST)
     probabilities = self.image_model.predict(
         self.images(Split.TEST, train=False),
         verbose=1 if self.config.verbose else 0)
-    return probabilities, index.class_ids.astype(np.int32)
+    return probabilities, self.source.split_labels(Split.TEST)
 
 
 def export_run(data: DataConfig, config: export_lib.ExportConfig,
@@ -428,8 +427,7 @@ def train_and_evaluate(
                            ) from None
   run = _Run(data, config, callbacks)
   source = run.source
-  test_index = source.index(Split.TEST)
-  if not len(test_index):
+  if not source.split_size(Split.TEST):
     raise QuickDrawError(
         "the test split is empty; raise --testing_percentage or "
         "--samples_per_class")
@@ -446,7 +444,7 @@ def train_and_evaluate(
   print(evaluation.format_report(report))
   wrong = evaluation.pick_mistakes(labels, probabilities.argmax(1),
                                    _MISCLASSIFIED_SHOWN)
-  drawings = source.gather_positions(test_index, wrong)[0]
+  drawings = source.read_positions(Split.TEST, wrong)[0]
   pictures = evaluation.write_report(config.output_dir, report,
                                      source.categories, drawings,
                                      labels[wrong], probabilities[wrong])

@@ -145,3 +145,91 @@ def test_empty_split_is_a_clear_error(tagged_dir):
     input_pipeline.make_dataset(source, "test", 8)
   assert str(e.value) == ("the test split has no drawings; raise "
                           "--samples_per_class or that split's percentage")
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+  """Streaming in blocks of 16 rows, windows of 4 blocks: many of each."""
+  monkeypatch.setattr(input_pipeline, "BLOCK_ROWS", 16)
+  monkeypatch.setattr(input_pipeline, "WINDOW_BLOCKS", 4)
+
+
+@pytest.fixture(scope="module")
+def every_row_source(tagged_dir):
+  return QuickDrawSource.open(DataConfig(
+      categories=NAMES, data_dir=tagged_dir, download=False,
+      samples_per_class=0, seed=3))
+
+
+@pytest.mark.parametrize("which", ["sampled", "every_row"])
+def test_streamed_epochs_read_each_drawing_once_and_reshuffle(
+    small_blocks, source, every_row_source, which):
+  source = source if which == "sampled" else every_row_source
+  ds = input_pipeline.make_dataset(source, "train", 32, epochs=2, stream=True)
+  batches = [(x.numpy(), y.numpy()) for x, y in ds]
+  n = source.split_size("train")
+  per_epoch = input_pipeline.batches_per_epoch(n, 32)
+  assert len(batches) == per_epoch * 2 == int(ds.cardinality())
+  index = source.index("train")
+  expected = sorted(zip(index.class_ids.tolist(), index.rows.tolist()))
+  epochs = []
+  for e in range(2):
+    images = np.concatenate([b[0] for b in batches[e * per_epoch:
+                                                   (e + 1) * per_epoch]])
+    labels = np.concatenate([b[1] for b in batches[e * per_epoch:
+                                                   (e + 1) * per_epoch]])
+    classes, rows = _decode(images)
+    np.testing.assert_array_equal(classes, labels)
+    assert sorted(zip(classes.tolist(), rows.tolist())) == expected
+    epochs.append(list(zip(classes.tolist(), rows.tolist())))
+  assert epochs[0] != epochs[1]  # reshuffled each epoch
+  assert all(len(b[1]) == 32 for b in batches[:per_epoch - 1])
+  # Windows mix blocks of several classes, so batches do too.
+  assert np.mean([len(set(b[1].tolist())) > 1 for b in batches]) > 0.8
+
+
+def test_streaming_is_reproducible_and_resumable(small_blocks,
+                                                 every_row_source):
+  def rows(**kwargs):
+    ds = input_pipeline.make_dataset(every_row_source, "train", 50,
+                                     stream=True, **kwargs)
+    return [_decode(x)[1].tolist() for x, _ in ds]
+
+  three = rows(epochs=3)
+  assert rows(epochs=3) == three
+  per_epoch = len(three) // 3
+  assert rows(epochs=1, first_epoch=2) == three[2 * per_epoch:]
+
+
+def test_large_splits_stream_without_an_index(small_blocks, monkeypatch,
+                                              every_row_source):
+  monkeypatch.setattr(input_pipeline, "INDEX_LIMIT", 100)
+
+  def no_index(split):
+    raise AssertionError("built an index of a large split")
+
+  monkeypatch.setattr(every_row_source, "index", no_index)
+  _, images, labels = _epoch(every_row_source, "train")
+  assert len(labels) == every_row_source.split_size("train")
+  np.testing.assert_array_equal(_decode(images)[0], labels)
+  # Unshuffled passes stream in index order, which needs no index either.
+  _, images, labels = _epoch(every_row_source, "test", shuffle=False)
+  np.testing.assert_array_equal(labels, every_row_source.split_labels("test"))
+
+
+def test_counts_and_positions_agree_with_the_index(every_row_source):
+  for split in Split:
+    index = every_row_source.index(split)
+    np.testing.assert_array_equal(every_row_source.split_counts(split),
+                                  index.class_counts(3))
+    np.testing.assert_array_equal(every_row_source.split_labels(split),
+                                  index.class_ids)
+  index = every_row_source.index("test")
+  positions = np.array([len(index) - 1, 0, 77, 3, 77])
+  drawings, labels = every_row_source.read_positions("test", positions)
+  expected, expected_labels = every_row_source.gather_positions(index,
+                                                                positions)
+  np.testing.assert_array_equal(drawings, expected)
+  np.testing.assert_array_equal(labels, expected_labels)
+  with pytest.raises(IndexError):
+    every_row_source.read_positions("test", [len(index)])

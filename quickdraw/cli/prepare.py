@@ -53,11 +53,10 @@ def format_table(summary: list[dict[str, object]]) -> str:
 
 def sample_grid(source: QuickDrawSource, per_row: int) -> np.ndarray:
   """A labelled grid of the first training drawings of each category."""
-  index = source.index(Split.TRAIN)
-  rows = []
-  for class_id in range(source.num_classes):
-    positions = np.flatnonzero(index.class_ids == class_id)[:per_row]
-    rows.append(source.gather_positions(index, positions)[0])
+  counts = source.split_counts(Split.TRAIN)
+  starts = np.cumsum(counts) - counts
+  rows = [source.read_positions(Split.TRAIN, start + np.arange(
+      min(per_row, count)))[0] for start, count in zip(starts, counts)]
   return visualize.labelled_rows(rows, source.categories)
 
 
