@@ -33,11 +33,14 @@ class Checkpoints:
     folder: Where checkpoints live (created on first save).
     fingerprint: Identifies the settings; a saved state with another
       fingerprint is ignored.
+    writable: False on the non-chief workers of a multi-worker run: they
+      resume from the chief's checkpoints but never write or clear them.
   """
 
-  def __init__(self, folder: str, fingerprint: str):
+  def __init__(self, folder: str, fingerprint: str, writable: bool = True):
     self.folder = folder
     self.fingerprint = fingerprint
+    self.writable = writable
 
   def latest(self) -> dict | None:
     """The last saved state, {"phase", "epoch", "dir"}, or None.
@@ -64,6 +67,8 @@ class Checkpoints:
 
   def save(self, phase: str, epoch: int, model: keras.Model) -> None:
     """Saves `model`'s weights and optimizer state after `epoch` epochs."""
+    if not self.writable:
+      return
     name = f"{phase}-{epoch:05d}"
     final = os.path.join(self.folder, name)
     tmp = os.path.join(self.folder, f".{name}.tmp")
@@ -103,6 +108,8 @@ class Checkpoints:
 
   def clear(self) -> None:
     """Removes every checkpoint (the run is complete)."""
+    if not self.writable:
+      return
     shutil.rmtree(self.folder, ignore_errors=True)
 
 

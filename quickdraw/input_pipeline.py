@@ -262,6 +262,29 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def pad_batches(ds: tf.data.Dataset, multiple: int) -> tf.data.Dataset:
+  """Pads each batch to a multiple of `multiple` rows, with zero weights.
+
+  For evaluation over several replicas: Keras 3 fails on a batch that does
+  not split evenly over them (an AddN shape error), and a pass must not drop
+  drawings. The padding repeats the batch's first rows and gets sample
+  weight 0, so losses and weighted metrics count every drawing once.
+
+  Returns:
+    A dataset of (x, y, weights) batches.
+  """
+
+  def pad(x, y):
+    size = tf.shape(y)[0]
+    extra = (multiple - size % multiple) % multiple
+    fill = tf.range(extra) % tf.maximum(size, 1)
+    weights = tf.concat([tf.ones([size]), tf.zeros([extra])], 0)
+    return (tf.concat([x, tf.gather(x, fill)], 0),
+            tf.concat([y, tf.gather(y, fill)], 0), weights)
+
+  return ds.map(pad)
+
+
 def untuned() -> tf.data.Options:
   """Options for short, finite passes: tf.data's autotuning off.
 
@@ -277,8 +300,8 @@ def untuned() -> tf.data.Options:
 
 def feature_dataset(features: np.ndarray, labels: np.ndarray,
                     batch_size: int, *, shuffle: bool, seed: int,
-                    epochs: int | None = 1,
-                    first_epoch: int = 0) -> tf.data.Dataset:
+                    epochs: int | None = 1, first_epoch: int = 0,
+                    drop_remainder: bool = False) -> tf.data.Dataset:
   """Batches of cached bottleneck features, shuffled like `make_dataset`.
 
   Args:
@@ -290,6 +313,7 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray,
     seed: The shuffle seed.
     epochs: Passes; None for endless.
     first_epoch: The epoch to start at, for resuming.
+    drop_remainder: Drop each epoch's last, smaller batch.
 
   Returns:
     A dataset of (float32 (B, D), int32 (B,)) batches.
@@ -313,6 +337,7 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray,
 
   positions = epoch_position_batches(len(labels), batch_size, shuffle=shuffle,
                                      seed=seed, epochs=epochs,
-                                     first_epoch=first_epoch)
+                                     first_epoch=first_epoch,
+                                     drop_remainder=drop_remainder)
   return positions.map(read_op, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
       tf.data.AUTOTUNE).with_options(untuned())

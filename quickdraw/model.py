@@ -137,8 +137,10 @@ def build_head(feature_dim: int, num_classes: int,
   """Dropout and a softmax layer over pooled features."""
   features = keras.Input((feature_dim,), name="bottleneck")
   x = keras.layers.Dropout(dropout)(features)
+  # float32 even under mixed precision: a float16 softmax loses small
+  # probabilities and destabilises the loss.
   probabilities = keras.layers.Dense(num_classes, activation="softmax",
-                                     name="final_result")(x)
+                                     dtype="float32", name="final_result")(x)
   return keras.Model(features, probabilities, name="head")
 
 

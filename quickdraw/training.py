@@ -24,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import keras
@@ -31,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from quickdraw import (atomic_files, bottlenecks, checkpoints, evaluation,
-                       inference, input_pipeline, visualize)
+from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
+                       evaluation, inference, input_pipeline, visualize)
 from quickdraw import export as export_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
@@ -79,6 +81,11 @@ class TrainConfig:
     output_labels: Labels file; "" for `<output_dir>/retrained_labels.txt`.
     output_graph: Frozen graph path (written by the export step); "" for
       `<output_dir>/retrained_graph.pb`.
+    strategy: "default", "mirrored", "multi_worker" or "tpu" (see
+      `distribute`); `train_batch_size` is the global batch.
+    tpu: The TPU's name or grpc:// address, for `strategy="tpu"`.
+    mixed_precision: Compute in float16 (float32 weights and softmax), for
+      GPUs with tensor cores; saved and exported models are float32.
     verbose: 1 shows Keras progress bars; 2 one line per epoch; 0 nothing.
   """
   architecture: str = "mobilenet_1.0_224"
@@ -100,6 +107,9 @@ class TrainConfig:
   upsample: str = "auto"
   output_labels: str = ""
   output_graph: str = ""
+  strategy: str = "default"
+  tpu: str = ""
+  mixed_precision: bool = False
   verbose: int = 1
 
   def __post_init__(self):
@@ -121,6 +131,9 @@ class TrainConfig:
                              "positive rate such as 0.001")
     if not 0 <= self.dropout < 1:
       raise QuickDrawError(f"--dropout={self.dropout} is outside [0, 1)")
+    if self.strategy not in distribute.STRATEGIES:
+      raise QuickDrawError(f"--strategy={self.strategy}; use one of "
+                           f"{', '.join(distribute.STRATEGIES)}")
     if self.upsample not in ("auto", "host", "device"):
       raise QuickDrawError(
           f"--upsample={self.upsample}; use auto, host or device")
@@ -160,12 +173,15 @@ class TrainResult:
       "fine_tune"); fewer than configured when it resumed.
     bottlenecks_computed: Splits whose bottlenecks this call computed.
     export_report: The export's checks, when it exported.
+    chief: False on a non-chief worker, whose files went to a scratch
+      folder that is gone (the chief wrote the run's files).
   """
   classifier: keras.Model
   report: dict
   epochs_run: dict[str, int]
   bottlenecks_computed: list[str]
   export_report: dict | None = None
+  chief: bool = True
 
 
 def upsample_on_device(upsample: str) -> bool:
@@ -175,13 +191,16 @@ def upsample_on_device(upsample: str) -> bool:
   return upsample == "device"
 
 
-def head_schedule(num_train: int, config: TrainConfig) -> tuple[int, int]:
+def head_schedule(num_train: int, config: TrainConfig,
+                  drop_remainder: bool = False) -> tuple[int, int]:
   """(epochs, steps per epoch) for the head.
 
   An epoch is one pass over the training split; `how_many_training_steps`
-  is rounded up to whole epochs so that every epoch sees every drawing once.
+  is rounded up to whole epochs so that every epoch sees every drawing once
+  (all but the remainder, with `drop_remainder`).
   """
-  steps = input_pipeline.batches_per_epoch(num_train, config.train_batch_size)
+  steps = input_pipeline.batches_per_epoch(num_train, config.train_batch_size,
+                                           drop_remainder)
   if config.how_many_training_steps:
     return math.ceil(config.how_many_training_steps / steps), steps
   return config.epochs, steps
@@ -194,7 +213,8 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
   shaping.update({k: v for k, v in dataclasses.asdict(config).items()
                   if k not in ("model_dir", "bottleneck_dir", "output_dir",
                                "summaries_dir", "min_accuracy",
-                               "output_labels", "output_graph", "verbose")})
+                               "output_labels", "output_graph", "tpu",
+                               "verbose")})
   return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()
                         ).hexdigest()[:16]
 
@@ -202,20 +222,81 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
 def _compile(model: keras.Model,
              learning_rate: float | keras.optimizers.schedules.LearningRateSchedule
              ) -> None:
+  # Weighted, so that the zero-weight padding of multi-replica evaluation
+  # batches (input_pipeline.pad_batches) does not count.
   model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"])
+                weighted_metrics=["accuracy"])
+
+
+def _predict(model: keras.Model, ds: tf.data.Dataset) -> np.ndarray:
+  """`model`'s outputs over `ds`'s batches, on this process alone.
+
+  Not `Model.predict`: under a multi-worker strategy that splits the batches
+  over the workers, while every worker here needs every prediction.
+  """
+  forward = tf.function(lambda x: model(x, training=False),
+                        reduce_retracing=True)
+  return np.concatenate([np.asarray(forward(x)) for x, _ in ds])
 
 
 class _Run:
   """State shared by the phases of one `train_and_evaluate` call."""
 
   def __init__(self, data: DataConfig, config: TrainConfig,
-               callbacks: Sequence[keras.callbacks.Callback]):
+               callbacks: Sequence[keras.callbacks.Callback],
+               strategy: tf.distribute.Strategy, checkpoint_dir: str,
+               chief: bool = True):
     self.data, self.config = data, config
+    self.strategy = strategy
+    self.replicas = strategy.num_replicas_in_sync
+    distribute.check_batch_size(config.train_batch_size, strategy)
+    # Every training batch must split evenly over the replicas; evaluation
+    # batches are padded instead (pad_batches), so no drawing is skipped.
+    self.drop_remainder = self.replicas > 1
     self.on_device = upsample_on_device(config.upsample)
     self.extra_callbacks = list(callbacks)
     self.source = QuickDrawSource.open(data)
+    with strategy.scope():
+      self._build_models(data, config)
+    self.checkpoints = checkpoints.Checkpoints(
+        checkpoint_dir, fingerprint(data, config), writable=chief)
+    self.has_validation = self.source.split_size(Split.VALIDATION) > 0
+    self.epochs_run: dict[str, int] = {}
+    self.computed: list[str] = []
+    self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def _build_models(self, data: DataConfig, config: TrainConfig) -> None:
+    """The backbone, head, classifier and image model (in a strategy scope).
+
+    With mixed precision the layers are built to compute in float16; their
+    weights, and the softmax, stay float32.
+    """
+    previous = keras.mixed_precision.global_policy()
+    if config.mixed_precision:
+      keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+      self._build_models_now(data, config)
+    finally:
+      keras.mixed_precision.set_global_policy(previous)
+
+  def plain_classifier(self) -> keras.Model:
+    """The classifier rebuilt in float32, outside any strategy, with the
+    trained weights.
+
+    What a mixed-precision or distributed run saves and exports: the
+    documented float32 contract without float16 casts in the graph, and
+    plain variables, so that checking the export against Keras runs no
+    collective op with workers that may already have finished.
+    """
+    backbone = model_lib.build_backbone(self.architecture, None)
+    head = model_lib.build_head(int(backbone.output_shape[-1]),
+                                self.source.num_classes, self.config.dropout)
+    copy = model_lib.build_classifier(backbone, head)
+    copy.set_weights(self.classifier.get_weights())
+    return copy
+
+  def _build_models_now(self, data: DataConfig, config: TrainConfig) -> None:
     named = model_lib.parse_architecture(config.architecture)
     weights_path = model_lib.resolve_weights(named, config.weights,
                                              config.model_dir or None)
@@ -239,13 +320,6 @@ class _Run:
     self.image_model = (model_lib.build_device_classifier(
         self.classifier, config.augment, data.seed) if self.on_device
                         else self.classifier)
-    self.checkpoints = checkpoints.Checkpoints(
-        os.path.join(config.output_dir, "checkpoints"),
-        fingerprint(data, config))
-    self.has_validation = self.source.split_size(Split.VALIDATION) > 0
-    self.epochs_run: dict[str, int] = {}
-    self.computed: list[str] = []
-    self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
   def bottlenecks(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
     if split.value not in self._cache:
@@ -267,7 +341,15 @@ class _Run:
         self.source, split, self.config.train_batch_size,
         image_size=None if self.on_device else self.data.image_size,
         shuffle=train, epochs=None if train else 1, first_epoch=first_epoch,
+        drop_remainder=train and self.drop_remainder,
         augment=train and self.config.augment and not self.on_device)
+
+  def for_evaluation(self, ds: tf.data.Dataset | None
+                     ) -> tf.data.Dataset | None:
+    """A validation dataset as `fit` needs it with this many replicas."""
+    if ds is None or self.replicas == 1:
+      return ds
+    return input_pipeline.pad_batches(ds, self.replicas)
 
   def fit(self, phase: str, model: keras.Model, train_data, validation_data,
           epochs: int, steps: int, initial_epoch: int) -> None:
@@ -284,6 +366,16 @@ class _Run:
             os.path.join(self.config.path("summaries_dir"), phase)),
         *self.extra_callbacks,
     ]
+    # Every worker reads every batch and keeps its share: the pipeline has
+    # no files to split among workers.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    train_data = train_data.with_options(options)
+    validation_data = self.for_evaluation(validation_data)
+    if validation_data is not None:
+      validation_data = validation_data.with_options(options)
+    distribute.prepare_fit(model, self.strategy, train_data.element_spec)
     model.fit(train_data, validation_data=validation_data, epochs=epochs,
               shuffle=False,  # the datasets shuffle, by (seed, epoch)
               steps_per_epoch=steps, initial_epoch=initial_epoch,
@@ -292,7 +384,7 @@ class _Run:
   def train_head(self, resume: dict | None) -> None:
     config = self.config
     num_train = self.source.split_size(Split.TRAIN)
-    epochs, steps = head_schedule(num_train, config)
+    epochs, steps = head_schedule(num_train, config, self.drop_remainder)
     start = resume["epoch"] if resume and resume["phase"] == "head" else 0
     if resume and resume["phase"] != "head":
       start = epochs  # the head finished before the checkpointed phase
@@ -307,36 +399,40 @@ class _Run:
         features, labels = self.bottlenecks(Split.TRAIN)
         train_data = input_pipeline.feature_dataset(
             features, labels, config.train_batch_size, shuffle=True,
-            seed=self.data.seed, epochs=None, first_epoch=start)
+            seed=self.data.seed, epochs=None, first_epoch=start,
+            drop_remainder=self.drop_remainder)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)
       else:
         train_data = validation = None
-    _compile(model, config.learning_rate)
-    if resume and resume["phase"] == "head":
-      self.checkpoints.restore(resume, model)
-    elif resume:
-      # A later phase's checkpoint holds this (nested) model's optimizer
-      # state too; built, it loads instead of being skipped with a warning.
-      model.optimizer.build(model.trainable_variables)
+    with self.strategy.scope():
+      _compile(model, config.learning_rate)
+      if resume and resume["phase"] == "head":
+        self.checkpoints.restore(resume, model)
+      elif resume:
+        # A later phase's checkpoint holds this (nested) model's optimizer
+        # state too; built, it loads instead of being skipped with a warning.
+        model.optimizer.build(model.trainable_variables)
     self.fit("head", model, train_data, validation, epochs, steps, start)
 
   def fine_tune(self, resume: dict | None) -> None:
     config = self.config
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
     steps = input_pipeline.batches_per_epoch(
-        self.source.split_size(Split.TRAIN), config.train_batch_size)
+        self.source.split_size(Split.TRAIN), config.train_batch_size,
+        self.drop_remainder)
     # Decaying to zero lets the last epochs settle instead of bouncing
     # around at the full rate; the schedule follows the optimizer's step
     # count, which checkpoints restore.
     model = self.image_model
-    _compile(model, keras.optimizers.schedules.CosineDecay(
-        config.fine_tune_learning_rate, steps * config.fine_tune_epochs))
     start = 0
-    if resume and resume["phase"] == "fine_tune":
-      self.checkpoints.restore(resume, model)
-      start = resume["epoch"]
+    with self.strategy.scope():
+      _compile(model, keras.optimizers.schedules.CosineDecay(
+          config.fine_tune_learning_rate, steps * config.fine_tune_epochs))
+      if resume and resume["phase"] == "fine_tune":
+        self.checkpoints.restore(resume, model)
+        start = resume["epoch"]
     self.fit("fine_tune", model,
              self.images(Split.TRAIN, train=True, first_epoch=start),
              (self.images(Split.VALIDATION, train=False)
@@ -351,10 +447,9 @@ class _Run:
       data = input_pipeline.feature_dataset(
           features, labels, self.config.train_batch_size, shuffle=False,
           seed=0)
-      return self.head.predict(data, verbose=0), labels
-    probabilities = self.image_model.predict(
-        self.images(Split.TEST, train=False),
-        verbose=1 if self.config.verbose else 0)
+      return _predict(self.head, data), labels
+    probabilities = _predict(self.image_model,
+                             self.images(Split.TEST, train=False))
     return probabilities, self.source.split_labels(Split.TEST)
 
 
@@ -416,7 +511,34 @@ def train_and_evaluate(
     QuickDrawError: bad data, weights or paths, or test accuracy below
       `config.min_accuracy` (then no model or labels are written).
   """
+  # First: multi-worker and TPU strategies set up the runtime.
+  strategy = distribute.make_strategy(config.strategy, config.tpu)
   keras.utils.set_random_seed(data.seed)
+  checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
+  worker = distribute.worker_index(strategy)
+  if not worker:
+    return _train_and_evaluate(data, config, callbacks, export, strategy,
+                               checkpoint_dir)
+  # Not the chief: the same work, with files written to a private scratch
+  # folder, deleted at the end. Checkpoints are read from the chief's
+  # folder (shared storage), so a restarted cluster resumes together.
+  scratch = tempfile.mkdtemp(prefix=f"quickdraw-worker{worker}-")
+  try:
+    config = dataclasses.replace(
+        config, output_dir=scratch, summaries_dir="", output_labels="",
+        output_graph="", verbose=0, bottleneck_dir=os.path.join(
+            config.bottleneck_dir, f"worker-{worker}"))
+    return _train_and_evaluate(data, config, callbacks, None, strategy,
+                               checkpoint_dir, chief=False)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_and_evaluate(data: DataConfig, config: TrainConfig,
+                        callbacks: Sequence[keras.callbacks.Callback],
+                        export: export_lib.ExportConfig | None,
+                        strategy: tf.distribute.Strategy, checkpoint_dir: str,
+                        chief: bool = True) -> TrainResult:
   for flag, folder in (("output_dir", config.output_dir),
                        ("summaries_dir", config.path("summaries_dir"))):
     try:  # now, not after an hour of training
@@ -425,7 +547,7 @@ def train_and_evaluate(
       raise QuickDrawError(f"cannot write to --{flag} {folder}: "
                            f"{e.strerror or e}; pass a writable folder"
                            ) from None
-  run = _Run(data, config, callbacks)
+  run = _Run(data, config, callbacks, strategy, checkpoint_dir, chief)
   source = run.source
   if not source.split_size(Split.TEST):
     raise QuickDrawError(
@@ -457,6 +579,8 @@ def train_and_evaluate(
         f"{config.min_accuracy}; nothing exported (see "
         f"{os.path.join(config.output_dir, 'evaluation.json')})")
 
+  if config.mixed_precision or config.strategy != "default":
+    run.classifier = run.plain_classifier()
   _save(run, report)
   export_report = None
   if export is not None:
@@ -464,7 +588,7 @@ def train_and_evaluate(
                                source=source)
     print(export_lib.format_report(export_report))
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     export_report)
+                     export_report, chief)
 
 
 def _save(run: _Run, report: dict) -> None:
@@ -478,6 +602,7 @@ def _save(run: _Run, report: dict) -> None:
       os.path.join(config.output_dir, "run.json"),
       json.dumps({"data": dataclasses.asdict(run.data),
                   "train": dataclasses.asdict(config),
+                  "replicas": run.replicas,
                   "test": {k: report[k] for k in ("drawings", "top1", "top3")}},
                  indent=2) + "\n")
   logging.info("Saved %s and %s", os.path.join(config.output_dir,

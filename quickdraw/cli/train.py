@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from absl import flags, logging
 
-from quickdraw import training
+from quickdraw import distribute, training
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli
 
@@ -92,6 +92,22 @@ flags.DEFINE_enum(
     "model's first layer, on the GPU: 784 bytes a drawing cross to it "
     "instead of 600 KB), or auto (device when a GPU is present). Exported "
     "models keep the RGB input either way.")
+flags.DEFINE_enum(
+    "strategy", _DEFAULTS.strategy, list(distribute.STRATEGIES),
+    "How to spread training over devices: default (one device), mirrored "
+    "(every GPU of this machine), multi_worker (several machines, described "
+    "by TF_CONFIG; run the same command on each) or tpu (see --tpu). "
+    "--train_batch_size is the global batch, split over the replicas, and "
+    "learning rates are used as given for it (see the README on scaling).")
+flags.DEFINE_string(
+    "tpu", _DEFAULTS.tpu,
+    "With --strategy=tpu: the TPU's name or grpc:// address; empty on a TPU "
+    "VM.")
+flags.DEFINE_boolean(
+    "mixed_precision", _DEFAULTS.mixed_precision,
+    "Compute in float16 with float32 weights (Keras' mixed_float16): about "
+    "2x faster on GPUs with tensor cores, slower on CPUs. Saved and exported "
+    "models are float32.")
 flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
@@ -120,6 +136,10 @@ def main(argv: Sequence[str]) -> None:
             if FLAGS.export else None)
   result = training.train_and_evaluate(data, config, export=export)
   logging.info("Epochs run: %s", result.epochs_run)
+  if not result.chief:
+    print(f"Worker done; the chief wrote {config.output_dir}; test top-1 "
+          f"{result.report['top1']:.4f}")
+    return
   print(f"Wrote {config.output_dir}/model.keras and "
         f"{config.path('output_labels')}; test top-1 "
         f"{result.report['top1']:.4f}")
