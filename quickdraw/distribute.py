@@ -13,9 +13,9 @@
 
 `--train_batch_size` is the global batch: each step's batch is split evenly
 over the replicas, so it must be a multiple of their number. Learning rates
-are used as given, for that global batch, so the same flags train the same
-model on one device or eight; the README says how to scale them when raising
-the batch to fill more devices.
+are used as given, for that global batch, so the same flags describe the same
+training on one device or eight; the README says how to scale them when
+raising the batch to fill more devices.
 
 With several workers only the chief writes the run's files (model, reports,
 checkpoints, exports); the others write theirs to a private temporary folder

@@ -69,3 +69,19 @@ def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
   assert "small CNN from scratch, 28x28" in out
   assert "fine-tuned (2 layers, 1 epochs)" in out
   assert "fine-tuned minus CNN:" in out
+
+
+def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):
+  bench = script("bench_vs_jpeg")
+  with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path), old_steps=12,
+                           work_dir=str(tmp_path / "work")):
+    bench.main(["bench_vs_jpeg"])
+  out = capsys.readouterr().out
+  for figure in ("1. write JPEGs, one per drawing",
+                 "2. bottlenecks, one image at a time, to text",
+                 "3. 12 steps from the text cache, test",
+                 "4. frozen graph and labels",
+                 "model.tflite, retrained_graph.pb",
+                 "faster end to end (target >= 5x)"):
+    assert figure in out
+  assert not (tmp_path / "work").exists()  # scratch removed

@@ -273,3 +273,11 @@ def test_device_and_host_upsampling_agree(data_dir, tmp_path):
       source, "test", 16, image_size=SIZE, shuffle=False)))[0]
   np.testing.assert_allclose(device.predict(drawings, verbose=0),
                              classifier.predict(images, verbose=0), atol=1e-6)
+
+
+def test_head_steps_are_bundled_within_an_epoch():
+  assert training.steps_per_execution(80) == 20
+  assert training.steps_per_execution(64) == 32
+  assert training.steps_per_execution(7) == 7
+  assert training.steps_per_execution(79) == 1  # prime: no bundle divides it
+  assert training.steps_per_execution(1) == 1
