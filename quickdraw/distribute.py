@@ -68,9 +68,9 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
       tf.config.experimental_connect_to_cluster(resolver)
       tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError) as e:
-      where = f"--tpu={tpu}" if tpu else "this machine"
+      where = f"at --tpu={tpu}" if tpu else "on this machine"
       raise QuickDrawError(
-          f"no TPU found at {where} ({str(e).strip().splitlines()[0]}); pass "
+          f"no TPU found {where} ({str(e).strip().splitlines()[0]}); pass "
           "--tpu=NAME or run on a TPU VM") from None
     return tf.distribute.TPUStrategy(resolver)
   raise QuickDrawError(f"--strategy={name}; use one of {', '.join(STRATEGIES)}")

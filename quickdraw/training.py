@@ -422,10 +422,13 @@ class _Run:
       else:
         train_data = validation = None
     with self.strategy.scope():
-      # From the cache, a step is tiny: bundle steps (not with --augment,
-      # whose steps run the backbone).
+      # From the cache, a step is tiny: bundle steps. Not with --augment,
+      # whose steps run the backbone, nor over several replicas: Keras 3.15's
+      # bundled loop under MirroredStrategy fails ("You must feed a value
+      # for placeholder tensor ... while/cond/Placeholder_1").
+      bundle = not config.augment and self.replicas == 1
       _compile(model, config.learning_rate,
-               1 if config.augment else steps_per_execution(steps))
+               steps_per_execution(steps) if bundle else 1)
       if resume and resume["phase"] == "head":
         self.checkpoints.restore(resume, model)
       elif resume:

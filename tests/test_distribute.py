@@ -153,6 +153,8 @@ def test_strategy_errors_are_one_line(monkeypatch):
   monkeypatch.setenv("TF_CONFIG", "{not json")
   with pytest.raises(QuickDrawError, match="TF_CONFIG is not valid JSON"):
     distribute.make_strategy("multi_worker")
+  with pytest.raises(QuickDrawError, match="no TPU found on this machine"):
+    distribute.make_strategy("tpu")
   with pytest.raises(QuickDrawError, match="--strategy=spread; use one of"):
     training.TrainConfig(strategy="spread")
 
