@@ -231,8 +231,7 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (
       json.dumps(info, indent=2) + "\n").encode()
 
-  reference = np.asarray(classifier.predict(check_images, verbose=0,
-                                            batch_size=64))
+  reference = inference.KerasPredictor("", classifier)(check_images)
   report = {"check_drawings": int(len(check_images)),
             "float_tolerance": FLOAT_TOLERANCE,
             "keras": {"test_top1": float(np.mean(

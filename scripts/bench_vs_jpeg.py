@@ -24,6 +24,10 @@ each timed from the .npy files to a trained, exported model:
 Prints each stage's seconds, both totals with their ratio (issue 6's target:
 quickdraw at least 5x faster) and both test top-1 accuracies. Work files go
 under --work_dir and are deleted afterwards.
+
+Route (a) is a lower bound on the old recipe's time: retrain.py also wrote
+TensorBoard summaries (histograms of the new layer included) at every step,
+which this leaves out.
 """
 
 from __future__ import annotations
@@ -128,7 +132,10 @@ def old_route(source: QuickDrawSource, backbone: keras.Model, image_size: int,
     for split in Split:
       for class_id, path in files[split]:
         with open(path, "rb") as f:
-          vector = forward(decode(f.read())).numpy()[0]
+          # Two session runs in retrain.py: the resized image came back to
+          # numpy and was fed to the bottleneck tensor.
+          resized = decode(f.read()).numpy()
+        vector = forward(tf.constant(resized)).numpy()[0]
         cached = path[:-4] + ".txt"
         with open(cached, "w") as f:
           f.write(",".join(str(v) for v in vector))
