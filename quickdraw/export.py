@@ -120,7 +120,8 @@ def tflite_bytes(frozen, mode: str = "float32",
     mode: "float32", "dynamic" (int8 weights), "float16" (float16 weights)
       or "int8" (int8 weights and activations, calibrated on
       `representative`; input and output stay float32).
-    representative: float32 model inputs for int8 calibration.
+    representative: model inputs or uint8 drawings (as `export_model`)
+      for int8 calibration.
   """
   converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
   if mode != "float32":
@@ -130,8 +131,10 @@ def tflite_bytes(frozen, mode: str = "float32",
   if mode == "int8":
     if representative is None or not len(representative):
       raise ValueError("int8 needs representative inputs")
+    size = int(frozen.inputs[0].shape[1])
     converter.representative_dataset = lambda: (
-        [x[None]] for x in representative)
+        [x[None]] for chunk in model_input_chunks(representative, size)
+        for x in chunk)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   return converter.convert()
 
@@ -192,6 +195,22 @@ def _compare(reference: np.ndarray, probabilities: np.ndarray,
   }
 
 
+def model_input_chunks(inputs: np.ndarray, image_size: int,
+                       chunk: int = 256) -> Iterator[np.ndarray]:
+  """float32 model inputs, `chunk` at a time, from model inputs or from
+  uint8 drawings (upsampled here, so that only a chunk is ever held)."""
+  for i in range(0, len(inputs), chunk):
+    part = np.asarray(inputs[i:i + chunk])
+    if part.dtype == np.uint8:
+      part = inference.to_model_input(part, image_size)
+    yield part
+
+
+def _predict(predictor: inference.Predictor, inputs: np.ndarray) -> np.ndarray:
+  return np.concatenate([predictor(x) for x in model_input_chunks(
+      inputs, predictor.image_size)])
+
+
 def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                  check_images: np.ndarray, check_labels: np.ndarray,
                  representative: np.ndarray | None = None) -> dict:
@@ -201,10 +220,12 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     classifier: The trained Keras model, [-1, 1] images -> probabilities.
     categories: Names in output order.
     config: Paths and options.
-    check_images: float32 (N, S, S, 3) held-out test inputs.
+    check_images: Held-out test inputs: float32 (N, S, S, 3) model inputs,
+      or uint8 (N, 784) drawings, upsampled a chunk at a time (1,000 inputs
+      at 224 px would take 600 MB at once).
     check_labels: Their true classes.
-    representative: float32 training inputs for int8 calibration (needed
-      only with int8).
+    representative: Training inputs for int8 calibration, in either form
+      (needed only with int8).
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -231,7 +252,7 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (
       json.dumps(info, indent=2) + "\n").encode()
 
-  reference = inference.KerasPredictor("", classifier)(check_images)
+  reference = _predict(inference.KerasPredictor("", classifier), check_images)
   report = {"check_drawings": int(len(check_images)),
             "float_tolerance": FLOAT_TOLERANCE,
             "keras": {"test_top1": float(np.mean(
@@ -250,7 +271,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                    # Every core: checking 1,000 drawings is batch work.
                    inference.TFLitePredictor(temps[path],
                                              num_threads=os.cpu_count()))
-      figures = _compare(reference, predictor(check_images), check_labels)
+      figures = _compare(reference, _predict(predictor, check_images),
+                         check_labels)
       figures.update(path=path, bytes=len(contents[path]))
       report["artifacts"][name] = figures
       is_float = name in ("frozen_graph", "tflite_float32")
@@ -324,9 +346,19 @@ def inputs_from_split(source, split, count: int,
   Returns:
     (float32 (n, S, S, 3) images, int (n,) labels).
   """
+  drawings, labels = drawings_from_split(source, split, count)
+  return inference.to_model_input(drawings, image_size), labels
+
+
+def drawings_from_split(source, split,
+                        count: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `count` drawings spread evenly over a split.
+
+  Returns:
+    (uint8 (n, 784) drawings, int (n,) labels).
+  """
   size = source.split_size(split)
   n = min(count, size)
   positions = np.linspace(0, size - 1, n).round().astype(np.int64)
   drawings, labels = source.read_positions(split, np.unique(positions))
-  return inference.to_model_input(drawings, image_size), labels.astype(
-      np.int64)
+  return drawings, labels.astype(np.int64)

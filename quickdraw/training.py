@@ -497,15 +497,15 @@ def export_run(data: DataConfig, config: export_lib.ExportConfig,
       raise QuickDrawError(f"{model_path} cannot be loaded ({e}); re-run "
                            "quickdraw-train") from None
   source = source or QuickDrawSource.open(data)
-  size = int(classifier.input_shape[1])
-  images, labels = export_lib.inputs_from_split(
-      source, Split.TEST, config.check_drawings, size)
+  # Drawings, upsampled a chunk at a time inside the export's checks.
+  drawings, labels = export_lib.drawings_from_split(
+      source, Split.TEST, config.check_drawings)
   representative = None
   if "int8" in config.quantize:
-    representative = export_lib.inputs_from_split(
-        source, Split.TRAIN, config.representative_drawings, size)[0]
+    representative = export_lib.drawings_from_split(
+        source, Split.TRAIN, config.representative_drawings)[0]
   return export_lib.export_model(classifier, source.categories, config,
-                                 images, labels, representative)
+                                 drawings, labels, representative)
 
 
 def train_and_evaluate(

@@ -311,3 +311,22 @@ def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
   assert accuracy(probabilities, labels) >= 0.8
   with open(out / "retrained_labels.txt") as f:
     assert f.read().splitlines() == list(CATEGORIES)
+
+
+def test_drawings_check_like_model_inputs(trained, exported, tmp_path):
+  """uint8 drawings, upsampled a chunk at a time, give the same report."""
+  classifier, source = trained
+  _, report = exported
+  drawings, labels = export.drawings_from_split(source, Split.TEST, 200)
+  representative = export.drawings_from_split(source, Split.TRAIN, 100)[0]
+  again = export.export_model(
+      classifier, source.categories,
+      config_for(tmp_path, quantize=("dynamic", "float16", "int8")),
+      drawings, labels, representative)
+  assert again["check_drawings"] == report["check_drawings"]
+  assert again["keras"] == report["keras"]
+  for name, figures in report["artifacts"].items():
+    assert again["artifacts"][name]["top1_agreement"] == pytest.approx(
+        figures["top1_agreement"], abs=0.02), name
+    assert again["artifacts"][name]["bytes"] == pytest.approx(
+        figures["bytes"], rel=0.01), name
