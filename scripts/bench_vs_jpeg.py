@@ -21,7 +21,8 @@ each timed from the .npy files to a trained, exported model:
 (b) quickdraw-train with the flags given (bottleneck cache, head, test
     report, frozen graph, TFLite, labels), from empty caches.
 
-Prints each stage's seconds, both totals with their ratio (issue 6's target:
+Prints the backbone's own rate one image per call and in batches (what
+batching alone can gain here), each stage's seconds, both totals with their ratio (issue 6's target:
 quickdraw at least 5x faster) and both test top-1 accuracies. Work files go
 under --work_dir and are deleted afterwards.
 
@@ -178,6 +179,24 @@ def old_route(source: QuickDrawSource, backbone: keras.Model, image_size: int,
   return clock, top1
 
 
+def backbone_rates(backbone: keras.Model, image_size: int,
+                   seconds: float = 3.0) -> tuple[float, float]:
+  """Images/s of the backbone alone, one image per call and 100 per call:
+  the bound on how much batching can gain on this machine."""
+  forward = tf.function(lambda x: backbone(x, training=False),
+                        reduce_retracing=True)
+  rates = []
+  for batch in (1, 100):
+    x = tf.random.uniform((batch, image_size, image_size, 3), -1, 1)
+    np.asarray(forward(x))
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      np.asarray(forward(x))
+      count += batch
+    rates.append(count / (time.perf_counter() - start))
+  return rates[0], rates[1]
+
+
 def main(argv: Sequence[str]) -> None:
   del argv
   data = common.data_config_from_flags()
@@ -195,11 +214,14 @@ def main(argv: Sequence[str]) -> None:
           f"{config.architecture} at {data.image_size} px, "
           f"{os.cpu_count()} CPUs")
 
+    backbone = model_lib.build_backbone(architecture, weights)
+    one, batched = backbone_rates(backbone, data.image_size)
+    print(f"  backbone alone: {one:,.0f} images/s one per call, "
+          f"{batched:,.0f} in batches of 100 ({batched / one:.1f}x)")
     print("  (a) old route: JPEGs, then retrain.py", flush=True)
     keras.utils.set_random_seed(data.seed)
     old, old_top1 = old_route(
-        source, model_lib.build_backbone(architecture, weights),
-        data.image_size, os.path.join(work, "old"),
+        source, backbone, data.image_size, os.path.join(work, "old"),
         np.random.default_rng(data.seed))
     print(f"    {'total':<46} {old.total:8.1f} s, test top-1 {old_top1:.4f}")
 

@@ -77,7 +77,7 @@ def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):
                            work_dir=str(tmp_path / "work")):
     bench.main(["bench_vs_jpeg"])
   out = capsys.readouterr().out
-  for figure in ("1. write JPEGs, one per drawing",
+  for figure in ("backbone alone:", "1. write JPEGs, one per drawing",
                  "2. bottlenecks, one image at a time, to text",
                  "3. 12 steps from the text cache, test",
                  "4. frozen graph and labels",
