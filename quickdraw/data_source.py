@@ -5,6 +5,12 @@ memmapped drawings: it checks the category names, finds or downloads each
 file, checks it, and picks the rows to use. `index(split)` lists a split's
 drawings as (class, row) pairs and `gather` reads any batch of them with one
 numpy call per category, not one per drawing.
+
+Nothing else needs that index, which at full size (50 million drawings)
+would be the largest thing in memory: `split_counts` counts a split a
+million rows at a time, `split_rows` gives the split's rows within any run
+of positions (a block to stream), `read_rows` reads a block with one file
+read, and `read_positions` finds a few drawings by position.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import distribute, input_pipeline, training
+from quickdraw import checkpoints, distribute, input_pipeline, training
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
@@ -184,3 +184,16 @@ def test_padded_batches_count_each_drawing_once():
   assert sorted(labels[weights == 1].tolist()) == list(range(10))
   x, y, _ = batches[-1]
   np.testing.assert_array_equal(x.numpy()[:, 0], y.numpy())
+
+
+def test_non_chief_reads_but_never_writes_checkpoints(tmp_path):
+  model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  chief = checkpoints.Checkpoints(str(tmp_path / "ck"), "fp")
+  worker = checkpoints.Checkpoints(str(tmp_path / "ck"), "fp",
+                                   writable=False)
+  worker.save("head", 1, model)
+  assert not (tmp_path / "ck").exists()
+  chief.save("head", 2, model)
+  assert worker.latest()["epoch"] == 2  # resumes where the chief saved
+  worker.clear()
+  assert chief.latest()["epoch"] == 2
