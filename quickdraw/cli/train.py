@@ -105,9 +105,9 @@ flags.DEFINE_string(
     "VM.")
 flags.DEFINE_boolean(
     "mixed_precision", _DEFAULTS.mixed_precision,
-    "Compute in float16 with float32 weights (Keras' mixed_float16): about "
-    "2x faster on GPUs with tensor cores, slower on CPUs. Saved and exported "
-    "models are float32.")
+    "Compute in float16 with float32 weights (Keras' mixed_float16): for GPUs "
+    "with tensor cores; slower on CPUs. Saved and exported models are "
+    "float32.")
 flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
