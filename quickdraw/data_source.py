@@ -228,6 +228,9 @@ class QuickDrawSource:
     if last - first + 1 <= 2 * len(rows):
       return f.read_range(first, last + 1)[rows - first]
     out = f.drawings[rows]
+    # At once, not every N batches: the kernel may map a whole large
+    # page-cache folio (about 1 MB seen) per row read, so a few hundred
+    # scattered rows would otherwise pin hundreds of MB.
     f.release_pages()
     return out
 
@@ -244,19 +247,14 @@ class QuickDrawSource:
     class_ids = np.asarray(class_ids)
     rows = np.asarray(rows)
     out = np.empty((len(rows), npy_files.PIXELS), dtype=np.uint8)
-    # Sorting by (class, row) lets one fancy-index per class read its rows in
-    # file order.
+    # Sorting by (class, row) gives `read_rows` each class's rows ascending,
+    # in file order.
     order = np.lexsort((rows, class_ids))
     sorted_ids = class_ids[order]
     bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
     for chunk in np.split(order, bounds):
       if len(chunk):
-        f = self.files[class_ids[chunk[0]]]
-        out[chunk] = f.drawings[rows[chunk]]
-        # At once, not every N batches: the kernel may map a whole large
-        # page-cache folio (about 1 MB seen) per row read, so a few hundred
-        # scattered rows would otherwise pin hundreds of MB.
-        f.release_pages()
+        out[chunk] = self.read_rows(int(class_ids[chunk[0]]), rows[chunk])
     return out
 
   def gather_positions(self, index: SplitIndex,

@@ -120,7 +120,7 @@ class DrawingFile:
   category: str
   path: str
   drawings: np.ndarray
-  offset: int = 0
+  offset: int
 
   def read_range(self, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) read with one plain file read: uint8 (n, 784).
