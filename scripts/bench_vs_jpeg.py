@@ -33,12 +33,13 @@ which this leaves out.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -74,18 +75,12 @@ class _Clock:
   def __init__(self):
     self.stages: dict[str, float] = {}
 
-  def stage(self, name: str):
-    clock = self
-
-    class _Stage:
-      def __enter__(self):
-        self.start = time.perf_counter()
-
-      def __exit__(self, *exc):
-        clock.stages[name] = time.perf_counter() - self.start
-        print(f"    {name:<46} {clock.stages[name]:8.1f} s", flush=True)
-
-    return _Stage()
+  @contextlib.contextmanager
+  def stage(self, name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    self.stages[name] = time.perf_counter() - start
+    print(f"    {name:<46} {self.stages[name]:8.1f} s", flush=True)
 
   @property
   def total(self) -> float:
