@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags
 from absl.testing import flagsaver
 
 from quickdraw import export, inference, input_pipeline, training
@@ -23,7 +24,7 @@ from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-from conftest import CATEGORIES
+from conftest import CATEGORIES, SMOKE_MIN_TOP1, smoke_args
 
 SIZE = 32
 
@@ -293,22 +294,22 @@ def test_export_command_without_a_run(tmp_path):
 
 def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
     data_dir, tmp_path):
-  """quickdraw-train as smoke.flags runs it, then the TFLite file alone."""
+  """quickdraw-train with configs/smoke.flags, then the TFLite file alone."""
   from quickdraw.cli import train as train_cli
   out = tmp_path / "run"
-  with flagsaver.flagsaver(
-      categories=list(CATEGORIES), data_dir=data_dir, download=False,
-      samples_per_class=200, architecture="mobilenet_0.25_128",
-      image_size=64, weights="none", epochs=3, fine_tune_layers=100,
-      fine_tune_epochs=4, fine_tune_learning_rate=0.003,
-      bottleneck_dir=str(tmp_path / "cache"), output_dir=str(out)):
+  with flagsaver.flagsaver():
+    flags.FLAGS(["train"] + smoke_args(data_dir, tmp_path, out))
+    assert flags.FLAGS.categories == list(CATEGORIES)
+    samples = flags.FLAGS.samples_per_class
+    size = flags.FLAGS.image_size
     train_cli.main(["train"])
   source = QuickDrawSource.open(DataConfig(
       categories=CATEGORIES, data_dir=data_dir, download=False,
-      samples_per_class=200, image_size=64))
-  images, labels = export.inputs_from_split(source, Split.TEST, 1000, 64)
+      samples_per_class=samples, image_size=size))
+  images, labels = export.inputs_from_split(source, Split.TEST, 1000, size)
+  assert len(labels) > 100
   probabilities = inference.TFLitePredictor(str(out / "model.tflite"))(images)
-  assert accuracy(probabilities, labels) >= 0.8
+  assert accuracy(probabilities, labels) >= SMOKE_MIN_TOP1
   with open(out / "retrained_labels.txt") as f:
     assert f.read().splitlines() == list(CATEGORIES)
 
