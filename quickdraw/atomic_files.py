@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 
 from quickdraw.errors import QuickDrawError
 
@@ -70,3 +72,80 @@ def write_bytes(path: str, data: bytes) -> None:
 def write_text(path: str, text: str) -> None:
   """Writes `text` (UTF-8) to `path` atomically."""
   write_bytes(path, text.encode("utf-8"))
+
+
+def _backup_name(path: str) -> str:
+  folder, name = os.path.split(os.path.abspath(path))
+  return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.previous")
+
+
+def _replace_all(temps: dict[str, str]) -> None:
+  """Renames each temporary onto its destination; all or none.
+
+  A destination that already exists is first linked (or copied) to a
+  backup beside it, so that if a later rename fails, every file replaced so
+  far is put back.
+
+  Raises:
+    QuickDrawError: a rename failed; every destination is as it was.
+  """
+  done: list[tuple[str, str | None]] = []
+  backups: list[str] = []
+  try:
+    for path, tmp in temps.items():
+      backup = None
+      if os.path.lexists(path):
+        backup = _backup_name(path)
+        try:
+          os.link(path, backup)
+        except OSError:  # a filesystem without hard links
+          shutil.copy2(path, backup)
+        backups.append(backup)
+      os.replace(tmp, path)
+      done.append((path, backup))
+  except OSError as e:
+    for replaced, backup in reversed(done):
+      with contextlib.suppress(OSError):
+        if backup:
+          os.replace(backup, replaced)
+        else:
+          os.unlink(replaced)
+    raise QuickDrawError(
+        f"cannot write {path}: {e.strerror or e}; nothing was replaced, "
+        "fix the path and run again") from None
+  finally:
+    for backup in backups:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(backup)
+
+
+@contextlib.contextmanager
+def staged(paths: Sequence[str]) -> Iterator[dict[str, str]]:
+  """Temporary files beside each of `paths`, renamed in together.
+
+  Every destination is checked and given its temporary before the block
+  runs, so an unwritable one fails first. The block writes (and may check)
+  the temporaries; when it completes, all are renamed into place, and if
+  any rename fails the ones done are undone. If the block raises, nothing
+  is replaced. Temporaries never outlive the call.
+
+  Yields:
+    {destination: temporary path}.
+
+  Raises:
+    QuickDrawError: a destination is a folder or cannot be written, or a
+      rename failed; every destination is as it was.
+  """
+  temps: dict[str, str] = {}
+  try:
+    for path in paths:
+      if os.path.isdir(path):
+        raise QuickDrawError(f"cannot write {path}: it is a folder; move it "
+                             "away or choose another path")
+      temps[path] = temp_beside(path)
+    yield temps
+    _replace_all(temps)
+  finally:
+    for tmp in temps.values():
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)

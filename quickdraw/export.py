@@ -1,50 +1,66 @@
 """Export: the trained classifier as the files an Android app loads.
 
-`export_model(classifier, categories, config, check_drawings, ...)` writes
+`export_model(classifier, categories, config, drawings, labels, ...)` writes
 
   --output_graph    frozen GraphDef (retrain.py's retrained_graph.pb): input
                     node `input` float32 [batch, S, S, 3] in [-1, 1], output
                     node `final_result` (softmax); loads with
                     `tf.compat.v1.import_graph_def` and nothing else
   --output_labels   one category per line, in output order
-  --output_tflite   float32 TFLite, same input and output; with --quantize,
-                    `<name>_<mode>.tflite` for each mode (dynamic, float16,
-                    int8: full-integer inside, float32 at the edges so the
-                    contract stays the same)
-  model_info.json   the contract, for an app to read
-  export_report.json  sizes, parity with Keras and test accuracy of each
+  --output_tflite   the network as TFLite (`model.tflite`): the same input
+                    and output as the graph; with --quantize,
+                    `model_<mode>.tflite` per mode (dynamic, float16, int8:
+                    full-integer inside, float32 at the edges)
+  model_canvas[_<mode>].tflite
+                    the app's model: input `input` uint8 [1, H, W, 3], the
+                    canvas as the app shows it; the drawing's preprocessing
+                    (`preprocessing.canvas_to_drawings`, then upsampling) in
+                    float32, followed by the network of that variant
+  model_info.json   the contracts and which file is which, for an app
+  export_report.json  sizes, parity with Keras and accuracy of each
 
-and, with --android_assets_dir, copies of the app's files there.
+Every `.tflite` carries TFLite metadata (`tflite_metadata`) with the labels
+inside, which MediaPipe Tasks' ImageClassifier needs, and uses TFLite
+builtin ops only. With --android_assets_dir the app's files go there too:
+the canvas model of --android_model as `model.tflite`.
 
-Every file is first written under a temporary name beside its destination,
-the checks run on those very files, and only when all pass are they renamed
-into place: a failed export leaves the previous one intact.
+Every file, the assets included, is first written under a temporary name
+beside its destination, the checks run on those very files, and only when
+all pass are they renamed into place together (`atomic_files.staged`): a
+failed export leaves every previous file as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
-from quickdraw import atomic_files, inference
+from quickdraw import (__version__, atomic_files, canvases, inference,
+                       preprocessing, tflite_graph, tflite_metadata)
 from quickdraw.errors import QuickDrawError
 
 QUANTIZATIONS = ("dynamic", "float16", "int8")
+MODES = ("float32",) + QUANTIZATIONS
 # Float artifacts compute what Keras computes, in another order: their
 # probabilities may differ by float rounding, never by more than this.
 FLOAT_TOLERANCE = 1e-3
 MODEL_INFO = "model_info.json"
 REPORT = "export_report.json"
+CANVAS_TENSOR = "canvas"  # the app model's input, before it is renamed
+PREPROCESSED_TENSOR = "preprocessed"  # where preprocessing meets the network
+# The app's canvas side: MediaPipe resizes the app's bitmap to it. Large
+# enough that strokes of a phone-sized canvas survive that resize, small
+# enough that the model's own preprocessing stays a fraction of its cost.
+DEFAULT_CANVAS_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +70,23 @@ class ExportConfig:
   Attributes:
     output_graph: The frozen graph's path.
     output_labels: The labels file's path.
-    output_tflite: The float32 TFLite file's path; quantized variants go
-      beside it as `<stem>_<mode>.tflite`.
+    output_tflite: The float32 network's TFLite path; the other `.tflite`
+      files go beside it (see `tflite_path`).
     report_dir: Where `model_info.json` and `export_report.json` go.
     quantize: Quantized variants to write: any of "dynamic", "float16",
       "int8".
-    final_tensor_name: The output node's name (retrain.py's flag).
+    final_tensor_name: The output's name (retrain.py's flag).
     android_assets_dir: If set, an Android app's `src/main/assets` folder to
-      receive the TFLite model, labels, frozen graph and model_info.json.
+      receive the canvas model, labels, frozen graph and model_info.json.
+    android_model: Which variant the app receives ("float32" or a
+      quantized mode, written even if not in `quantize`).
+    canvas_size: The app model's input side H = W, in pixels.
+    max_quantization_loss: Points of test top-1 a quantized variant may
+      lose against float32; one that loses more is reported and never
+      given to the app.
     check_drawings: Held-out test drawings run through every artifact.
+    check_canvases: How many of them are also re-drawn as app canvases and
+      run through every canvas model.
     representative_drawings: Training drawings that calibrate int8.
   """
   output_graph: str
@@ -72,23 +96,48 @@ class ExportConfig:
   quantize: tuple[str, ...] = ()
   final_tensor_name: str = inference.FINAL_TENSOR_NAME
   android_assets_dir: str = ""
+  android_model: str = "float32"
+  canvas_size: int = DEFAULT_CANVAS_SIZE
+  max_quantization_loss: float = 1.0
   check_drawings: int = 1000
+  check_canvases: int = 300
   representative_drawings: int = 300
 
   def __post_init__(self):
-    object.__setattr__(self, "quantize", tuple(
-        q for q in self.quantize if q != "none"))
-    for q in self.quantize:
+    quantize = tuple(q for q in self.quantize if q != "none")
+    for q in quantize:
       if q not in QUANTIZATIONS:
         raise QuickDrawError(
             f"--quantize={q} is not a mode; use none, dynamic, float16 or "
             "int8 (comma-separated for several)")
+    if self.android_model not in MODES:
+      raise QuickDrawError(
+          f"--android_model={self.android_model} is not a variant; use "
+          "float32, float16, dynamic or int8")
+    if self.android_model != "float32" and self.android_model not in quantize:
+      quantize += (self.android_model,)  # the app's variant is always made
+    object.__setattr__(self, "quantize", tuple(
+        m for m in QUANTIZATIONS if m in quantize))
+    if not 32 <= self.canvas_size <= 2048:
+      raise QuickDrawError(
+          f"--canvas_size={self.canvas_size} is outside [32, 2048]; pass the "
+          f"side of the app's canvas model's input (default "
+          f"{DEFAULT_CANVAS_SIZE})")
+    if not self.max_quantization_loss >= 0:
+      raise QuickDrawError(
+          f"--max_quantization_loss={self.max_quantization_loss} is "
+          "negative; pass points of top-1, such as 1")
 
-  def tflite_path(self, mode: str = "float32") -> str:
-    if mode == "float32":
-      return self.output_tflite
+  @property
+  def modes(self) -> tuple[str, ...]:
+    return ("float32",) + self.quantize
+
+  def tflite_path(self, mode: str = "float32", canvas: bool = False) -> str:
+    """`model[_canvas][_<mode>].tflite` beside --output_tflite."""
     stem, ext = os.path.splitext(self.output_tflite)
-    return f"{stem}_{mode}{ext or '.tflite'}"
+    suffix = ("_canvas" if canvas else "") + (
+        "" if mode == "float32" else f"_{mode}")
+    return f"{stem}{suffix}{ext or '.tflite'}"
 
 
 def serving_function(classifier, final_tensor_name: str):
@@ -111,17 +160,42 @@ def frozen_graph_bytes(frozen) -> bytes:
   return frozen.graph.as_graph_def().SerializeToString()
 
 
+def _convert(converter: tf.lite.TFLiteConverter, what: str) -> bytes:
+  """Runs the converter; TensorFlow ops without a TFLite builtin are let
+  through as Flex ops only to be named by `check_builtin_ops` afterwards,
+  which says more than the converter's own error."""
+  converter.target_spec.supported_ops = list(
+      converter.target_spec.supported_ops) + [tf.lite.OpsSet.SELECT_TF_OPS]
+  try:
+    model = converter.convert()
+  except Exception as e:  # the converter raises ConverterError and others
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
+    raise QuickDrawError(f"cannot convert {what} to TFLite ({reason}); "
+                         "please report this with your settings") from None
+  tflite_graph.check_builtin_ops(model, what)
+  return model
+
+
 def tflite_bytes(frozen, mode: str = "float32",
-                 representative: np.ndarray | None = None) -> bytes:
-  """Converts a frozen function to TFLite.
+                 representative: np.ndarray | None = None,
+                 final_tensor_name: str = inference.FINAL_TENSOR_NAME
+                 ) -> bytes:
+  """Converts the network (a frozen function) to TFLite, without metadata.
 
   Args:
     frozen: From `serving_function`.
     mode: "float32", "dynamic" (int8 weights), "float16" (float16 weights)
       or "int8" (int8 weights and activations, calibrated on
       `representative`; input and output stay float32).
-    representative: model inputs or uint8 drawings (as `export_model`)
-      for int8 calibration.
+    representative: uint8 drawings (N, 784) for int8 calibration.
+    final_tensor_name: The output tensor's name.
+
+  Returns:
+    The model, its input named `input` and its output `final_tensor_name`,
+    with a `serving_default` signature.
+
+  Raises:
+    QuickDrawError: conversion failed, or needs non-builtin ops.
   """
   converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
   if mode != "float32":
@@ -130,58 +204,159 @@ def tflite_bytes(frozen, mode: str = "float32",
     converter.target_spec.supported_types = [tf.float16]
   if mode == "int8":
     if representative is None or not len(representative):
-      raise ValueError("int8 needs representative inputs")
+      raise ValueError("int8 needs representative drawings")
     size = int(frozen.inputs[0].shape[1])
     converter.representative_dataset = lambda: (
         [x[None]] for chunk in model_input_chunks(representative, size)
         for x in chunk)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  return converter.convert()
+  model = _convert(converter, f"the {mode} network")
+  return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
 
 
-def model_info(categories: Sequence[str], image_size: int,
-               final_tensor_name: str, tflite_name: str) -> dict:
-  """The input/output contract, stated for an app."""
+def canvas_preprocessing_bytes(canvas_size: int, image_size: int) -> bytes:
+  """The app model's first part, in float32: a uint8 [1, H, W, 3] canvas ->
+  the network's [1, S, S, 3] input (`preprocessing.canvas_to_drawings`,
+  then `preprocessing.upsample_to_rgb`, as in training)."""
+  spec = tf.TensorSpec([1, canvas_size, canvas_size, 3], tf.uint8,
+                       name=CANVAS_TENSOR)
+
+  @tf.function(input_signature=[spec], autograph=False)
+  def preprocess(canvas):
+    drawings = preprocessing.canvas_to_drawings(canvas)
+    return tf.identity(preprocessing.upsample_to_rgb(
+        drawings[..., tf.newaxis], image_size), name=PREPROCESSED_TENSOR)
+
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [preprocess.get_concrete_function()])
+  return _convert(converter, "the canvas preprocessing")
+
+
+def canvas_model_bytes(preprocessing_model: bytes, network: bytes,
+                       final_tensor_name: str = inference.FINAL_TENSOR_NAME
+                       ) -> bytes:
+  """The app's model: the float32 preprocessing, then `network` unchanged.
+
+  The tensor where they meet is named `preprocessed`, so a check can read
+  what the network was given.
+  """
+  model = tflite_graph.chain(preprocessing_model, network,
+                             join_name=PREPROCESSED_TENSOR)
+  return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
+
+
+def drawing_contract(image_size: int) -> dict:
+  """The network's input: what `model.tflite` and the frozen graph take."""
   return {
-      "tflite": tflite_name,
-      "labels": "retrained_labels.txt",
-      "input": {
-          "name": inference.INPUT_NAME,
-          "shape": [1, image_size, image_size, 3],
-          "dtype": "float32",
-          "normalization": "value = (pixel - 127.5) / 127.5, in [-1, 1]",
-          "channels": "RGB, all three equal (grey drawings)",
-          "ink": "light ink (255) on black (0), like QuickDraw's bitmaps; "
-                 "invert a dark-on-light canvas first",
-          "drawing": "crop the canvas to the ink's bounding box, pad to a "
-                     "square, shrink to 28x28, then resize bilinearly to "
-                     f"{image_size}x{image_size}",
-      },
-      "output": {
-          "name": final_tensor_name,
-          "shape": [1, len(categories)],
-          "dtype": "float32",
-          "activation": "softmax",
-          "order": list(categories),
-      },
+      "name": inference.INPUT_NAME,
+      "shape": [1, image_size, image_size, 3],
+      "dtype": "float32",
+      "normalization": "value = (pixel - 127.5) / 127.5, in [-1, 1]",
+      "channels": "RGB, all three equal (grey drawings)",
+      "ink": "light ink (255) on black (0), like QuickDraw's bitmaps",
+      "drawing": "the ink's bounding box padded to a square, its long "
+                 "side spanning 26 of 28 pixels, centred, then resized "
+                 f"bilinearly to {image_size}x{image_size}",
   }
 
 
-@contextlib.contextmanager
-def _staged(paths: Sequence[str]) -> Iterator[dict[str, str]]:
-  """Temporary files beside each destination; renamed in only on success."""
-  temps: dict[str, str] = {}
-  try:
-    for path in paths:
-      temps[path] = atomic_files.temp_beside(path)
-    yield temps
-    for path, tmp in temps.items():
-      os.replace(tmp, path)
-    temps.clear()
-  finally:
-    for tmp in temps.values():
-      with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
+def canvas_contract(canvas_size: int) -> dict:
+  """The app model's input: the canvas as the app shows it."""
+  return {
+      "name": inference.INPUT_NAME,
+      "shape": [1, canvas_size, canvas_size, 3],
+      "dtype": "uint8",
+      "pixels": "RGB, 0 to 255, as on screen (no normalization)",
+      "canvas": "opaque: composite a transparent canvas over white first",
+      "ink": "either polarity: a light border is read as dark ink on a "
+             "light canvas",
+      "drawing": "anywhere on the canvas, of any size; the model crops it "
+                 "to its ink, frames it as QuickDraw's drawings are and "
+                 "upsamples it",
+      "resizing": f"MediaPipe resizes the app's bitmap to {canvas_size}x"
+                  f"{canvas_size}; pad a non-square canvas to a square "
+                  "with its background colour first, or it is stretched",
+  }
+
+
+def output_contract(categories: Sequence[str], final_tensor_name: str) -> dict:
+  return {
+      "name": final_tensor_name,
+      "shape": [1, len(categories)],
+      "dtype": "float32",
+      "activation": "softmax",
+      "order": list(categories),
+  }
+
+
+def model_info(config: ExportConfig, categories: Sequence[str],
+               image_size: int) -> dict:
+  """Which file is which and what each takes, for `report_dir`."""
+  def rel(path):
+    return os.path.relpath(path, config.report_dir)
+  return {
+      "labels": rel(config.output_labels),
+      "canvas_models": {m: rel(config.tflite_path(m, canvas=True))
+                        for m in config.modes},
+      "canvas_input": canvas_contract(config.canvas_size),
+      "drawing_models": {
+          **{m: rel(config.tflite_path(m)) for m in config.modes},
+          "frozen_graph": rel(config.output_graph)},
+      "drawing_input": drawing_contract(image_size),
+      "output": output_contract(categories, config.final_tensor_name),
+  }
+
+
+ASSET_MODEL = "model.tflite"
+ASSET_LABELS = ("labels.txt", "retrained_labels.txt")
+ASSET_GRAPH = "retrained_graph.pb"
+
+
+def assets_info(config: ExportConfig, categories: Sequence[str],
+                image_size: int, variant: str) -> dict:
+  """model_info.json as the assets folder holds it: its own files."""
+  return {
+      "tflite": ASSET_MODEL,
+      "variant": f"canvas model, {variant}",
+      "input": canvas_contract(config.canvas_size),
+      "output": output_contract(categories, config.final_tensor_name),
+      "labels": list(ASSET_LABELS),
+      "labels_note": "the same lines in both files, and inside "
+                     f"{ASSET_MODEL} as its metadata's label file",
+      "frozen_graph": {"file": ASSET_GRAPH,
+                       "input": drawing_contract(image_size),
+                       "output": config.final_tensor_name},
+  }
+
+
+def _description(categories: Sequence[str]) -> tflite_metadata.ModelDescription:
+  shown = ", ".join(categories[:5]) + (", ..." if len(categories) > 5 else "")
+  return tflite_metadata.ModelDescription(
+      name="quickdraw doodle classifier",
+      description=(f"Recognises {len(categories)} QuickDraw categories "
+                   f"({shown}) in a doodle. Made by quickdraw-train."),
+      version=f"quickdraw {__version__}", author="quickdraw",
+      license="Apache-2.0")
+
+
+def with_metadata(model: bytes, categories: Sequence[str], *, canvas: bool,
+                  size: int, final_tensor_name: str) -> bytes:
+  """`model` with the TFLite metadata MediaPipe needs, labels inside."""
+  if canvas:
+    image = tflite_metadata.ImageInput(
+        inference.INPUT_NAME,
+        "The app's drawing canvas, opaque RGB, either ink polarity, the "
+        "doodle anywhere on it.", size, size)
+  else:
+    image = tflite_metadata.ImageInput(
+        inference.INPUT_NAME,
+        "A QuickDraw drawing (light ink on black, framed as QuickDraw's "
+        "28x28 bitmaps) upsampled to the input size.", size, size,
+        mean=127.5, std=127.5, value_min=-1.0, value_max=1.0)
+  metadata = tflite_metadata.metadata_buffer(
+      _description(categories), image, final_tensor_name,
+      "Probabilities of the categories, in the label file's order.")
+  return tflite_metadata.with_metadata(model, metadata, categories)
 
 
 def _compare(reference: np.ndarray, probabilities: np.ndarray,
@@ -196,23 +371,29 @@ def _compare(reference: np.ndarray, probabilities: np.ndarray,
 
 
 def model_input_chunks(inputs: np.ndarray, image_size: int,
-                       chunk: int = 256) -> Iterator[np.ndarray]:
-  """float32 model inputs, `chunk` at a time, from model inputs or from
-  uint8 drawings (upsampled here, so that only a chunk is ever held)."""
+                       chunk: int = 256):
+  """float32 model inputs, `chunk` at a time, from uint8 drawings
+  (upsampled here, so that only a chunk is ever held)."""
   for i in range(0, len(inputs), chunk):
-    part = np.asarray(inputs[i:i + chunk])
-    if part.dtype == np.uint8:
-      part = inference.to_model_input(part, image_size)
-    yield part
+    yield inference.to_model_input(np.asarray(inputs[i:i + chunk]),
+                                   image_size)
 
 
-def _predict(predictor: inference.Predictor, inputs: np.ndarray) -> np.ndarray:
+def _predict(predictor: inference.Predictor, drawings: np.ndarray
+             ) -> np.ndarray:
   return np.concatenate([predictor(x) for x in model_input_chunks(
-      inputs, predictor.image_size)])
+      drawings, predictor.image_size)])
+
+
+def _float_failure(path: str, difference: float, against: str) -> QuickDrawError:
+  return QuickDrawError(
+      f"{path} disagrees with {against} (probabilities differ by up to "
+      f"{difference:.2g}, tolerance {FLOAT_TOLERANCE}); nothing was "
+      "replaced. Please report this with the model")
 
 
 def export_model(classifier, categories: Sequence[str], config: ExportConfig,
-                 check_images: np.ndarray, check_labels: np.ndarray,
+                 check_drawings: np.ndarray, check_labels: np.ndarray,
                  representative: np.ndarray | None = None) -> dict:
   """Writes, checks and publishes every artifact (see the module docstring).
 
@@ -220,116 +401,222 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     classifier: The trained Keras model, [-1, 1] images -> probabilities.
     categories: Names in output order.
     config: Paths and options.
-    check_images: Held-out test inputs: float32 (N, S, S, 3) model inputs,
-      or uint8 (N, 784) drawings, upsampled a chunk at a time (1,000 inputs
-      at 224 px would take 600 MB at once).
+    check_drawings: Held-out test drawings, uint8 (N, 784), light on black.
     check_labels: Their true classes.
-    representative: Training inputs for int8 calibration, in either form
-      (needed only with int8).
+    representative: Training drawings, uint8 (N, 784), for int8
+      calibration (needed only with int8).
 
   Returns:
     The export report: per artifact its path, size and figures against
-    Keras on the check images.
+    Keras on the check drawings (and, for canvas models, on those drawings
+    re-drawn as app canvases), the quantized variants' loss against
+    float32, and which variant the Android assets received.
 
   Raises:
     QuickDrawError: a float artifact disagrees with Keras beyond
-      FLOAT_TOLERANCE, or a path cannot be written; nothing is replaced.
+      FLOAT_TOLERANCE, a canvas model's preprocessing differs from
+      `preprocessing.canvas_to_drawings`, a path cannot be written, or a
+      model needs ops TFLite does not build in; nothing is replaced.
   """
   image_size = int(classifier.input_shape[1])
+  check_drawings = np.asarray(check_drawings, np.uint8).reshape(-1, 784)
+  check_labels = np.asarray(check_labels, np.int64)
   frozen = serving_function(classifier, config.final_tensor_name)
-  modes = ("float32",) + config.quantize
+  name = config.final_tensor_name
+  preprocess = canvas_preprocessing_bytes(config.canvas_size, image_size)
   contents = {config.output_graph: frozen_graph_bytes(frozen),
               config.output_labels: inference.labels_text(
                   categories).encode()}
-  for mode in modes:
+  for mode in config.modes:
     logging.info("Converting to TFLite (%s)", mode)
-    contents[config.tflite_path(mode)] = tflite_bytes(
-        frozen, mode, representative if mode == "int8" else None)
-  app_tflite = config.tflite_path(
-      "int8" if "int8" in config.quantize else "float32")
-  info = model_info(categories, image_size, config.final_tensor_name,
-                    os.path.basename(app_tflite))
-  contents[os.path.join(config.report_dir, MODEL_INFO)] = (
-      json.dumps(info, indent=2) + "\n").encode()
+    network = tflite_bytes(frozen, mode,
+                           representative if mode == "int8" else None, name)
+    contents[config.tflite_path(mode)] = with_metadata(
+        network, categories, canvas=False, size=image_size,
+        final_tensor_name=name)
+    contents[config.tflite_path(mode, canvas=True)] = with_metadata(
+        canvas_model_bytes(preprocess, network, name), categories,
+        canvas=True, size=config.canvas_size, final_tensor_name=name)
+  contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
+      model_info(config, categories, image_size), indent=2) + "\n").encode()
+  report_path = os.path.join(config.report_dir, REPORT)
+  assets = {}
+  if config.android_assets_dir:
+    folder = os.path.expanduser(config.android_assets_dir)
+    assets = {os.path.join(folder, n): n for n in (
+        ASSET_MODEL, *ASSET_LABELS, ASSET_GRAPH, MODEL_INFO)}
 
-  reference = _predict(inference.KerasPredictor("", classifier), check_images)
-  report = {"check_drawings": int(len(check_images)),
-            "float_tolerance": FLOAT_TOLERANCE,
-            "keras": {"test_top1": float(np.mean(
-                reference.argmax(1) == check_labels))},
-            "artifacts": {}}
-  with _staged(list(contents)) as temps:
+  with atomic_files.staged([*contents, report_path, *assets]) as temps:
     for path, data in contents.items():
       with open(temps[path], "wb") as f:
         f.write(data)
-    checks = [("frozen_graph", config.output_graph)] + [
-        (f"tflite_{m}", config.tflite_path(m)) for m in modes]
-    for name, path in checks:
-      predictor = (inference.FrozenGraphPredictor(temps[path],
-                                                  config.final_tensor_name)
-                   if path.endswith(".pb") else
-                   # Every core: checking 1,000 drawings is batch work.
-                   inference.TFLitePredictor(temps[path],
-                                             num_threads=os.cpu_count()))
-      figures = _compare(reference, _predict(predictor, check_images),
-                         check_labels)
-      figures.update(path=path, bytes=len(contents[path]))
-      report["artifacts"][name] = figures
-      is_float = name in ("frozen_graph", "tflite_float32")
-      if is_float and figures["max_probability_difference"] > FLOAT_TOLERANCE:
-        raise QuickDrawError(
-            f"{path} disagrees with the Keras model (probabilities differ by "
-            f"up to {figures['max_probability_difference']:.2g}, tolerance "
-            f"{FLOAT_TOLERANCE}); nothing was replaced. Please report this "
-            "with the model")
-  report_path = os.path.join(config.report_dir, REPORT)
-  atomic_files.write_text(report_path, json.dumps(report, indent=2) + "\n")
-
-  if config.android_assets_dir:
-    copy_to_android_assets(config, app_tflite)
+    report = _check(classifier, categories, config, temps, check_drawings,
+                    check_labels, image_size)
+    if assets:
+      variant = _app_variant(config, report)
+      sources = {ASSET_MODEL: config.tflite_path(variant, canvas=True),
+                 ASSET_GRAPH: config.output_graph,
+                 **{n: config.output_labels for n in ASSET_LABELS}}
+      for target, asset in assets.items():
+        data = (contents[sources[asset]] if asset in sources else
+                (json.dumps(assets_info(config, categories, image_size,
+                                        variant), indent=2) + "\n").encode())
+        with open(temps[target], "wb") as f:
+          f.write(data)
+      report["android_assets"] = {
+          "folder": os.path.expanduser(config.android_assets_dir),
+          "asked": config.android_model, "given": variant}
+    with open(temps[report_path], "w") as f:
+      f.write(json.dumps(report, indent=2) + "\n")
+  if assets:
+    logging.info("Wrote the app's files into %s", config.android_assets_dir)
   return report
 
 
-def copy_to_android_assets(config: ExportConfig, app_tflite: str) -> None:
-  """Copies the app's files into its assets folder, each atomically.
+def _check(classifier, categories, config: ExportConfig, temps: dict,
+           drawings: np.ndarray, labels: np.ndarray, image_size: int) -> dict:
+  """Runs every written artifact (from its temporary file) against Keras.
 
-  The folder receives `model.tflite` (the int8 variant when one was made,
-  else float32), `retrained_labels.txt`, `labels.txt` (the same lines, the
-  name TFLite examples use), the legacy `retrained_graph.pb` and
-  `model_info.json`.
+  Network artifacts take the check drawings; canvas models take the first
+  `check_canvases` of them re-drawn as app canvases, and the network input
+  their preprocessing made is compared with `canvas_to_drawings`' exactly.
   """
-  folder = os.path.expanduser(config.android_assets_dir)
-  sources = {
-      "model.tflite": app_tflite,
-      "retrained_labels.txt": config.output_labels,
-      "labels.txt": config.output_labels,
-      "retrained_graph.pb": config.output_graph,
-      MODEL_INFO: os.path.join(config.report_dir, MODEL_INFO),
-  }
-  targets = {os.path.join(folder, name): src for name, src in sources.items()}
-  with _staged(list(targets)) as temps:
-    for target, src in targets.items():
-      shutil.copyfile(src, temps[target])
-  logging.info("Copied the app's files into %s", folder)
+  keras_model = inference.KerasPredictor("", classifier)
+  reference = _predict(keras_model, drawings)
+  report = {"check_drawings": int(len(drawings)),
+            "float_tolerance": FLOAT_TOLERANCE,
+            "max_quantization_loss": config.max_quantization_loss,
+            "keras": {"test_top1": float(np.mean(
+                reference.argmax(1) == labels))},
+            "artifacts": {}}
+  artifacts = report["artifacts"]
+  frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
+                                          config.final_tensor_name)
+  figures = _compare(reference, _predict(frozen, drawings), labels)
+  artifacts["frozen_graph"] = dict(figures, path=config.output_graph,
+                                   bytes=os.path.getsize(
+                                       temps[config.output_graph]))
+  if figures["max_probability_difference"] > FLOAT_TOLERANCE:
+    raise _float_failure(config.output_graph,
+                         figures["max_probability_difference"], "the Keras model")
+
+  count = min(len(drawings), config.check_canvases)
+  # Spread over the check drawings, which are sorted by class.
+  chosen = np.unique(np.linspace(0, len(drawings) - 1, count).round()
+                     .astype(np.int64))
+  pictures = canvases.redraw(drawings[chosen], config.canvas_size)
+  seen = preprocessing.canvas_to_drawings(pictures).numpy().astype(np.uint8)
+  canvas_labels = labels[chosen]
+  count = len(chosen)
+  canvas_reference = _predict(keras_model, seen)
+  report["keras"]["canvas_top1"] = float(np.mean(
+      canvas_reference.argmax(1) == canvas_labels))
+  report["check_canvases"] = count
+
+  for mode in config.modes:
+    path = config.tflite_path(mode)
+    # Every core: checking 1,000 drawings is batch work.
+    network = inference.TFLitePredictor(temps[path],
+                                        num_threads=os.cpu_count())
+    figures = _compare(reference, _predict(network, drawings), labels)
+    figures.update(path=path, bytes=os.path.getsize(temps[path]))
+    artifacts[f"tflite_{mode}"] = figures
+    if mode == "float32" and (figures["max_probability_difference"] >
+                              FLOAT_TOLERANCE):
+      raise _float_failure(path, figures["max_probability_difference"],
+                           "the Keras model")
+
+    path = config.tflite_path(mode, canvas=True)
+    app = inference.TFLitePredictor(temps[path], num_threads=os.cpu_count(),
+                                    keep_tensor=PREPROCESSED_TENSOR)
+    probabilities = app(pictures)
+    geometry = float(np.max(np.abs(
+        app.kept - inference.to_model_input(seen, image_size))))
+    figures = _compare(canvas_reference, probabilities, canvas_labels)
+    figures = {"canvas_top1": figures["test_top1"],
+               "canvas_top1_agreement": figures["top1_agreement"],
+               "max_probability_difference":
+                   figures["max_probability_difference"],
+               "preprocessing_difference": geometry,
+               "path": path, "bytes": os.path.getsize(temps[path])}
+    artifacts[f"canvas_{mode}"] = figures
+    if geometry > FLOAT_TOLERANCE:
+      raise QuickDrawError(
+          f"{path}'s preprocessing differs from canvas_to_drawings' by "
+          f"{geometry:.2g}; nothing was replaced. Please report this")
+    if mode == "float32" and (figures["max_probability_difference"] >
+                              FLOAT_TOLERANCE):
+      raise _float_failure(path, figures["max_probability_difference"],
+                           "the Keras model on the same canvases")
+
+  base = artifacts["tflite_float32"]["test_top1"]
+  for mode in config.quantize:
+    loss = 100 * (base - artifacts[f"tflite_{mode}"]["test_top1"])
+    for kind in ("tflite", "canvas"):
+      artifacts[f"{kind}_{mode}"]["loss_points"] = loss
+      artifacts[f"{kind}_{mode}"]["within_loss_limit"] = (
+          loss <= config.max_quantization_loss)
+    if loss > config.max_quantization_loss:
+      message = (f"WARNING: {config.tflite_path(mode)} loses {loss:.2f} "
+                 f"points of test top-1 against float32, more than "
+                 f"--max_quantization_loss={config.max_quantization_loss:g}"
+                 "; it is written but never given to the app")
+      logging.warning(message)
+      print(message, file=sys.stderr)
+  return report
+
+
+def _app_variant(config: ExportConfig, report: dict) -> str:
+  """--android_model, or float32 if that variant loses too much."""
+  asked = config.android_model
+  if asked == "float32" or report["artifacts"][f"tflite_{asked}"][
+      "within_loss_limit"]:
+    return asked
+  message = (f"WARNING: --android_model={asked} loses more than "
+             f"--max_quantization_loss={config.max_quantization_loss:g} "
+             "points; the app's assets receive the float32 canvas model "
+             "instead")
+  logging.warning(message)
+  print(message, file=sys.stderr)
+  return "float32"
 
 
 def format_report(report: dict) -> str:
   """The export report as a small table."""
   lines = [f"export check on {report['check_drawings']} test drawings "
-           f"(Keras top-1 {report['keras']['test_top1']:.4f}):",
+           f"(Keras top-1 {report['keras']['test_top1']:.4f}) and "
+           f"{report.get('check_canvases', 0)} of them re-drawn as canvases "
+           f"(Keras top-1 {report['keras'].get('canvas_top1', 0):.4f}):",
            f"  {'artifact':<16} {'size':>10} {'top-1':>7} {'agree':>8} "
-           f"{'max |dp|':>9}"]
+           f"{'max |dp|':>9} {'loss':>7}"]
   for name, a in report["artifacts"].items():
-    lines.append(f"  {name:<16} {a['bytes'] / 1e6:8.2f} MB {a['test_top1']:7.4f}"
-                 f" {a['top1_agreement']:8.4f} {a['max_probability_difference']:9.2g}")
+    top1 = a.get("test_top1", a.get("canvas_top1"))
+    agree = a.get("top1_agreement", a.get("canvas_top1_agreement"))
+    loss = (f"{a['loss_points']:+6.2f}{'' if a['within_loss_limit'] else '!'}"
+            if "loss_points" in a else "")
+    lines.append(f"  {name:<16} {a['bytes'] / 1e6:8.2f} MB {top1:7.4f}"
+                 f" {agree:8.4f} {a['max_probability_difference']:9.2g} "
+                 f"{loss:>7}")
+  if "android_assets" in report:
+    given = report["android_assets"]
+    lines.append(f"app model in {given['folder']}: canvas {given['given']}"
+                 + ("" if given["given"] == given["asked"] else
+                    f" (asked for {given['asked']}: over the loss limit)"))
   return "\n".join(lines)
 
 
-def tflite_latency(path: str, image_size: int, runs: int = 50) -> float:
-  """Median seconds of one single-drawing TFLite inference."""
-  predictor = inference.TFLitePredictor(path, batch_size=1)
-  x = np.random.default_rng(0).uniform(
-      -1, 1, (1, image_size, image_size, 3)).astype(np.float32)
+def tflite_latency(path: str, runs: int = 50) -> float:
+  """Median seconds of one single-input TFLite inference on one thread:
+  a drawing's model input, or for a canvas model a re-drawn canvas."""
+  predictor = inference.TFLitePredictor(path, batch_size=1, num_threads=1)
+  if predictor.takes_canvas:
+    from quickdraw import synthetic
+    x = canvases.redraw(synthetic.make_drawings(0, 1),
+                        predictor.canvas_shape[0])
+  else:
+    x = np.random.default_rng(0).uniform(
+        -1, 1, (1, predictor.image_size, predictor.image_size, 3)
+    ).astype(np.float32)
   predictor(x)
   times = []
   for _ in range(runs):

@@ -30,9 +30,12 @@ class Predictor:
   Attributes:
     path: The artifact.
     image_size: Its input side S.
+    takes_canvas: Whether it takes app canvases (uint8 RGB pictures) rather
+      than model inputs.
   """
   path: str
   image_size: int
+  takes_canvas: bool = False
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
     raise NotImplementedError
@@ -83,46 +86,69 @@ class FrozenGraphPredictor(Predictor):
 
 
 class TFLitePredictor(Predictor):
-  """A `.tflite` file in the TFLite interpreter, a batch at a time.
+  """A `.tflite` file in LiteRT's interpreter (`ai_edge_litert`), the runtime
+  Android apps use, a batch at a time.
+
+  Two kinds of model: the network alone (float32 `[batch, S, S, 3]` in
+  [-1, 1], `takes_canvas` False) and the app's canvas model (uint8
+  `[1, H, W, 3]` canvases, `takes_canvas` True; one canvas per call, as on
+  the phone).
 
   Args:
     path: The `.tflite` file.
-    batch_size: Drawings per interpreter call.
-    num_threads: CPU threads for the interpreter; None for TFLite's default
-      (one, as on a phone's single inference thread; what latency figures
-      use).
+    batch_size: Inputs per interpreter call (network models).
+    num_threads: CPU threads for the interpreter; None for LiteRT's default.
+    keep_tensor: The name of an inner tensor to keep from every call, in
+      `kept` (the export's checks read what a canvas model's preprocessing
+      handed its network).
   """
 
   def __init__(self, path: str, batch_size: int = 32,
-               num_threads: int | None = None):
+               num_threads: int | None = None,
+               keep_tensor: str | None = None):
+    from ai_edge_litert.interpreter import Interpreter
     self.path = path
     with warnings.catch_warnings():
-      # TF 2.21 still ships tf.lite.Interpreter; its successor, LiteRT's
-      # ai_edge_litert, would be one more dependency for the same result.
-      warnings.filterwarnings("ignore", "\\s*Warning: tf.lite.Interpreter")
-      self.interpreter = tf.lite.Interpreter(model_path=path,
-                                             num_threads=num_threads)
+      # Keeping inner tensors is "for debugging": checking is what it is for.
+      warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
+      self.interpreter = Interpreter(
+          model_path=path, num_threads=num_threads,
+          experimental_preserve_all_tensors=keep_tensor is not None)
+    self.kept = None
+    self._keep = None
+    if keep_tensor is not None:
+      self._keep = next(t["index"] for t in
+                        self.interpreter.get_tensor_details()
+                        if t["name"] == keep_tensor)
     self.input = self.interpreter.get_input_details()[0]
     self.output = self.interpreter.get_output_details()[0]
+    self.takes_canvas = self.input["dtype"] == np.uint8
     self.image_size = int(self.input["shape"][1])
-    self.batch_size = batch_size
+    self.canvas_shape = tuple(int(d) for d in self.input["shape"][1:3])
+    self.batch_size = 1 if self.takes_canvas else batch_size
     self._batch = None
 
   def _resize(self, batch: int) -> None:
     if self._batch != batch:
-      self.interpreter.resize_tensor_input(
-          self.input["index"], [batch, self.image_size, self.image_size, 3])
+      if not self.takes_canvas:
+        self.interpreter.resize_tensor_input(
+            self.input["index"], [batch, self.image_size, self.image_size, 3])
       self.interpreter.allocate_tensors()
       self._batch = batch
 
   def __call__(self, images):
-    out = []
+    out, kept = [], []
     for i in range(0, len(images), self.batch_size):
-      chunk = np.ascontiguousarray(images[i:i + self.batch_size], np.float32)
+      chunk = np.ascontiguousarray(images[i:i + self.batch_size],
+                                   self.input["dtype"])
       self._resize(len(chunk))
       self.interpreter.set_tensor(self.input["index"], chunk)
       self.interpreter.invoke()
       out.append(np.array(self.interpreter.get_tensor(self.output["index"])))
+      if self._keep is not None:
+        kept.append(np.array(self.interpreter.get_tensor(self._keep)))
+    if kept:
+      self.kept = np.concatenate(kept)
     return np.concatenate(out)
 
 
@@ -184,63 +210,39 @@ def to_model_input(drawings: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def drawing_from_image(image: np.ndarray) -> np.ndarray:
-  """Brings a picture of a doodle to QuickDraw's 28x28 light-on-black form.
+  """A picture of a doodle as a 28x28 QuickDraw drawing.
 
-  1. Grey levels; ink polarity from the border: a light border means dark
-     ink on a light canvas (what drawing apps make), which is inverted.
-  2. Cropped to the ink's bounding box and padded to a square, since
-     QuickDraw's bitmaps frame every drawing alike: the longer side of its
-     box spans 26 of the 28 pixels, centred.
-  3. Shrunk to 26x26 with antialiasing, with a 1-pixel black margin.
-
-  A 28x28 input with a dark border is returned unchanged.
+  Runs `preprocessing.canvas_to_drawings`, the preprocessing inside the
+  app's canvas model (see there): either ink polarity, the doodle anywhere,
+  any size; a 28x28 picture is taken as already framed.
 
   Args:
-    image: uint8 (H, W) or (H, W, C).
+    image: uint8 (H, W) or (H, W, C), C = 1 or 3 (opaque; see
+      `canvases.composite_over_white`).
 
   Returns:
-    uint8 (28, 28).
+    uint8 (28, 28), light ink on black; all zeros for a blank canvas.
   """
   image = np.asarray(image)
-  if image.ndim == 3:
-    channels = image[..., :3].astype(np.float32)
-    image = channels.mean(-1) if channels.shape[-1] == 3 else channels[..., 0]
-  image = image.astype(np.float32)
-  border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-  if border.mean() > 127:
-    image = 255 - image
-  if image.shape == (28, 28):
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
-  ink = image > 0.1 * max(float(image.max()), 1.0)
-  if ink.any():
-    rows = np.flatnonzero(ink.any(1))
-    cols = np.flatnonzero(ink.any(0))
-    image = image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-  h, w = image.shape
-  side = max(h, w)
-  square = np.zeros((side, side), np.float32)
-  square[(side - h) // 2:(side - h) // 2 + h,
-         (side - w) // 2:(side - w) // 2 + w] = image
-  small = tf.image.resize(square[..., None], (26, 26), antialias=True)
-  small = small.numpy()[..., 0]
-  # Thin strokes fade when shrunk a lot; stretch back to full ink.
-  small = small * (255.0 / max(float(small.max()), 1.0))
-  framed = np.zeros((28, 28), np.float32)
-  framed[1:27, 1:27] = small
-  return np.clip(np.round(framed), 0, 255).astype(np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  drawing = preprocessing.canvas_to_drawings(image[None, ..., :3])
+  return drawing.numpy()[0].astype(np.uint8)
 
 
-def read_inputs(paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
-  """Reads PNG/JPEG files and `.npy` rows as 28x28 drawings.
+def read_inputs(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
+  """Reads pictures (PNG, JPEG, ...) and `.npy` rows.
 
   Returns:
-    (names, uint8 (N, 28, 28)): a name per drawing (the file, or
-    `file[row]` for `.npy` rows).
+    (names, pictures): a name per picture (the file, or `file[row]` for
+    `.npy` rows) and the picture, uint8 (H, W, 1 or 3) and opaque (an
+    alpha channel is composited over white); `.npy` rows are 28x28.
 
   Raises:
     QuickDrawError: a missing or unreadable input.
   """
-  names, drawings = [], []
+  from quickdraw import canvases
+  names, pictures = [], []
   for path in paths:
     if not os.path.isfile(path):
       raise QuickDrawError(f"{path}: no such file; pass PNG, JPEG or .npy "
@@ -257,16 +259,39 @@ def read_inputs(paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
         raise QuickDrawError(
             f"{path}: shape {rows.shape} {rows.dtype}; expected uint8 rows of "
             "784 pixels (N, 784) or (N, 28, 28)")
-      for i, row in enumerate(np.asarray(rows).reshape(-1, 28, 28)):
+      for i, row in enumerate(np.asarray(rows).reshape(-1, 28, 28, 1)):
         names.append(f"{path}[{i}]")
-        drawings.append(drawing_from_image(row))
+        pictures.append(row)
       continue
-    try:
-      image = tf.io.decode_image(tf.io.read_file(path), channels=1,
-                                 expand_animations=False).numpy()[..., 0]
-    except tf.errors.OpError:
-      raise QuickDrawError(f"{path}: not a PNG or JPEG image") from None
     names.append(path)
-    drawings.append(drawing_from_image(image))
-  return names, np.stack(drawings) if drawings else np.zeros((0, 28, 28),
-                                                             np.uint8)
+    pictures.append(canvases.read_picture(path))
+  return names, pictures
+
+
+def classify_pictures(predictor: Predictor, pictures: Sequence[np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Runs any artifact on pictures, as an app would.
+
+  A canvas model gets each picture as its canvas (`canvases.fit_canvas`)
+  and does the rest itself; any other artifact gets the drawing that the
+  same preprocessing makes of the picture, upsampled as in training.
+
+  Args:
+    predictor: From `load_predictor`.
+    pictures: Opaque uint8 (H, W, 1 or 3) pictures, any sizes.
+
+  Returns:
+    (uint8 (N, 28, 28) drawings the model saw, float32 (N, classes)
+    probabilities).
+  """
+  from quickdraw import canvases
+  if not len(pictures):
+    return np.zeros((0, 28, 28), np.uint8), np.zeros((0, 0), np.float32)
+  if predictor.takes_canvas:
+    height, width = predictor.canvas_shape
+    fitted = np.stack([canvases.fit_canvas(p, height, width)
+                       for p in pictures])
+    drawings = preprocessing.canvas_to_drawings(fitted).numpy()
+    return drawings.astype(np.uint8), predictor(fitted)
+  drawings = np.stack([drawing_from_image(p) for p in pictures])
+  return drawings, predictor(to_model_input(drawings, predictor.image_size))

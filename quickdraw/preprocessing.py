@@ -157,3 +157,123 @@ def random_affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
   draws = tf.random.stateless_uniform([tf.shape(images)[0], 4], seed, -1.0,
                                       1.0)
   return distorted_upsample_to_rgb(images, image_size, draws)
+
+
+# QuickDraw frames every drawing alike: the longer side of the ink's
+# bounding box spans 26 of the 28 pixels, centred, with a 1-pixel margin.
+FRAMED_SIZE = 26
+# A pixel is ink when it is at least this share of the picture's brightest.
+INK_THRESHOLD = 0.1
+# A canvas whose brightest ink (after polarity) is below this is blank: it
+# gives an all-black drawing rather than its noise stretched to full ink.
+BLANK_BELOW = 32.0
+
+
+def _first_and_last(present: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """First and last index along axis 1 where `present` (B, N) is 1.
+
+  With none present: 0 and N - 1 (the whole axis).
+  """
+  n = tf.shape(present)[1]
+  first = tf.argmax(present, axis=1, output_type=tf.int32)
+  last = n - 1 - tf.argmax(tf.reverse(present, [1]), axis=1,
+                           output_type=tf.int32)
+  return first, last
+
+
+def _shrink_weights(first: tf.Tensor, last: tf.Tensor, side: tf.Tensor,
+                    size: int | tf.Tensor, longest: int | tf.Tensor
+                    ) -> tf.Tensor:
+  """(B, 26, size) weights that shrink one axis of the padded square.
+
+  The square of `side` pixels is centred on the ink's span [first, last] of
+  this axis, and everything outside the span is zero (the padding). Each of
+  the 26 outputs is an antialiased (triangle-filter) average, as
+  `tf.image.resize(..., antialias=True)` computes it: the filter widens by
+  side / 26 when shrinking, and its weights are normalised over the square.
+
+  Args:
+    first, last: (B,) int32 ink span along this axis, inclusive.
+    side: (B,) int32 side of the square.
+    size: Pixels along this axis of the picture.
+    longest: The picture's longer side (no square is longer).
+  """
+  side_f = tf.cast(side, tf.float32)[:, None, None]
+  top = first - (side - (last - first + 1)) // 2  # the square's first pixel
+  scale = FRAMED_SIZE / side_f
+  step = tf.minimum(scale, 1.0)  # the filter's slope, in square pixels
+  # Output pixel centres, in square coordinates (half-pixel convention).
+  centres = ((tf.range(FRAMED_SIZE, dtype=tf.float32)[None, :, None] + 0.5)
+             / scale - 0.5)
+
+  def triangle(positions):
+    return tf.maximum(1.0 - tf.abs(positions - centres) * step, 0.0)
+
+  square = tf.range(longest, dtype=tf.float32)[None, None, :]
+  norm = tf.reduce_sum(triangle(square) * tf.cast(square < side_f,
+                                                  tf.float32), -1,
+                       keepdims=True)
+  pixels = tf.range(size, dtype=tf.int32)[None, None, :]
+  inside = tf.logical_and(pixels >= first[:, None, None],
+                          pixels <= last[:, None, None])
+  offsets = tf.cast(pixels - top[:, None, None], tf.float32)
+  return triangle(offsets) * tf.cast(inside, tf.float32) / norm
+
+
+def canvas_to_drawings(canvases: tf.Tensor) -> tf.Tensor:
+  """Pictures of doodles, as an app's canvas holds them -> QuickDraw drawings.
+
+  The one definition of what an app must not re-implement: the canvas
+  model exported for Android runs it first, and `quickdraw-predict` runs it
+  on pictures, so the two cannot drift. Only ops that TFLite has as
+  builtins, on fixed-size tensors once H and W are fixed.
+
+  1. Grey levels (the mean of R, G and B). Ink polarity from the border: a
+     light border means dark ink on a light canvas, which is inverted.
+  2. The ink (pixels at INK_THRESHOLD of the brightest or above): its
+     bounding box, padded to a square on the box's centre.
+  3. The square shrunk (or grown) to 26x26 with an antialiasing filter,
+     stretched back to full ink (thin strokes fade when shrunk a lot), in a
+     1-pixel black frame: QuickDraw's framing.
+
+  A blank canvas (no ink reaching BLANK_BELOW) gives an all-black drawing.
+  A 28x28 picture is taken as a drawing already framed: only its polarity
+  is fixed.
+
+  Args:
+    canvases: (B, H, W, C) pictures, C = 1 (grey) or 3 (RGB), uint8 or
+      float in [0, 255]. Composite any alpha channel first.
+
+  Returns:
+    float32 (B, 28, 28) drawings: whole numbers in [0, 255], light ink on
+    black.
+  """
+  x = tf.cast(canvases, tf.float32)
+  grey = (tf.reduce_mean(x[..., :3], -1) if x.shape[-1] == 3 else x[..., 0])
+  border = tf.concat([grey[:, 0, :], grey[:, -1, :], grey[:, :, 0],
+                      grey[:, :, -1]], axis=1)
+  dark_on_light = tf.reduce_mean(border, 1) > 127.0
+  grey = tf.where(dark_on_light[:, None, None], 255.0 - grey, grey)
+  if grey.shape[1] == DRAWING_SIZE and grey.shape[2] == DRAWING_SIZE:
+    return tf.clip_by_value(tf.round(grey), 0.0, 255.0)
+
+  height, width = tf.shape(grey)[1], tf.shape(grey)[2]
+  if grey.shape[1] is not None and grey.shape[2] is not None:
+    height, width = grey.shape[1], grey.shape[2]  # constants in TFLite
+  longest = tf.maximum(height, width)
+  peak = tf.reduce_max(grey, axis=[1, 2])
+  ink = tf.cast(grey >= INK_THRESHOLD * tf.maximum(peak, 1.0)[:, None, None],
+                tf.float32)
+  row0, row1 = _first_and_last(tf.reduce_max(ink, axis=2))
+  col0, col1 = _first_and_last(tf.reduce_max(ink, axis=1))
+  side = tf.maximum(row1 - row0 + 1, col1 - col0 + 1)
+  rows = _shrink_weights(row0, row1, side, height, longest)  # (B, 26, H)
+  cols = _shrink_weights(col0, col1, side, width, longest)   # (B, 26, W)
+  small = tf.matmul(tf.matmul(rows, grey), cols, transpose_b=True)
+  brightest = tf.reduce_max(small, axis=[1, 2])
+  gain = 255.0 / tf.maximum(brightest, 1.0) * tf.cast(peak >= BLANK_BELOW,
+                                                       tf.float32)
+  small = small * gain[:, None, None]
+  margin = (DRAWING_SIZE - FRAMED_SIZE) // 2
+  framed = tf.pad(small, [[0, 0], [margin, margin], [margin, margin]])
+  return tf.clip_by_value(tf.round(framed), 0.0, 255.0)

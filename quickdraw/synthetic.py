@@ -133,3 +133,58 @@ def write_category_files(data_dir: str, categories: Sequence[str],
     os.replace(path + ".tmp.npy", path)
     paths.append(path)
   return paths
+
+
+def render_canvas(class_id: int, size: int, stroke_width: float,
+                  extent: float, centre: tuple[float, float],
+                  dark_on_light: bool = True, seed: int = 0) -> np.ndarray:
+  """Draws class `class_id`'s figure as an app's canvas would hold it.
+
+  The figure's strokes (the ones `make_drawings` rasterises at 28x28) are
+  drawn at the canvas's own resolution with round pens of `stroke_width`
+  pixels, so a test can feed the canvas model what a phone would: any
+  canvas size, stroke width, position and ink polarity.
+
+  Args:
+    class_id: Which figure.
+    size: Canvas side in pixels.
+    stroke_width: Pen width in pixels.
+    extent: The figure's longer side, in pixels.
+    centre: (x, y) of the figure's centre, in pixels.
+    dark_on_light: Black ink on white (True) or white on black.
+    seed: Seeds the hand's jitter.
+
+  Returns:
+    uint8 (size, size, 3) RGB.
+  """
+  rng = np.random.default_rng([seed, class_id, 7])
+  strokes = _strokes(class_id)
+  # Dense enough that round pens overlap into a continuous line.
+  spacing = max(stroke_width / 3, 0.5) / extent * 2
+  points = []
+  for line in strokes:
+    for a, b in zip(line[:-1], line[1:]):
+      steps = max(2, int(np.linalg.norm(b - a) / spacing))
+      t = np.linspace(0, 1, steps)[:, None]
+      points.append(a + t * (b - a))
+  xy = np.concatenate(points)
+  theta = rng.uniform(-0.2, 0.2)
+  rot = np.array([[np.cos(theta), -np.sin(theta)],
+                  [np.sin(theta), np.cos(theta)]])
+  xy = xy @ rot.T
+  low, high = xy.min(0), xy.max(0)
+  xy = (xy - (low + high) / 2) * (extent / max((high - low).max(), 1e-6))
+  xy = xy + np.asarray(centre, np.float64)
+  radius = stroke_width / 2
+  r = int(np.ceil(radius))
+  dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+  disc = dx ** 2 + dy ** 2 <= max(radius, 0.5) ** 2
+  dy, dx = dy[disc], dx[disc]
+  ink = np.zeros((size, size), bool)
+  x = np.round(xy[:, 0]).astype(int)[:, None] + dx[None]
+  y = np.round(xy[:, 1]).astype(int)[:, None] + dy[None]
+  keep = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+  ink[y[keep], x[keep]] = True
+  canvas = np.where(ink, 0 if dark_on_light else 255,
+                    255 if dark_on_light else 0).astype(np.uint8)
+  return np.repeat(canvas[..., None], 3, -1)

@@ -57,3 +57,37 @@ def make_source(data_dir):
     values.update(overrides)
     return QuickDrawSource.open(DataConfig(**values))
   return make
+
+
+STAND_IN_SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def stand_in(data_dir):
+  """(classifier, source): a small CNN that knows the generated classes.
+
+  A random-weight MobileNet cannot tell generated shapes apart without
+  fine-tuning, so export tests use this CNN with the same contract
+  ([batch, 32, 32, 3] in [-1, 1] -> softmax), trained in seconds.
+  """
+  import keras
+  from quickdraw import input_pipeline
+  from quickdraw.splits import Split
+  source = QuickDrawSource.open(DataConfig(
+      categories=CATEGORIES, data_dir=data_dir, download=False,
+      samples_per_class=300, image_size=STAND_IN_SIZE))
+  keras.utils.set_random_seed(0)
+  classifier = keras.Sequential([
+      keras.Input((STAND_IN_SIZE, STAND_IN_SIZE, 3), name="input"),
+      keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+      keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
+      keras.layers.Flatten(),
+      keras.layers.Dense(len(CATEGORIES), activation="softmax",
+                         name="final_result"),
+  ])
+  classifier.compile(optimizer=keras.optimizers.Adam(3e-3),
+                     loss="sparse_categorical_crossentropy")
+  classifier.fit(input_pipeline.make_dataset(
+      source, Split.TRAIN, 32, image_size=STAND_IN_SIZE, epochs=8),
+      verbose=0, shuffle=False)
+  return classifier, source

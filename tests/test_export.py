@@ -9,14 +9,14 @@ real quickdraw-train run.
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
+from ai_edge_litert.interpreter import Interpreter
 
-from quickdraw import export, inference, input_pipeline, training
+from quickdraw import export, inference, tflite_graph, training
 from quickdraw.cli import export as export_cli
 from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
@@ -24,38 +24,27 @@ from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-from conftest import CATEGORIES, SMOKE_MIN_TOP1, smoke_args
+from conftest import CATEGORIES, SMOKE_MIN_TOP1, STAND_IN_SIZE as SIZE, smoke_args
 
-SIZE = 32
+CANVAS = 96  # small canvas models: quick to check
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir):
-  """(classifier, source): a small CNN that knows the generated classes."""
-  source = QuickDrawSource.open(DataConfig(
-      categories=CATEGORIES, data_dir=data_dir, download=False,
-      samples_per_class=300, image_size=SIZE))
-  keras.utils.set_random_seed(0)
-  classifier = keras.Sequential([
-      keras.Input((SIZE, SIZE, 3), name="input"),
-      keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-      keras.layers.Conv2D(16, 3, strides=2, activation="relu"),
-      keras.layers.Flatten(),
-      keras.layers.Dense(len(CATEGORIES), activation="softmax",
-                         name="final_result"),
-  ])
-  classifier.compile(optimizer=keras.optimizers.Adam(3e-3),
-                     loss="sparse_categorical_crossentropy")
-  classifier.fit(input_pipeline.make_dataset(
-      source, Split.TRAIN, 32, image_size=SIZE, epochs=8), verbose=0,
-      shuffle=False)
-  return classifier, source
+def trained(stand_in):
+  return stand_in
 
 
 @pytest.fixture(scope="module")
 def test_inputs(trained):
   _, source = trained
   return export.inputs_from_split(source, Split.TEST, 200, SIZE)
+
+
+@pytest.fixture(scope="module")
+def test_drawings(trained):
+  """The same 200 test drawings as uint8 rows, as the export checks them."""
+  _, source = trained
+  return export.drawings_from_split(source, Split.TEST, 200)
 
 
 def config_for(folder, **overrides):
@@ -68,15 +57,15 @@ def config_for(folder, **overrides):
 
 
 @pytest.fixture(scope="module")
-def exported(trained, test_inputs, tmp_path_factory):
+def exported(trained, test_drawings, tmp_path_factory):
   classifier, source = trained
   folder = tmp_path_factory.mktemp("export")
   config = config_for(folder, quantize=("dynamic", "float16", "int8"),
-                      android_assets_dir=str(folder / "app" / "assets"))
-  images, labels = test_inputs
-  representative = export.inputs_from_split(source, Split.TRAIN, 100, SIZE)[0]
-  report = export.export_model(classifier, source.categories, config, images,
-                               labels, representative)
+                      android_assets_dir=str(folder / "app" / "assets"),
+                      canvas_size=CANVAS, check_canvases=100)
+  representative = export.drawings_from_split(source, Split.TRAIN, 100)[0]
+  report = export.export_model(classifier, source.categories, config,
+                               *test_drawings, representative)
   return config, report
 
 
@@ -111,11 +100,14 @@ def test_frozen_graph_with_tf_compat_v1_alone(exported, test_inputs):
 def test_tflite_in_the_interpreter(exported, test_inputs, mode):
   config, report = exported
   images, labels = test_inputs
-  interpreter = tf.lite.Interpreter(model_path=config.tflite_path(mode))
+  interpreter = Interpreter(model_path=config.tflite_path(mode))
   inp = interpreter.get_input_details()[0]
   out = interpreter.get_output_details()[0]
   assert inp["dtype"] == np.float32 and list(inp["shape"]) == [1, SIZE,
                                                                SIZE, 3]
+  assert (inp["name"], out["name"]) == ("input", "final_result")
+  assert interpreter.get_signature_list() == {
+      "serving_default": {"inputs": ["input"], "outputs": ["final_result"]}}
   interpreter.allocate_tensors()
   predictions = []
   for image in images:
@@ -141,21 +133,27 @@ def test_report_and_labels(exported):
 
 
 def test_android_assets(exported):
-  config, _ = exported
+  config, report = exported
   folder = config.android_assets_dir
-  assert sorted(os.listdir(folder)) == [
-      "labels.txt", "model.tflite", "model_info.json", "retrained_graph.pb",
-      "retrained_labels.txt"]
+  present = sorted(os.listdir(folder))
+  assert present == ["labels.txt", "model.tflite", "model_info.json",
+                     "retrained_graph.pb", "retrained_labels.txt"]
   with open(os.path.join(folder, "model.tflite"), "rb") as a, open(
-      config.tflite_path("int8"), "rb") as b:
-    assert a.read() == b.read()  # the int8 model, since one was made
+      config.tflite_path("float32", canvas=True), "rb") as b:
+    assert a.read() == b.read()  # --android_model's default: float32
+  assert report["android_assets"]["given"] == "float32"
   with open(os.path.join(folder, "model_info.json")) as f:
     info = json.load(f)
-  assert info["input"]["shape"] == [1, SIZE, SIZE, 3]
-  assert info["input"]["dtype"] == "float32"
-  assert "127.5" in info["input"]["normalization"]
-  assert "light ink" in info["input"]["ink"]
+  # It describes exactly the files that are there.
+  named = {info["tflite"], info["frozen_graph"]["file"], *info["labels"],
+           "model_info.json"}
+  assert named == set(present)
+  assert info["input"]["shape"] == [1, CANVAS, CANVAS, 3]
+  assert info["input"]["dtype"] == "uint8"
+  assert info["frozen_graph"]["input"]["shape"] == [1, SIZE, SIZE, 3]
+  assert "127.5" in info["frozen_graph"]["input"]["normalization"]
   assert info["output"]["order"] == list(CATEGORIES)
+  assert info["output"]["name"] == "final_result"
   umask = os.umask(0)
   os.umask(umask)
   # Readable as any new file is (mkstemp's own files are owner-only).
@@ -163,18 +161,68 @@ def test_android_assets(exported):
       0o666 & ~umask)
 
 
-def test_failed_export_leaves_the_previous_one(trained, test_inputs, tmp_path,
-                                               monkeypatch):
+def test_run_model_info_names_every_model(exported):
+  config, _ = exported
+  with open(os.path.join(config.report_dir, "model_info.json")) as f:
+    info = json.load(f)
+  for kind in ("canvas_models", "drawing_models"):
+    for path in info[kind].values():
+      assert os.path.isfile(os.path.join(config.report_dir, path)), path
+  assert info["canvas_models"]["int8"] == "model_canvas_int8.tflite"
+  assert info["canvas_input"]["dtype"] == "uint8"
+  assert info["drawing_input"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("mode", ["float32", "dynamic", "float16", "int8"])
+def test_canvas_models_keep_the_preprocessing_exact(exported, mode):
+  """Quantizing the network leaves the geometry alone, in every variant:
+  the tensor the network receives equals canvas_to_drawings' output."""
+  config, report = exported
+  figures = report["artifacts"][f"canvas_{mode}"]
+  assert figures["preprocessing_difference"] <= 1e-5
+  interpreter = Interpreter(model_path=config.tflite_path(mode, canvas=True))
+  inp = interpreter.get_input_details()[0]
+  out = interpreter.get_output_details()[0]
+  assert inp["dtype"] == np.uint8
+  assert list(inp["shape"]) == [1, CANVAS, CANVAS, 3]
+  assert (inp["name"], out["name"]) == ("input", "final_result")
+  with open(config.tflite_path(mode, canvas=True), "rb") as f:
+    tflite_graph.check_builtin_ops(f.read(), "the canvas model")
+
+
+def test_android_model_picks_the_app_variant(trained, test_drawings,
+                                             tmp_path):
   classifier, source = trained
-  config = config_for(tmp_path)
-  export.export_model(classifier, source.categories, config, *test_inputs)
+  config = config_for(tmp_path, android_model="dynamic",
+                      android_assets_dir=str(tmp_path / "assets"),
+                      canvas_size=CANVAS, check_canvases=20)
+  assert config.quantize == ("dynamic",)  # made because the app asks for it
+  report = export.export_model(classifier, source.categories, config,
+                               *test_drawings)
+  assert report["android_assets"] == {
+      "folder": str(tmp_path / "assets"), "asked": "dynamic",
+      "given": "dynamic"}
+  assert (tmp_path / "assets" / "model.tflite").read_bytes() == (
+      tmp_path / "model_canvas_dynamic.tflite").read_bytes()
+  info = json.loads((tmp_path / "assets" / "model_info.json").read_text())
+  assert info["variant"] == "canvas model, dynamic"
+  with pytest.raises(QuickDrawError) as e:
+    config_for(tmp_path, android_model="int4")
+  assert str(e.value).startswith("--android_model=int4 is not a variant")
+
+
+def test_failed_export_leaves_the_previous_one(trained, test_drawings,
+                                               tmp_path, monkeypatch):
+  classifier, source = trained
+  config = config_for(tmp_path, canvas_size=CANVAS, check_canvases=20)
+  export.export_model(classifier, source.categories, config, *test_drawings)
   before = {name: (tmp_path / name).read_bytes()
             for name in os.listdir(tmp_path)}
   # Every float artifact now fails its parity check, after being written.
   monkeypatch.setattr(export, "FLOAT_TOLERANCE", -1.0)
   with pytest.raises(QuickDrawError) as e:
     export.export_model(classifier, ("a", "b", "c", "d"), config,
-                        *test_inputs)
+                        *test_drawings)
   assert "disagrees with the Keras model" in str(e.value)
   after = {name: (tmp_path / name).read_bytes()
            for name in os.listdir(tmp_path)}
@@ -195,8 +243,9 @@ def _png(path, drawing, size, dark_on_light):
   tf.io.write_file(str(path), tf.io.encode_png(image))
 
 
-@pytest.mark.parametrize("artifact", ["model.tflite", "retrained_graph.pb",
-                                      "model.keras"])
+@pytest.mark.parametrize("artifact", ["model.tflite", "model_canvas.tflite",
+                                      "model_canvas_int8.tflite",
+                                      "retrained_graph.pb", "model.keras"])
 def test_predict_pngs_of_both_polarities_and_npy_rows(
     trained, exported, tmp_path, artifact):
   classifier, source = trained
@@ -219,13 +268,14 @@ def test_predict_pngs_of_both_polarities_and_npy_rows(
   np.save(tmp_path / "dark_rows.npy", 255 - rows.reshape(-1, 28, 28))
   inputs += [str(tmp_path / "rows.npy"), str(tmp_path / "dark_rows.npy")]
   truth += [CATEGORIES[i] for i in index.class_ids[::7]] * 2
-  results = predict_cli.predict(model_path, config.output_labels, inputs,
-                                top_k=2)
+  # Labels: from inside a .tflite, else the labels file beside the model.
+  results = predict_cli.predict(model_path, None, inputs, top_k=2)
   assert len(results) == len(truth)
-  assert results[-1][0].endswith("dark_rows.npy[%d]" % (len(rows) - 1))
-  predicted = [top[0][0] for _, top in results]
+  assert results[-1].name.endswith("dark_rows.npy[%d]" % (len(rows) - 1))
+  predicted = [r.top[0][0] for r in results]
   assert np.mean(np.array(predicted) == np.array(truth)) >= 0.9
-  assert all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in results)
+  assert all(len(r.top) == 2 and r.top[0][1] >= r.top[1][1]
+             for r in results)
 
 
 def test_drawing_from_image_polarity_and_framing():
@@ -256,7 +306,7 @@ def test_predict_errors(exported, tmp_path):
   with pytest.raises(QuickDrawError) as e:
     predict_cli.predict(config.output_tflite, str(wrong_labels),
                         [str(tmp_path / "rows.npy")])
-  assert "has 4 outputs but" in str(e.value)
+  assert "has 4 outputs but there are 2 labels" in str(e.value)
   bad = tmp_path / "bad.png"
   bad.write_bytes(b"not an image")
   with pytest.raises(QuickDrawError) as e:
@@ -312,22 +362,3 @@ def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
   assert accuracy(probabilities, labels) >= SMOKE_MIN_TOP1
   with open(out / "retrained_labels.txt") as f:
     assert f.read().splitlines() == list(CATEGORIES)
-
-
-def test_drawings_check_like_model_inputs(trained, exported, tmp_path):
-  """uint8 drawings, upsampled a chunk at a time, give the same report."""
-  classifier, source = trained
-  _, report = exported
-  drawings, labels = export.drawings_from_split(source, Split.TEST, 200)
-  representative = export.drawings_from_split(source, Split.TRAIN, 100)[0]
-  again = export.export_model(
-      classifier, source.categories,
-      config_for(tmp_path, quantize=("dynamic", "float16", "int8")),
-      drawings, labels, representative)
-  assert again["check_drawings"] == report["check_drawings"]
-  assert again["keras"] == report["keras"]
-  for name, figures in report["artifacts"].items():
-    assert again["artifacts"][name]["top1_agreement"] == pytest.approx(
-        figures["top1_agreement"], abs=0.02), name
-    assert again["artifacts"][name]["bytes"] == pytest.approx(
-        figures["bytes"], rel=0.01), name

@@ -81,7 +81,7 @@ def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):
                  "2. bottlenecks, one image at a time, to text",
                  "3. 12 steps from the text cache, test",
                  "4. frozen graph and labels",
-                 "model.tflite, retrained_graph.pb",
+                 "model.tflite, model_canvas.tflite, retrained_graph.pb",
                  "faster end to end (target >= 5x)"):
     assert figure in out
   assert not (tmp_path / "work").exists()  # scratch removed

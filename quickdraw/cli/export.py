@@ -42,9 +42,11 @@ flags.DEFINE_string(
 
 flags.DEFINE_string(
     "output_tflite", "",
-    "The float32 TFLite model; empty for <output_dir>/model.tflite. Input "
-    "'input' float32 [1, S, S, 3] in [-1, 1], output softmax in the labels "
-    "file's order. Quantized variants go beside it as <name>_<mode>.tflite.")
+    "The network as float32 TFLite; empty for <output_dir>/model.tflite. "
+    "Input 'input' float32 [1, S, S, 3] in [-1, 1], output 'final_result', "
+    "softmax in the labels file's order. Beside it: quantized variants "
+    "<name>_<mode>.tflite, and the app's canvas models "
+    "<name>_canvas[_<mode>].tflite (input: the canvas, uint8 [1, H, W, 3]).")
 flags.DEFINE_list(
     "quantize", [],
     "Quantized TFLite variants to write too: none, dynamic (int8 weights), "
@@ -53,18 +55,40 @@ flags.DEFINE_list(
 flags.DEFINE_string(
     "final_tensor_name", export.inference.FINAL_TENSOR_NAME,
     "Name of the output node in the frozen graph (retrain.py's flag).")
+_DEFAULTS = export.ExportConfig("", "", "", "")
 flags.DEFINE_string(
     "android_assets_dir", "",
-    "An Android app's assets folder (…/app/src/main/assets): receives "
-    "model.tflite (int8 if made, else float32), retrained_labels.txt, "
-    "labels.txt, retrained_graph.pb and model_info.json, each written "
-    "atomically.")
+    "An Android app's assets folder (.../app/src/main/assets): receives "
+    "model.tflite (the canvas model of --android_model, with its labels "
+    "inside), labels.txt and retrained_labels.txt, the legacy "
+    "retrained_graph.pb and a model_info.json describing them. All files "
+    "of an export are replaced together or not at all.")
+flags.DEFINE_enum(
+    "android_model", _DEFAULTS.android_model, list(export.MODES),
+    "Which variant of the canvas model the app receives; a quantized one "
+    "that loses more than --max_quantization_loss is replaced by float32 "
+    "(the export says so).")
 flags.DEFINE_integer(
-    "check_drawings", 1000,
+    "canvas_size", _DEFAULTS.canvas_size,
+    "Side H = W of the canvas models' input: the app's canvas as uint8 RGB "
+    "[1, H, W, 3], which MediaPipe resizes the app's bitmap to.",
+    lower_bound=32, upper_bound=2048)
+flags.DEFINE_float(
+    "max_quantization_loss", _DEFAULTS.max_quantization_loss,
+    "Points of test top-1 a quantized variant may lose against float32; "
+    "one that loses more is reported loudly and never given to the app.",
+    lower_bound=0)
+flags.DEFINE_integer(
+    "check_drawings", _DEFAULTS.check_drawings,
     "Held-out test drawings run through every artifact to check it against "
     "the Keras model.", lower_bound=1)
 flags.DEFINE_integer(
-    "representative_drawings", 300,
+    "check_canvases", _DEFAULTS.check_canvases,
+    "How many of those are re-drawn as app canvases (larger, thicker, "
+    "moved, mostly dark on white) and run through every canvas model.",
+    lower_bound=1)
+flags.DEFINE_integer(
+    "representative_drawings", _DEFAULTS.representative_drawings,
     "Training drawings that calibrate int8 quantization.", lower_bound=1)
 
 
@@ -81,7 +105,10 @@ def export_config_from_flags(output_dir: str, output_graph: str = "",
       report_dir=output_dir, quantize=tuple(FLAGS.quantize),
       final_tensor_name=FLAGS.final_tensor_name,
       android_assets_dir=FLAGS.android_assets_dir,
+      android_model=FLAGS.android_model, canvas_size=FLAGS.canvas_size,
+      max_quantization_loss=FLAGS.max_quantization_loss,
       check_drawings=FLAGS.check_drawings,
+      check_canvases=FLAGS.check_canvases,
       representative_drawings=FLAGS.representative_drawings)
 
 

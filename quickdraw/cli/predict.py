@@ -1,59 +1,119 @@
 """quickdraw-predict: classify doodles with any exported artifact.
 
-  quickdraw-predict --model=runs/quickstart/model.tflite \
-      --labels=runs/quickstart/retrained_labels.txt cat.png dog.jpg rows.npy
-
 Prints the top --top_k categories and probabilities per input. Inputs are
-PNG or JPEG pictures of any size and either ink polarity (dark on light, as
-drawing apps make, is inverted; the drawing is cropped to its ink, padded to
-a square and shrunk to 28x28), or .npy files of QuickDraw rows (N, 784),
-one prediction per row. The model is a .tflite, a frozen .pb or a .keras
-file; all take the same input.
+pictures of any size (PNG, JPEG; a transparent canvas is composited over
+white) in either ink polarity, or .npy files of QuickDraw rows (N, 784),
+one prediction per row. A blank picture gets a warning, not a guess.
+
+Pictures go through the preprocessing that the app's canvas model holds
+(preprocessing.canvas_to_drawings: polarity, crop to the ink, QuickDraw's
+framing): a canvas model (model_canvas*.tflite, the assets' model.tflite)
+runs it itself on the picture fitted to its input; for the others
+(model*.tflite, retrained_graph.pb, model.keras) it runs here first.
+--save_drawings writes the 28x28 drawings the model saw.
+
+Labels come from --labels, else from inside a .tflite (its metadata), else
+from retrained_labels.txt or labels.txt beside the model.
+
+Examples:
+  quickdraw-predict --model=runs/quickstart/model_canvas.tflite \\
+      cat.png sketch.jpg rows.npy
+  quickdraw-predict --model=runs/quickstart/retrained_graph.pb \\
+      --labels=runs/quickstart/retrained_labels.txt --top_k=5 cat.png
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Sequence
 
 import numpy as np
 from absl import app, flags
 
-from quickdraw import inference
+from quickdraw import inference, tflite_metadata, visualize
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli  # noqa: F401 (--final_tensor_name)
 from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None,
-                    "The artifact: .tflite, .pb (frozen graph) or .keras.")
+                    "The artifact: .tflite (a canvas model or the network), "
+                    ".pb (frozen graph) or .keras.")
 flags.DEFINE_string("labels", None,
-                    "The labels file written beside it, one name per line.")
+                    "A labels file, one name per line in output order; "
+                    "empty: the labels inside a .tflite, else "
+                    "retrained_labels.txt or labels.txt beside --model.")
 flags.DEFINE_integer("top_k", 3, "Categories printed per input.",
                      lower_bound=1)
+flags.DEFINE_string("save_drawings", None,
+                    "A PNG file to write: the 28x28 drawings the model saw, "
+                    "one per input, captioned with its answer.")
+
+_LABEL_FILES = ("retrained_labels.txt", "labels.txt")
 
 
-def predict(model_path: str, labels_path: str, inputs: Sequence[str],
+@dataclasses.dataclass
+class Prediction:
+  """One input's result.
+
+  Attributes:
+    name: The file, or `file[row]` for a `.npy` row.
+    drawing: uint8 (28, 28): what the model saw.
+    top: (category, probability) pairs, most probable first; empty for a
+      blank picture, which is not classified.
+  """
+  name: str
+  drawing: np.ndarray
+  top: list[tuple[str, float]]
+
+
+def find_labels(model_path: str, labels_path: str | None) -> list[str]:
+  """--labels, the labels inside a `.tflite`, or a labels file beside it.
+
+  Raises:
+    QuickDrawError: none found, or unreadable.
+  """
+  if labels_path:
+    return inference.read_labels(labels_path)
+  if model_path.lower().endswith(".tflite"):
+    try:
+      with open(model_path, "rb") as f:
+        return tflite_metadata.read_labels(f.read())
+    except (OSError, KeyError, ValueError):
+      pass  # no labels inside: look beside it
+  folder = os.path.dirname(os.path.abspath(model_path))
+  for name in _LABEL_FILES:
+    path = os.path.join(folder, name)
+    if os.path.isfile(path):
+      return inference.read_labels(path)
+  raise QuickDrawError(
+      f"no labels for {model_path}: none inside it and no "
+      f"{' or '.join(_LABEL_FILES)} beside it; pass --labels=PATH")
+
+
+def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
             top_k: int = 3,
             final_tensor_name: str = inference.FINAL_TENSOR_NAME
-            ) -> list[tuple[str, list[tuple[str, float]]]]:
-  """Top-k (name, probability) per input drawing.
+            ) -> list[Prediction]:
+  """Classifies each input picture (or `.npy` row).
 
   Raises:
     QuickDrawError: bad model, labels or inputs.
   """
   predictor = inference.load_predictor(model_path, final_tensor_name)
-  labels = inference.read_labels(labels_path)
-  names, drawings = inference.read_inputs(inputs)
-  probabilities = predictor(inference.to_model_input(drawings,
-                                                     predictor.image_size))
-  if probabilities.shape[1] != len(labels):
+  labels = find_labels(model_path, labels_path)
+  names, pictures = inference.read_inputs(inputs)
+  drawings, probabilities = inference.classify_pictures(predictor, pictures)
+  if len(names) and probabilities.shape[1] != len(labels):
     raise QuickDrawError(
-        f"{model_path} has {probabilities.shape[1]} outputs but {labels_path} "
-        f"has {len(labels)} labels; pass the labels written with the model")
+        f"{model_path} has {probabilities.shape[1]} outputs but there are "
+        f"{len(labels)} labels; pass the labels written with the model")
   results = []
-  for name, p in zip(names, probabilities):
-    best = np.argsort(-p)[:top_k]
-    results.append((name, [(labels[i], float(p[i])) for i in best]))
+  for name, drawing, p in zip(names, drawings, probabilities):
+    best = [] if not drawing.any() else np.argsort(-p)[:top_k]
+    results.append(Prediction(name, drawing,
+                              [(labels[i], float(p[i])) for i in best]))
   return results
 
 
@@ -61,12 +121,24 @@ def main(argv: Sequence[str]) -> None:
   inputs = argv[1:]
   if not inputs:
     raise app.UsageError("pass one or more PNG, JPEG or .npy files")
-  if not FLAGS.model or not FLAGS.labels:
-    raise QuickDrawError("pass --model=PATH and --labels=PATH (the files "
-                         "quickdraw-train wrote)")
-  for name, top in predict(FLAGS.model, FLAGS.labels, inputs, FLAGS.top_k,
-                           FLAGS.final_tensor_name):
-    print(f"{name}: " + ", ".join(f"{c} {p:.3f}" for c, p in top))
+  if not FLAGS.model:
+    raise QuickDrawError("pass --model=PATH: a .tflite, .pb or .keras file "
+                         "that quickdraw-train wrote")
+  results = predict(FLAGS.model, FLAGS.labels, inputs, FLAGS.top_k,
+                    FLAGS.final_tensor_name)
+  for r in results:
+    if r.top:
+      print(f"{r.name}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.top))
+    else:
+      print(f"{r.name}: blank: no ink found, so no guess (draw darker or "
+            "check the picture)")
+  if FLAGS.save_drawings and results:
+    grid = visualize.captioned_grid(
+        np.stack([r.drawing for r in results]),
+        [r.top[0][0] if r.top else "(blank)" for r in results],
+        columns=min(8, len(results)), zoom=2)
+    visualize.write_png(FLAGS.save_drawings, grid)
+    print(f"Wrote the drawings the model saw to {FLAGS.save_drawings}")
 
 
 def run() -> None:

@@ -1,0 +1,234 @@
+"""The Android side: every exported .tflite in MediaPipe Tasks, as an app
+loads it, and the canvas model on canvases drawn as a phone would draw them.
+
+MediaPipe's Python package runs the same C++ ImageClassifier as Android. The
+canvases are rendered from the generated classes' strokes at several canvas
+sizes, pen widths and positions, in both ink polarities.
+"""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl.testing import flagsaver
+
+from quickdraw import export, preprocessing, synthetic, tflite_metadata
+from quickdraw.cli import predict as predict_cli
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+from conftest import CATEGORIES, STAND_IN_SIZE
+
+mp = pytest.importorskip(
+    "mediapipe", reason="mediapipe is in the test extra: pip install -e "
+    "'.[test]'")
+from mediapipe.tasks import python as mp_tasks  # noqa: E402
+from mediapipe.tasks.python import vision  # noqa: E402
+from mediapipe.tasks.metadata import (  # noqa: E402
+    metadata_schema_py_generated as metadata_schema)
+
+CANVAS = 256
+
+
+@pytest.fixture(scope="module")
+def exported(stand_in, tmp_path_factory):
+  classifier, source = stand_in
+  folder = tmp_path_factory.mktemp("android")
+  config = export.ExportConfig(
+      output_graph=str(folder / "retrained_graph.pb"),
+      output_labels=str(folder / "retrained_labels.txt"),
+      output_tflite=str(folder / "model.tflite"), report_dir=str(folder),
+      quantize=export.QUANTIZATIONS, canvas_size=CANVAS, check_canvases=50,
+      android_assets_dir=str(folder / "assets"))
+  export.export_model(
+      classifier, source.categories, config,
+      *export.drawings_from_split(source, Split.TEST, 100),
+      export.drawings_from_split(source, Split.TRAIN, 100)[0])
+  return config
+
+
+def classifier_for(path):
+  options = vision.ImageClassifierOptions(
+      base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
+      max_results=1)
+  return vision.ImageClassifier.create_from_options(options)
+
+
+def mediapipe_top1(classifier, picture):
+  image = mp.Image(image_format=mp.ImageFormat.SRGB,
+                   data=np.ascontiguousarray(picture))
+  return classifier.classify(image).classifications[0].categories[0]
+
+
+def canvases():
+  """(class, picture): strokes drawn at several canvas sizes, pen widths
+  and positions, dark on light and light on dark.
+
+  Pens are 8% to 15% of the figure's size: the generated training drawings'
+  strokes are about 8% (2 of 24 pixels), and a model trained on them knows
+  nothing thinner.
+  """
+  rng = np.random.default_rng(0)
+  for class_id, size, width, place, dark in itertools.product(
+      range(len(CATEGORIES)), (128, 256, 512, 900), (0.08, 0.11, 0.15),
+      ("centre", "off"), (True, False)):
+    extent = size * rng.uniform(0.3, 0.6)
+    if place == "centre":
+      centre = (size / 2, size / 2)
+    else:  # towards a corner, still whole on the canvas
+      centre = tuple(rng.uniform(extent / 2 + 0.05 * size,
+                                 size - extent / 2 - 0.05 * size, 2))
+    yield class_id, synthetic.render_canvas(
+        class_id, size, max(2.0, width * extent), extent, centre, dark,
+        seed=int(rng.integers(1 << 30)))
+
+
+@pytest.mark.parametrize("mode", export.MODES)
+def test_mediapipe_loads_every_model_and_names_the_categories(exported,
+                                                              mode):
+  drawings = np.concatenate([synthetic.make_drawings(c, 10, seed=11)
+                             for c in range(len(CATEGORIES))])
+  truth = np.repeat(CATEGORIES, 10)
+  # The network: a drawing as MediaPipe sees an image, light ink on black.
+  with classifier_for(exported.tflite_path(mode)) as classifier:
+    names = [mediapipe_top1(classifier, np.repeat(
+        d.reshape(28, 28, 1), 3, -1)).category_name for d in drawings]
+  assert np.mean(np.array(names) == truth) >= 0.95
+  # The app's model: canvases.
+  pictures = list(canvases())
+  with classifier_for(exported.tflite_path(mode, canvas=True)) as classifier:
+    names = [mediapipe_top1(classifier, p).category_name
+             for _, p in pictures]
+  truth = [CATEGORIES[c] for c, _ in pictures]
+  assert set(names) <= set(CATEGORIES)  # names from the model's metadata
+  assert np.mean(np.array(names) == np.array(truth)) >= 0.9
+
+
+def test_the_assets_model_loads_in_mediapipe(exported):
+  path = os.path.join(exported.android_assets_dir, "model.tflite")
+  class_id, picture = next(canvases())
+  with classifier_for(path) as classifier:
+    assert mediapipe_top1(classifier, picture).category_name == (
+        CATEGORIES[class_id])
+
+
+def test_canvas_model_in_mediapipe_agrees_with_predict(exported):
+  """The app's canvas model, run by MediaPipe on the canvas as the app
+  hands it over, against quickdraw-predict's preprocessing of the same
+  picture followed by the network."""
+  pictures = list(canvases())
+  with classifier_for(exported.tflite_path("float32", canvas=True)) as c:
+    app = [mediapipe_top1(c, p).category_name for _, p in pictures]
+  folder = os.path.dirname(exported.output_tflite)
+  paths = []
+  for i, (_, picture) in enumerate(pictures):
+    paths.append(os.path.join(folder, f"canvas_{i}.png"))
+    tf.io.write_file(paths[-1], tf.io.encode_png(picture))
+  predicted = [r.top[0][0] for r in predict_cli.predict(
+      exported.output_tflite, None, paths)]
+  agreement = np.mean(np.array(app) == np.array(predicted))
+  assert len(pictures) == 192 and agreement >= 0.99
+
+
+def _read_metadata(model_bytes):
+  model = tflite_metadata.tflite_graph.read(model_bytes)
+  entry = next(e for e in model.metadata if e.name == b"TFLITE_METADATA")
+  data = bytes(model.buffers[entry.buffer].data)
+  assert data[4:8] == b"M001"
+  return metadata_schema.ModelMetadataT.InitFromObj(
+      metadata_schema.ModelMetadata.GetRootAs(data, 0))
+
+
+@pytest.mark.parametrize("canvas", [False, True])
+def test_metadata_fields(exported, canvas):
+  with open(exported.tflite_path("int8", canvas=canvas), "rb") as f:
+    model = f.read()
+  meta = _read_metadata(model)
+  assert meta.name == b"quickdraw doodle classifier"
+  assert meta.version.startswith(b"quickdraw ")
+  assert meta.license == b"Apache-2.0" and meta.minParserVersion == b"1.0.0"
+  assert b"4 QuickDraw categories" in meta.description
+  tensor = meta.subgraphMetadata[0].inputTensorMetadata[0]
+  props = tensor.content.contentProperties
+  assert props.colorSpace == metadata_schema.ColorSpaceType.RGB
+  size = CANVAS if canvas else STAND_IN_SIZE
+  assert (props.defaultSize.width, props.defaultSize.height) == (size, size)
+  if canvas:  # uint8 input: no normalization
+    assert not tensor.processUnits
+  else:
+    norm = tensor.processUnits[0].options
+    assert list(norm.mean) == [127.5] and list(norm.std) == [127.5]
+  output = meta.subgraphMetadata[0].outputTensorMetadata[0]
+  labels = output.associatedFiles[0]
+  assert labels.name == b"labels.txt"
+  assert labels.type == metadata_schema.AssociatedFileType.TENSOR_AXIS_LABELS
+  assert tflite_metadata.read_labels(model) == list(CATEGORIES)
+
+
+def test_a_flex_op_fails_the_export(stand_in, tmp_path, monkeypatch):
+  classifier, source = stand_in
+  plain = preprocessing.canvas_to_drawings
+
+  def with_a_flex_op(canvases):
+    drawings = plain(canvases)
+    # A determinant: TensorFlow has it, TFLite's builtins do not.
+    return drawings + 0.0 * tf.linalg.det(drawings[:, :2, :2])[:, None, None]
+
+  monkeypatch.setattr(preprocessing, "canvas_to_drawings", with_a_flex_op)
+  config = export.ExportConfig(
+      output_graph=str(tmp_path / "g.pb"),
+      output_labels=str(tmp_path / "labels.txt"),
+      output_tflite=str(tmp_path / "model.tflite"), report_dir=str(tmp_path))
+  with pytest.raises(QuickDrawError) as e:
+    export.export_model(classifier, source.categories, config,
+                        *export.drawings_from_split(source, Split.TEST, 20))
+  assert "the canvas preprocessing needs ops that TFLite does not build in" \
+      in str(e.value)
+  assert "MatrixDeterminant" in str(e.value)
+  assert os.listdir(tmp_path) == []  # nothing written
+
+
+def _write_png(path, picture):
+  tf.io.write_file(str(path), tf.io.encode_png(picture))
+
+
+def test_predict_composites_a_transparent_canvas_over_white(exported,
+                                                           tmp_path):
+  class_id, picture = next(canvases())  # black ink on white
+  ink = picture[..., :1] < 128
+  # Black ink on a transparent canvas, as an Android ARGB canvas exports it.
+  rgba = np.concatenate([np.zeros_like(picture),
+                         np.where(ink, 255, 0).astype(np.uint8)], -1)
+  _write_png(tmp_path / "transparent.png", rgba)
+  _write_png(tmp_path / "opaque.png", picture)
+  for model in (exported.output_tflite,
+                exported.tflite_path("float32", canvas=True)):
+    transparent, opaque = predict_cli.predict(
+        model, None, [str(tmp_path / "transparent.png"),
+                      str(tmp_path / "opaque.png")])
+    assert transparent.top[0][0] == CATEGORIES[class_id]
+    np.testing.assert_array_equal(transparent.drawing, opaque.drawing)
+
+
+def test_predict_warns_on_a_blank_canvas(exported, tmp_path, capsys):
+  _write_png(tmp_path / "white.png", np.full((300, 300, 3), 255, np.uint8))
+  _write_png(tmp_path / "clear.png", np.zeros((300, 300, 4), np.uint8))
+  faint = np.full((300, 300, 3), 255, np.uint8)
+  faint[100:110, 50:250] = 240  # a smudge, not a drawing
+  _write_png(tmp_path / "faint.png", faint)
+  class_id, picture = next(canvases())
+  _write_png(tmp_path / "drawn.png", picture)
+  out = tmp_path / "seen.png"
+  with flagsaver.flagsaver(model=exported.tflite_path("int8", canvas=True),
+                           save_drawings=str(out)):
+    predict_cli.main(["predict"] + [str(tmp_path / f"{n}.png") for n in
+                                    ("white", "clear", "faint", "drawn")])
+  lines = capsys.readouterr().out.splitlines()
+  for name in ("white", "clear", "faint"):
+    line = next(l for l in lines if l.startswith(str(tmp_path / name)))
+    assert "blank: no ink found, so no guess" in line
+  drawn = next(l for l in lines if l.startswith(str(tmp_path / "drawn")))
+  assert drawn.split(": ")[1].startswith(CATEGORIES[class_id])
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
