@@ -63,6 +63,42 @@ def atomic_path(path: str) -> Iterator[str]:
     raise
 
 
+def check_writable_folder(folder: str, what: str) -> None:
+  """Fails now if `folder` cannot be created or written, creating nothing.
+
+  The nearest part of the path that exists must be a folder this process
+  may write into (a path under a regular file fails even for root).
+
+  Raises:
+    QuickDrawError: naming `what` (a flag) and the reason.
+  """
+  path = os.path.abspath(os.path.expanduser(folder))
+  probe = path
+  while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise QuickDrawError(f"cannot write to {what} {folder}: {probe} is a "
+                         "file, not a folder; pass a writable folder")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise QuickDrawError(f"cannot write to {what} {folder}: {probe} is not "
+                         "writable; pass a writable folder")
+
+
+@contextlib.contextmanager
+def removed_if_empty_on_failure(folders: Sequence[str]) -> Iterator[None]:
+  """Removes the given folders that the block created, if it fails and
+  they hold nothing (no files, only empty subfolders)."""
+  new = [f for f in folders if not os.path.exists(f)]
+  try:
+    yield
+  except BaseException:
+    for folder in new:
+      for root, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+          os.rmdir(root)  # fails, as wanted, on a folder with files
+    raise
+
+
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` atomically."""
   with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -90,7 +90,8 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
     image_size: The backbone's input side.
     bottleneck_dir: The cache folder.
     batch_size: Drawings per backbone call.
-    verbose: 1 shows a Keras progress bar while computing.
+    verbose: 1 shows a Keras progress bar while computing, 2 one line when
+      done, 0 nothing.
 
   Returns:
     (features float32 (N, D) memmap, labels int32 (N,), computed): the
@@ -137,7 +138,8 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   ds = ds.with_options(input_pipeline.untuned())
   first_batch = done // batch_size
   done = first_batch * batch_size
-  bar = keras.utils.Progbar(n, unit_name="drawing") if verbose else None
+  bar = (keras.utils.Progbar(n, unit_name="drawing", verbose=verbose)
+         if verbose else None)
   if bar:
     bar.update(done)
   infer = _compiled_forward(backbone, image_size)

@@ -1,7 +1,8 @@
 """Per-epoch checkpoints, so that a killed training run resumes.
 
-After every epoch the model's weights and its optimizer's state (Adam's
-moments and step count) are written to a fresh folder, which is renamed into
+After every epoch the model's weights, its optimizer's state (Adam's
+moments and step count) and its dropout layers' random-number states are
+written to a fresh folder, which is renamed into
 place whole; then `state.json` is pointed at it by an atomic rename, and the
 previous folder is removed. A kill at any moment leaves `state.json` naming a
 complete checkpoint.
@@ -17,6 +18,7 @@ import os
 import shutil
 
 import keras
+import numpy as np
 from absl import logging
 
 from quickdraw import atomic_files
@@ -24,6 +26,15 @@ from quickdraw.errors import QuickDrawError
 
 _STATE = "state.json"
 _WEIGHTS = "model.weights.h5"
+_RNG = "rng_states.npy"
+
+
+def _rng_states(model: keras.Model) -> list:
+  """The model's random-number states: each dropout (and augmentation)
+  layer's seed generator. Keras' weight files leave them out, yet a resumed
+  run must draw the same dropout masks as an uninterrupted one."""
+  return [v for v in model.variables
+          if v.path.endswith("seed_generator_state")]
 
 
 class Checkpoints:
@@ -77,6 +88,10 @@ class Checkpoints:
       os.makedirs(tmp)
       # Keras 3 stores the compiled optimizer's variables here too.
       model.save_weights(os.path.join(tmp, _WEIGHTS))
+      states = _rng_states(model)
+      if states:
+        np.save(os.path.join(tmp, _RNG),
+                np.stack([keras.ops.convert_to_numpy(v) for v in states]))
       shutil.rmtree(final, ignore_errors=True)
       os.replace(tmp, final)
     except OSError as e:
@@ -101,6 +116,11 @@ class Checkpoints:
       model.optimizer.build(model.trainable_variables)
     try:
       model.load_weights(os.path.join(folder, _WEIGHTS))
+      states = _rng_states(model)
+      if states and os.path.exists(os.path.join(folder, _RNG)):
+        for variable, value in zip(states, np.load(os.path.join(folder,
+                                                                _RNG))):
+          variable.assign(value)
     except (OSError, ValueError) as e:
       raise QuickDrawError(
           f"checkpoint {folder} cannot be loaded ({e}); delete {self.folder} "

@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,7 +46,8 @@ from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
 from quickdraw import (__version__, atomic_files, canvases, inference,
-                       preprocessing, tflite_graph, tflite_metadata)
+                       preprocessing, quantization, quiet, tflite_graph,
+                       tflite_metadata)
 from quickdraw.errors import QuickDrawError
 
 QUANTIZATIONS = ("dynamic", "float16", "int8")
@@ -161,13 +163,18 @@ def frozen_graph_bytes(frozen) -> bytes:
 
 
 def _convert(converter: tf.lite.TFLiteConverter, what: str) -> bytes:
-  """Runs the converter; TensorFlow ops without a TFLite builtin are let
+  """Runs the converter (given a `trackable_obj`: the functions it converts
+  hold no variables, the frozen network's are constants); TensorFlow ops without a TFLite builtin are let
   through as Flex ops only to be named by `check_builtin_ops` afterwards,
   which says more than the converter's own error."""
   converter.target_spec.supported_ops = list(
       converter.target_spec.supported_ops) + [tf.lite.OpsSet.SELECT_TF_OPS]
   try:
-    model = converter.convert()
+    with warnings.catch_warnings(), quiet.native_stderr_silenced():
+      # int8 calibration warns that the float input has no statistics: by
+      # design, the input stays float32.
+      warnings.filterwarnings("ignore", "Statistics for quantized inputs")
+      model = converter.convert()
   except Exception as e:  # the converter raises ConverterError and others
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
     raise QuickDrawError(f"cannot convert {what} to TFLite ({reason}); "
@@ -197,7 +204,8 @@ def tflite_bytes(frozen, mode: str = "float32",
   Raises:
     QuickDrawError: conversion failed, or needs non-builtin ops.
   """
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [frozen], trackable_obj=tf.Module())
   if mode != "float32":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "float16":
@@ -214,6 +222,48 @@ def tflite_bytes(frozen, mode: str = "float32",
   return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
 
 
+def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
+               held_out_labels: np.ndarray, float_network: bytes,
+               loss_target: float,
+               final_tensor_name: str = inference.FINAL_TENSOR_NAME
+               ) -> quantization.Int8Result:
+  """The int8 network, its worst layers kept in float (see `quantization`).
+
+  Args:
+    frozen: From `serving_function`.
+    representative: uint8 training drawings (N, 784) for calibration.
+    held_out: uint8 drawings not trained on, and `held_out_labels` their
+      classes: where layers are ranked and the loss is measured.
+    float_network: The float32 network (`tflite_bytes`), the reference.
+    loss_target: Points of top-1 on `held_out` int8 may lose.
+    final_tensor_name: The output tensor's name.
+
+  Returns:
+    The result, its `model` named and signed like `tflite_bytes`' models.
+
+  Raises:
+    QuickDrawError: conversion failed, or needs non-builtin ops.
+  """
+  size = int(frozen.inputs[0].shape[1])
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [frozen], trackable_obj=tf.Module())
+  float_top1 = quantization.top1(float_network, held_out, held_out_labels,
+                                 size)
+  try:
+    result = quantization.int8_network(
+        converter, size, representative, held_out, held_out_labels,
+        float_top1, loss_target, tflite_graph.layer_costs(float_network))
+  except Exception as e:  # the converter raises ConverterError and others
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
+    raise QuickDrawError(f"cannot convert the int8 network to TFLite "
+                         f"({reason}); please report this with your "
+                         "settings") from None
+  tflite_graph.check_builtin_ops(result.model, "the int8 network")
+  result.model = tflite_graph.name_io(result.model, inference.INPUT_NAME,
+                                      final_tensor_name)
+  return result
+
+
 def canvas_preprocessing_bytes(canvas_size: int, image_size: int) -> bytes:
   """The app model's first part, in float32: a uint8 [1, H, W, 3] canvas ->
   the network's [1, S, S, 3] input (`preprocessing.canvas_to_drawings`,
@@ -228,7 +278,7 @@ def canvas_preprocessing_bytes(canvas_size: int, image_size: int) -> bytes:
         drawings[..., tf.newaxis], image_size), name=PREPROCESSED_TENSOR)
 
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
-      [preprocess.get_concrete_function()])
+      [preprocess.get_concrete_function()], trackable_obj=tf.Module())
   return _convert(converter, "the canvas preprocessing")
 
 
@@ -394,7 +444,9 @@ def _float_failure(path: str, difference: float, against: str) -> QuickDrawError
 
 def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                  check_drawings: np.ndarray, check_labels: np.ndarray,
-                 representative: np.ndarray | None = None) -> dict:
+                 representative: np.ndarray | None = None,
+                 held_out: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> dict:
   """Writes, checks and publishes every artifact (see the module docstring).
 
   Args:
@@ -405,6 +457,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     check_labels: Their true classes.
     representative: Training drawings, uint8 (N, 784), for int8
       calibration (needed only with int8).
+    held_out: (uint8 drawings, labels) not trained on, such as the
+      validation split, on which int8 chooses its float layers (needed
+      only with int8).
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -427,15 +482,23 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   contents = {config.output_graph: frozen_graph_bytes(frozen),
               config.output_labels: inference.labels_text(
                   categories).encode()}
+  networks, int8 = {}, None
   for mode in config.modes:
     logging.info("Converting to TFLite (%s)", mode)
-    network = tflite_bytes(frozen, mode,
-                           representative if mode == "int8" else None, name)
+    if mode == "int8":
+      if representative is None or held_out is None:
+        raise ValueError("int8 needs representative and held-out drawings")
+      int8 = int8_bytes(frozen, representative, *held_out,
+                        networks["float32"],
+                        config.max_quantization_loss / 2, name)
+      networks[mode] = int8.model
+    else:
+      networks[mode] = tflite_bytes(frozen, mode, final_tensor_name=name)
     contents[config.tflite_path(mode)] = with_metadata(
-        network, categories, canvas=False, size=image_size,
+        networks[mode], categories, canvas=False, size=image_size,
         final_tensor_name=name)
     contents[config.tflite_path(mode, canvas=True)] = with_metadata(
-        canvas_model_bytes(preprocess, network, name), categories,
+        canvas_model_bytes(preprocess, networks[mode], name), categories,
         canvas=True, size=config.canvas_size, final_tensor_name=name)
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
       model_info(config, categories, image_size), indent=2) + "\n").encode()
@@ -452,6 +515,12 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
         f.write(data)
     report = _check(classifier, categories, config, temps, check_drawings,
                     check_labels, image_size)
+    if int8 is not None:
+      report["int8_float_layers"] = {
+          "layers": int8.float_layers,
+          "held_out_drawings": int(len(held_out[0])),
+          "held_out_loss_points": int8.held_out_loss,
+          "layer_errors": int8.layer_errors}
     if assets:
       variant = _app_variant(config, report)
       sources = {ASSET_MODEL: config.tflite_path(variant, canvas=True),

@@ -107,8 +107,9 @@ class TFLitePredictor(Predictor):
                num_threads: int | None = None,
                keep_tensor: str | None = None):
     from ai_edge_litert.interpreter import Interpreter
+    from quickdraw import quiet
     self.path = path
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet.native_stderr_silenced():
       # Keeping inner tensors is "for debugging": checking is what it is for.
       warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
       self.interpreter = Interpreter(
@@ -130,10 +131,12 @@ class TFLitePredictor(Predictor):
 
   def _resize(self, batch: int) -> None:
     if self._batch != batch:
+      from quickdraw import quiet
       if not self.takes_canvas:
         self.interpreter.resize_tensor_input(
             self.input["index"], [batch, self.image_size, self.image_size, 3])
-      self.interpreter.allocate_tensors()
+      with quiet.native_stderr_silenced():  # "Created ... XNNPACK delegate"
+        self.interpreter.allocate_tensors()
       self._batch = batch
 
   def __call__(self, images):
@@ -152,13 +155,23 @@ class TFLitePredictor(Predictor):
     return np.concatenate(out)
 
 
+_REMEDY = {
+    ".keras": ("a Keras model file", "quickdraw-train writes it: train again, "
+               "or pass the run's .tflite or .pb"),
+    ".pb": ("a frozen graph", "re-export it with quickdraw-export "
+            "--output_dir=RUN"),
+    ".tflite": ("a TFLite model", "re-export it with quickdraw-export "
+                "--output_dir=RUN"),
+}
+
+
 def load_predictor(path: str,
                    final_tensor_name: str = FINAL_TENSOR_NAME) -> Predictor:
   """Opens `.keras`, `.pb` or `.tflite` by its extension.
 
   Raises:
     QuickDrawError: a missing file, an unknown extension or a file that does
-      not load.
+      not load (corrupt, truncated, or another kind of file).
   """
   if not os.path.isfile(path):
     raise QuickDrawError(f"--model={path}: no such file; pass a .tflite, .pb "
@@ -173,11 +186,12 @@ def load_predictor(path: str,
     if ext == ".pb":
       return FrozenGraphPredictor(path, final_tensor_name)
     return kinds[ext](path)
-  except (ValueError, OSError, KeyError, RuntimeError,
-          tf.errors.OpError) as e:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
-    raise QuickDrawError(f"--model={path} cannot be loaded ({reason}); "
-                         "re-export it with quickdraw-export") from None
+  except Exception as e:  # protobuf, Keras and LiteRT each raise their own
+    lines = str(e).strip().splitlines()
+    reason = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    what, remedy = _REMEDY[ext]
+    raise QuickDrawError(f"--model={path} is not {what} that loads "
+                         f"({reason}); {remedy}") from None
 
 
 def labels_text(categories: Sequence[str]) -> str:

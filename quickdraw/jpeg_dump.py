@@ -125,7 +125,7 @@ def dump_category(source: QuickDrawSource, class_id: int,
     existing = set(os.listdir(folder))
     todo = np.array([i for i, n in enumerate(names) if n not in existing],
                     dtype=np.int64)
-  bar = (keras.utils.Progbar(len(rows), unit_name="image")
+  bar = (keras.utils.Progbar(len(rows), unit_name="image", verbose=verbose)
          if verbose else None)
   if bar:
     print(f"{category}: {len(rows) - len(todo)} of {len(rows)} already there")

@@ -22,6 +22,9 @@ SIZES = (224, 192, 160, 128)
 WEIGHTS_BASE_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/")
 _ARCHITECTURE = re.compile(r"^mobilenet_(?P<alpha>[0-9.]+)_(?P<size>\d+)$")
+# Keras' own names for MobileNet v1's no-top ImageNet weights.
+_WEIGHTS_FILE = re.compile(r"^mobilenet_(1_0|7_5|5_0|2_5)_(224|192|160|128)"
+                           r"_tf_no_top\.h5$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +91,15 @@ def resolve_weights(architecture: Architecture, weights: str,
       raise QuickDrawError(
           f"--weights={weights}: no such file; pass a Keras .h5 weights file, "
           "imagenet or none")
+    named = _WEIGHTS_FILE.match(os.path.basename(weights))
+    if named and named.group(0) != architecture.weights_filename:
+      # Keras trains MobileNet's weights separately for each input size:
+      # another size's weights load without complaint but fit worse.
+      raise QuickDrawError(
+          f"--weights={weights} are Keras' weights for another variant than "
+          f"--architecture={architecture.name}; pass "
+          f"{architecture.weights_filename}, or the --architecture that "
+          "matches the file")
     return weights
   filename = architecture.weights_filename
   cache_dir = os.path.expanduser(model_dir or os.path.join("~", ".keras"))

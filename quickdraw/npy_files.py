@@ -84,7 +84,8 @@ def check_header(path: str) -> tuple[int, int]:
   if dtype != np.uint8:
     raise QuickDrawError(
         f"{path}: holds {dtype} values, expected uint8 drawings (0-255); "
-        "convert it with array.astype(numpy.uint8) or use the official file")
+        f"{_conversion_hint(path, shape, dtype, offset)}, or use the "
+        "official file")
   n = shape[0] if shape else 0
   if tuple(shape[1:]) not in ((PIXELS,), (1, PIXELS), (IMAGE_SIZE, IMAGE_SIZE)):
     raise QuickDrawError(
@@ -105,6 +106,34 @@ def check_header(path: str) -> tuple[int, int]:
         f"({expected} bytes) but it holds {actual} bytes; delete it and "
         "download it again")
   return n, offset
+
+
+def _conversion_hint(path: str, shape: tuple, dtype: np.dtype,
+                     offset: int) -> str:
+  """How to make uint8 drawings of this file's values, from a sample.
+
+  Float drawings usually hold [0, 1]: a plain `astype(numpy.uint8)` would
+  turn them all into zeros, so the hint depends on the values' range.
+  """
+  count = int(np.prod(shape)) if shape else 0
+  high = None
+  try:
+    if count and dtype.kind in "fiub":
+      sample = np.memmap(path, dtype=dtype, mode="r", offset=offset,
+                         shape=(min(count, 64 * PIXELS),))
+      high = float(np.max(sample))
+  except (ValueError, OSError):
+    pass
+  if high is not None and dtype.kind == "f" and high <= 1.0:
+    return ("its values are in [0, 1]: save "
+            "numpy.round(array * 255).astype(numpy.uint8)")
+  return "save numpy.clip(numpy.round(array), 0, 255).astype(numpy.uint8)"
+
+
+def blank_check_positions(rows: int, count: int = 64) -> np.ndarray:
+  """The rows `open_drawings` samples to tell a file of blank drawings."""
+  return np.unique(np.linspace(0, rows - 1, min(rows, count)).round()
+                   .astype(np.int64))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +190,8 @@ def open_drawings(path: str, category: str) -> DrawingFile:
   """Checks `path` and opens it as a `(N, 784)` read-only memmap.
 
   Raises:
-    QuickDrawError: see `check_header`.
+    QuickDrawError: see `check_header`; or the drawings are blank (all
+      zeros at every row of `blank_check_positions`).
   """
   n, offset = check_header(path)
   try:
@@ -170,4 +200,10 @@ def open_drawings(path: str, category: str) -> DrawingFile:
     raise QuickDrawError(f"{path}: cannot be opened ({_first_line(e)}); "
                          "delete it and download it again") from None
   # A reshape of a memmap is a memmap view sharing the same mapping.
-  return DrawingFile(category, path, array.reshape(n, PIXELS), offset)
+  drawings = array.reshape(n, PIXELS)
+  if not drawings[blank_check_positions(n)].any():
+    raise QuickDrawError(
+        f"{path}: its drawings are blank (every sampled row is all zeros), "
+        "so it is not QuickDraw data; if it was made from floats in [0, 1], "
+        "multiply them by 255 before converting to uint8")
+  return DrawingFile(category, path, drawings, offset)

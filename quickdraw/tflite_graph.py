@@ -10,6 +10,7 @@ quantizing the network never touches the geometry.
 
 from __future__ import annotations
 
+import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
@@ -188,3 +189,33 @@ def chain(first: bytes, second: bytes, join_name: str | None = None) -> bytes:
       entry.buffer = len(buffers) - 1
   model.signatureDefs = []
   return write(model)
+
+
+def layer_costs(model: bytes) -> dict[str, int]:
+  """{output tensor name: cost} of each convolution and fully connected op:
+  what keeping it in float costs in a quantized model. The cost is its
+  multiply-adds per input (speed) plus 32 per weight (a float weight takes
+  4 bytes where int8 takes 1: size), which ranks a depthwise layer (few of
+  either) cheap and a wide pointwise layer dear."""
+  m = read(model)
+  graph = m.subgraphs[0]
+  costs = {}
+  for op in graph.operators:
+    code = flatbuffer_utils.get_builtin_code_from_operator_code(
+        m.operatorCodes[op.opcodeIndex])
+    if code not in (schema.BuiltinOperator.CONV_2D,
+                    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+                    schema.BuiltinOperator.FULLY_CONNECTED):
+      continue
+    out = graph.tensors[op.outputs[0]]
+    weights = [int(d) for d in graph.tensors[op.inputs[1]].shape]
+    outputs = int(abs(np.prod(out.shape)))
+    if code == schema.BuiltinOperator.CONV_2D:  # weights O, H, W, I
+      macs = outputs * int(np.prod(weights[1:]))
+    elif code == schema.BuiltinOperator.DEPTHWISE_CONV_2D:  # 1, H, W, O
+      macs = outputs * weights[1] * weights[2]
+    else:  # FULLY_CONNECTED, weights O, I
+      macs = outputs * weights[1]
+    name = out.name.decode() if isinstance(out.name, bytes) else out.name
+    costs[name] = macs + 32 * int(np.prod(weights))
+  return costs

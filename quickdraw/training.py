@@ -44,6 +44,7 @@ from quickdraw.splits import Split
 
 DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
 MODEL_FILENAME = "model.keras"
+HELD_OUT_DRAWINGS = 1000  # int8 picks its float layers on these
 _MISCLASSIFIED_SHOWN = 64
 
 
@@ -343,7 +344,7 @@ class _Run:
           self.backbone, self.source, split, self.data.image_size,
           os.path.expanduser(self.config.bottleneck_dir),
           batch_size=self.config.train_batch_size,
-          verbose=1 if self.config.verbose else 0)
+          verbose=self.config.verbose)
       if computed:
         self.computed.append(split.value)
       self._cache[split.value] = (features, labels)
@@ -493,19 +494,27 @@ def export_run(data: DataConfig, config: export_lib.ExportConfig,
   if classifier is None:
     try:
       classifier = keras.models.load_model(model_path, compile=False)
-    except (OSError, ValueError) as e:
-      raise QuickDrawError(f"{model_path} cannot be loaded ({e}); re-run "
-                           "quickdraw-train") from None
+    except Exception as e:  # Keras raises several kinds for a bad file
+      lines = str(e).strip().splitlines()
+      raise QuickDrawError(
+          f"{model_path} is not a Keras model that loads ("
+          f"{lines[0] if lines else type(e).__name__}); train the run again "
+          "with quickdraw-train") from None
   source = source or QuickDrawSource.open(data)
   # Drawings, upsampled a chunk at a time inside the export's checks.
   drawings, labels = export_lib.drawings_from_split(
       source, Split.TEST, config.check_drawings)
-  representative = None
+  representative = held_out = None
   if "int8" in config.quantize:
     representative = export_lib.drawings_from_split(
         source, Split.TRAIN, config.representative_drawings)[0]
+    # Where int8 picks the layers it keeps in float: drawings the model was
+    # not trained on, never the test drawings it is judged on.
+    held_out = export_lib.drawings_from_split(
+        source, Split.VALIDATION if source.split_size(Split.VALIDATION)
+        else Split.TRAIN, HELD_OUT_DRAWINGS)
   return export_lib.export_model(classifier, source.categories, config,
-                                 drawings, labels, representative)
+                                 drawings, labels, representative, held_out)
 
 
 def train_and_evaluate(
@@ -532,6 +541,10 @@ def train_and_evaluate(
     QuickDrawError: bad data, weights or paths, or test accuracy below
       `config.min_accuracy` (then no model or labels are written).
   """
+  if len(data.categories) < 2:
+    raise QuickDrawError(
+        f"--categories names {len(data.categories)} category; a classifier "
+        "tells categories apart, so name at least two")
   # First: multi-worker and TPU strategies set up the runtime.
   strategy = distribute.make_strategy(config.strategy, config.tpu)
   keras.utils.set_random_seed(data.seed)
@@ -560,14 +573,34 @@ def _train_and_evaluate(data: DataConfig, config: TrainConfig,
                         export: export_lib.ExportConfig | None,
                         strategy: tf.distribute.Strategy, checkpoint_dir: str,
                         chief: bool = True) -> TrainResult:
-  for flag, folder in (("output_dir", config.output_dir),
-                       ("summaries_dir", config.path("summaries_dir"))):
-    try:  # now, not after an hour of training
-      os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-      raise QuickDrawError(f"cannot write to --{flag} {folder}: "
-                           f"{e.strerror or e}; pass a writable folder"
-                           ) from None
+  # Every place the run writes, checked now (not after an hour of
+  # training) and without creating anything: a run that fails leaves no
+  # debris, and the folders it did create are removed again if empty.
+  folders = {"output_dir": config.output_dir,
+             "summaries_dir": config.path("summaries_dir"),
+             "bottleneck_dir": os.path.expanduser(config.bottleneck_dir),
+             "output_labels": os.path.dirname(
+                 os.path.abspath(config.path("output_labels")))}
+  if export is not None:
+    folders.update(
+        output_graph=os.path.dirname(os.path.abspath(export.output_graph)),
+        output_tflite=os.path.dirname(os.path.abspath(export.output_tflite)))
+    if export.android_assets_dir:
+      folders["android_assets_dir"] = os.path.expanduser(
+          export.android_assets_dir)
+  for flag, folder in folders.items():
+    atomic_files.check_writable_folder(folder, f"--{flag}")
+  with atomic_files.removed_if_empty_on_failure(
+      [config.output_dir, config.path("summaries_dir")]):
+    return _train_evaluate_save(data, config, callbacks, export, strategy,
+                                checkpoint_dir, chief)
+
+
+def _train_evaluate_save(data: DataConfig, config: TrainConfig,
+                         callbacks: Sequence[keras.callbacks.Callback],
+                         export: export_lib.ExportConfig | None,
+                         strategy: tf.distribute.Strategy,
+                         checkpoint_dir: str, chief: bool) -> TrainResult:
   run = _Run(data, config, callbacks, strategy, checkpoint_dir, chief)
   source = run.source
   if not source.split_size(Split.TEST):

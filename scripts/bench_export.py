@@ -20,6 +20,8 @@ those drawings re-drawn as app canvases, and prints:
 
 from __future__ import annotations
 
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
+
 import dataclasses
 import json
 import os

@@ -18,6 +18,8 @@ large-dataset peak RSS within 300 MB of the small one's.
 
 from __future__ import annotations
 
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
+
 import json
 import os
 import subprocess

@@ -1,7 +1,7 @@
 """Benchmarks the bottleneck cache: pipeline overhead and cached epochs.
 
-  python scripts/bench_train.py --data_dir=../shared/data/quickdraw \
-      --architecture=mobilenet_0.25_224 \
+  python scripts/bench_train.py --data_dir=../shared/data/quickdraw \\
+      --architecture=mobilenet_0.25_224 \\
       --weights=../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5
 
 Takes the training split of --categories (default: every category file in
@@ -22,6 +22,8 @@ on images already upsampled. Both functions are traced before timing.
 """
 
 from __future__ import annotations
+
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 import dataclasses
 import os

@@ -1,7 +1,7 @@
 """End to end against the old recipe: JPEGs + retrain.py, then quickdraw.
 
-  python scripts/bench_vs_jpeg.py --flagfile=configs/quickstart.flags \
-      --data_dir=../shared/data/quickdraw --architecture=mobilenet_0.25_224 \
+  python scripts/bench_vs_jpeg.py --flagfile=configs/quickstart.flags \\
+      --data_dir=../shared/data/quickdraw --architecture=mobilenet_0.25_224 \\
       --weights=../shared/data/weights/mobilenet_2_5_224_tf_no_top.h5
 
 One run, the same categories, drawings, split and backbone for both routes,
@@ -32,6 +32,8 @@ which this leaves out.
 """
 
 from __future__ import annotations
+
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 import contextlib
 import dataclasses

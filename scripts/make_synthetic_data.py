@@ -1,6 +1,6 @@
 """Writes generated official-format category files, for trying things offline.
 
-  python scripts/make_synthetic_data.py --data_dir=/tmp/quickdraw_smoke \
+  python scripts/make_synthetic_data.py --data_dir=/tmp/quickdraw_smoke \\
       --categories=circle,square,triangle,line --synthetic_rows=300
 
 Each category gets a distinct figure (see quickdraw/synthetic.py); the names
@@ -8,6 +8,8 @@ must be official ones so the files load like real data.
 """
 
 from collections.abc import Sequence
+
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 from absl import app, flags
 

@@ -45,7 +45,8 @@ def exported(stand_in, tmp_path_factory):
   export.export_model(
       classifier, source.categories, config,
       *export.drawings_from_split(source, Split.TEST, 100),
-      export.drawings_from_split(source, Split.TRAIN, 100)[0])
+      export.drawings_from_split(source, Split.TRAIN, 100)[0],
+      export.drawings_from_split(source, Split.VALIDATION, 100))
   return config
 
 

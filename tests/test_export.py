@@ -6,9 +6,11 @@ softmax), trained here in seconds; the training tests cover exporting a
 real quickdraw-train run.
 """
 
+import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -64,8 +66,9 @@ def exported(trained, test_drawings, tmp_path_factory):
                       android_assets_dir=str(folder / "app" / "assets"),
                       canvas_size=CANVAS, check_canvases=100)
   representative = export.drawings_from_split(source, Split.TRAIN, 100)[0]
-  report = export.export_model(classifier, source.categories, config,
-                               *test_drawings, representative)
+  report = export.export_model(
+      classifier, source.categories, config, *test_drawings, representative,
+      export.drawings_from_split(source, Split.VALIDATION, 100))
   return config, report
 
 
@@ -211,22 +214,134 @@ def test_android_model_picks_the_app_variant(trained, test_drawings,
   assert str(e.value).startswith("--android_model=int4 is not a variant")
 
 
-def test_failed_export_leaves_the_previous_one(trained, test_drawings,
-                                               tmp_path, monkeypatch):
+def _snapshot(*folders):
+  """Every file under `folders`, by path, with its bytes."""
+  files = {}
+  for folder in folders:
+    for root, _, names in os.walk(folder):
+      for name in names:
+        path = os.path.join(root, name)
+        with open(path, "rb") as f:
+          files[path] = f.read()
+  return files
+
+
+@pytest.fixture
+def previous_export(trained, test_drawings, tmp_path):
+  """A complete export into run/ and assets/, to be left intact."""
   classifier, source = trained
-  config = config_for(tmp_path, canvas_size=CANVAS, check_canvases=20)
+  config = config_for(tmp_path / "run", canvas_size=CANVAS,
+                      check_canvases=20,
+                      android_assets_dir=str(tmp_path / "assets"))
   export.export_model(classifier, source.categories, config, *test_drawings)
-  before = {name: (tmp_path / name).read_bytes()
-            for name in os.listdir(tmp_path)}
+  return config, _snapshot(tmp_path / "run", tmp_path / "assets")
+
+
+def test_failed_export_leaves_the_previous_one(trained, test_drawings,
+                                               previous_export, tmp_path,
+                                               monkeypatch):
+  classifier, source = trained
+  config, before = previous_export
   # Every float artifact now fails its parity check, after being written.
   monkeypatch.setattr(export, "FLOAT_TOLERANCE", -1.0)
   with pytest.raises(QuickDrawError) as e:
     export.export_model(classifier, ("a", "b", "c", "d"), config,
                         *test_drawings)
   assert "disagrees with the Keras model" in str(e.value)
-  after = {name: (tmp_path / name).read_bytes()
-           for name in os.listdir(tmp_path)}
-  assert after == before  # same files, same bytes, no temporaries
+  # Same files, same bytes, no temporaries, in the run and the assets.
+  assert _snapshot(tmp_path / "run", tmp_path / "assets") == before
+
+
+@pytest.mark.parametrize("destination", [
+    "android_assets_dir", "output_graph", "output_labels", "output_tflite"])
+def test_an_unwritable_destination_replaces_nothing(
+    trained, test_drawings, previous_export, tmp_path, destination):
+  """A path under a regular file: not even root can write there."""
+  classifier, source = trained
+  config, before = previous_export
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  bad = str(blocker / ("assets" if destination == "android_assets_dir"
+                       else "x" + os.path.splitext(
+                           getattr(config, destination))[1]))
+  config = dataclasses.replace(config, **{destination: bad})
+  with pytest.raises(QuickDrawError) as e:
+    export.export_model(classifier, source.categories, config,
+                        *test_drawings)
+  assert "cannot write" in str(e.value) and str(blocker) in str(e.value)
+  after = _snapshot(tmp_path / "run", tmp_path / "assets")
+  assert after == before
+
+
+def test_a_rename_that_fails_midway_is_undone(trained, test_drawings,
+                                              previous_export, tmp_path,
+                                              monkeypatch):
+  classifier, source = trained
+  config, before = previous_export
+  real_replace = os.replace
+  calls = []
+
+  def failing_replace(src, dst):
+    # Let the first three temporaries in, then fail on an assets file.
+    if ".tmp" in os.path.basename(src):
+      calls.append(dst)
+      if len(calls) > 3 and "assets" in str(dst):
+        raise OSError(28, "No space left on device")
+    return real_replace(src, dst)
+
+  monkeypatch.setattr(os, "replace", failing_replace)
+  with pytest.raises(QuickDrawError) as e:
+    export.export_model(classifier, ("a", "b", "c", "d"), config,
+                        *test_drawings)
+  assert "No space left on device" in str(e.value)
+  assert "nothing was replaced" in str(e.value)
+  assert len(calls) > 3
+  monkeypatch.undo()
+  assert _snapshot(tmp_path / "run", tmp_path / "assets") == before
+
+
+def test_a_destination_that_is_a_folder_replaces_nothing(
+    trained, test_drawings, previous_export, tmp_path):
+  classifier, source = trained
+  config, before = previous_export
+  (tmp_path / "assets" / "labels.txt").unlink()
+  (tmp_path / "assets" / "labels.txt").mkdir()
+  before = _snapshot(tmp_path / "run", tmp_path / "assets")
+  with pytest.raises(QuickDrawError) as e:
+    export.export_model(classifier, source.categories, config,
+                        *test_drawings)
+  assert "labels.txt: it is a folder" in str(e.value)
+  assert _snapshot(tmp_path / "run", tmp_path / "assets") == before
+
+
+def test_a_variant_over_the_loss_limit_never_reaches_the_app(
+    trained, test_drawings, tmp_path, monkeypatch, capsys):
+  classifier, source = trained
+  untrained = keras.models.clone_model(classifier)  # random weights
+  real = export.int8_bytes
+
+  def int8_of_the_wrong_model(frozen, *args, **kwargs):
+    return real(export.serving_function(untrained, "final_result"), *args,
+                **kwargs)
+
+  monkeypatch.setattr(export, "int8_bytes", int8_of_the_wrong_model)
+  config = config_for(tmp_path, android_model="int8",
+                      android_assets_dir=str(tmp_path / "assets"),
+                      canvas_size=CANVAS, check_canvases=20)
+  report = export.export_model(
+      classifier, source.categories, config, *test_drawings,
+      export.drawings_from_split(source, Split.TRAIN, 50)[0],
+      export.drawings_from_split(source, Split.VALIDATION, 50))
+  int8 = report["artifacts"]["tflite_int8"]
+  assert int8["loss_points"] > config.max_quantization_loss
+  assert not int8["within_loss_limit"]
+  assert report["android_assets"]["given"] == "float32"
+  assert (tmp_path / "assets" / "model.tflite").read_bytes() == (
+      tmp_path / "model_canvas.tflite").read_bytes()
+  err = capsys.readouterr().err
+  assert "model_int8.tflite loses" in err
+  assert "receive the float32 canvas model instead" in err
+  assert "over the loss limit" in export.format_report(report)
 
 
 def test_bad_quantize_mode(tmp_path):

@@ -60,8 +60,8 @@ def _bad_file(tmp_path, kind):
 
 @pytest.mark.parametrize("kind, message", [
     ("dtype", "{p}: holds float32 values, expected uint8 drawings (0-255); "
-              "convert it with array.astype(numpy.uint8) or use the official "
-              "file"),
+              "save numpy.clip(numpy.round(array), 0, 255).astype(numpy.uint8)"
+              ", or use the official file"),
     ("width", "{p}: holds an array of shape (5, 785), expected (N, 784), "
               "(N, 1, 784) or (N, 28, 28) uint8 drawings of 28x28 pixels"),
     ("rank", "{p}: holds an array of shape (784,), expected (N, 784), "

@@ -88,3 +88,67 @@ def test_random_affine_is_seeded_and_same_in_tf_data():
   assert eager.shape == (4, 48, 48, 3)
   assert float(tf.reduce_min(eager)) >= -1 and float(tf.reduce_max(eager)) <= 1
   assert not np.allclose(eager.numpy(), other.numpy())
+
+
+def _canvas(size=200, box=(40, 60, 120, 100), dark_on_light=True):
+  """A canvas with a filled rectangle (top, left, height, width) of ink."""
+  ink = np.zeros((size, size), bool)
+  top, left, height, width = box
+  ink[top:top + height, left:left + width] = True
+  grey = np.where(ink, 0, 255) if dark_on_light else np.where(ink, 255, 0)
+  return np.repeat(grey.astype(np.uint8)[..., None], 3, -1)
+
+
+def test_canvas_to_drawings_frames_like_quickdraw():
+  for dark in (True, False):
+    drawing = preprocessing.canvas_to_drawings(
+        _canvas(dark_on_light=dark)[None]).numpy()[0]
+    assert drawing.shape == (28, 28) and drawing.max() == 255
+    rows = np.flatnonzero(drawing.max(1))
+    cols = np.flatnonzero(drawing.max(0))
+    # The box's long side (120 rows) spans pixels 1..26; centred across.
+    assert (rows[0], rows[-1]) == (1, 26)
+    assert cols[0] + cols[-1] == 27 and cols[-1] - cols[0] < 25
+    np.testing.assert_array_equal(drawing, np.round(drawing))
+
+
+def test_canvas_position_and_size_do_not_matter():
+  a = preprocessing.canvas_to_drawings(
+      _canvas(300, (10, 20, 120, 100))[None]).numpy()
+  b = preprocessing.canvas_to_drawings(
+      _canvas(300, (150, 170, 120, 100))[None]).numpy()
+  np.testing.assert_array_equal(a, b)
+  big = preprocessing.canvas_to_drawings(
+      _canvas(600, (20, 40, 240, 200))[None]).numpy()
+  assert np.abs(big - a).max() <= 2  # the same shape at twice the size
+
+
+def test_blank_canvases_give_blank_drawings():
+  white = np.full((1, 120, 160, 3), 255, np.uint8)
+  faint = white.copy()
+  faint[0, 50:60, 20:100] = 240  # a smudge, not ink
+  for canvas in (white, np.zeros_like(white), faint):
+    assert not preprocessing.canvas_to_drawings(canvas).numpy().any()
+
+
+def test_a_28x28_picture_keeps_its_framing():
+  drawings = synthetic.make_drawings(3, 2).reshape(-1, 28, 28, 1)
+  np.testing.assert_array_equal(
+      preprocessing.canvas_to_drawings(drawings).numpy(), drawings[..., 0])
+  np.testing.assert_array_equal(
+      preprocessing.canvas_to_drawings(255 - drawings).numpy(),
+      drawings[..., 0])  # dark on light is inverted
+
+
+def test_canvas_to_drawings_same_eagerly_in_tf_data_and_in_a_batch():
+  canvases = np.stack([_canvas(),
+                       _canvas(box=(5, 5, 30, 190), dark_on_light=False)])
+  eager = preprocessing.canvas_to_drawings(canvases).numpy()
+  mapped = np.stack(list(tf.data.Dataset.from_tensor_slices(canvases).map(
+      lambda c: preprocessing.canvas_to_drawings(c[None])[0])
+                         .as_numpy_iterator()))
+  np.testing.assert_array_equal(eager, mapped)
+  for i in range(2):  # each canvas alone gives the same as in the batch
+    np.testing.assert_array_equal(
+        preprocessing.canvas_to_drawings(canvases[i:i + 1]).numpy()[0],
+        eager[i])

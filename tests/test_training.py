@@ -109,9 +109,11 @@ def test_second_run_trains_from_the_cache(data_dir, tmp_path, monkeypatch):
 
 def test_interrupted_run_resumes_where_it_stopped(data_dir, tmp_path):
   data = data_config(data_dir)
-  # Dropout off: with the same data order the resumed run must end with the
-  # very weights of an uninterrupted one.
-  config = train_config(tmp_path, "resumed", epochs=4, dropout=0.0)
+  # At the default dropout: with the same data order and the dropout
+  # layer's random state restored, the resumed run must end with the very
+  # weights of an uninterrupted one.
+  config = train_config(tmp_path, "resumed", epochs=4)
+  assert config.dropout == 0.2
   with pytest.raises(KeyboardInterrupt):
     training.train_and_evaluate(data, config, callbacks=[Interrupt(after=2)])
   assert not os.path.exists(os.path.join(config.output_dir, "model.keras"))
@@ -122,7 +124,7 @@ def test_interrupted_run_resumes_where_it_stopped(data_dir, tmp_path):
   resumed = training.train_and_evaluate(data, config)
   assert resumed.epochs_run == {"head": 2}
   straight = training.train_and_evaluate(
-      data, train_config(tmp_path, "straight", epochs=4, dropout=0.0))
+      data, train_config(tmp_path, "straight", epochs=4))
   assert straight.epochs_run == {"head": 4}
   for a, b in zip(resumed.classifier.get_layer("head").weights,
                   straight.classifier.get_layer("head").weights):
@@ -242,8 +244,10 @@ def test_unwritable_folder_is_one_line(data_dir, tmp_path, flag):
   config = train_config(tmp_path, **{flag: str(blocker / "sub")})
   with pytest.raises(QuickDrawError) as e:
     training.train_and_evaluate(data_config(data_dir), config)
-  assert str(e.value) == (f"cannot write to --{flag} {blocker}/sub: Not a "
-                          "directory; pass a writable folder")
+  assert str(e.value) == (f"cannot write to --{flag} {blocker}/sub: "
+                          f"{blocker} is a file, not a folder; pass a "
+                          "writable folder")
+  assert os.listdir(tmp_path) == ["file"]  # nothing else was written
 
 
 def test_upsampling_on_the_device(data_dir, tmp_path):

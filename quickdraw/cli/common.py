@@ -131,7 +131,7 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
 
   @functools.wraps(main)
   def wrapper(argv):
-    program = os.path.basename(sys.argv[0]) or "quickdraw"
+    program = program_name()
     try:
       main(argv)
     except QuickDrawError as e:
@@ -145,6 +145,33 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
   return wrapper
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with errors in the commands' one-line form.
+
+  absl prints `FATAL Flags parsing error: ...` and a help hint; every other
+  error of ours reads `<command>: error: ...`, so flag errors do too. Its
+  message is kept whole, "Did you mean" suggestions included.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    message = " ".join(str(e).split())
+    print(f"{program_name()}: error: {message} (see --help)",
+          file=sys.stderr)
+    sys.exit(1)
+
+
+def program_name() -> str:
+  return os.path.basename(sys.argv[0]) or "quickdraw"
+
+
+def progress_verbosity() -> int:
+  """Keras' verbose for progress: bars on a terminal (1), one line per
+  epoch (2) when output goes to a file or pipe, where a bar's redraws
+  would fill it with control codes."""
+  return 1 if sys.stdout.isatty() else 2
+
+
 def run_app(main: Callable[[Sequence[str]], None], module_name: str) -> None:
   """Runs `main` under absl with `guarded` errors and a useful `--help`.
 
@@ -156,4 +183,4 @@ def run_app(main: Callable[[Sequence[str]], None], module_name: str) -> None:
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   # absl prints the __main__ module's docstring as the usage text.
   sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
-  app.run(guarded(main))
+  app.run(guarded(main), flags_parser=parse_flags)

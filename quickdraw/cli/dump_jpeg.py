@@ -56,7 +56,7 @@ def main(argv: Sequence[str]) -> None:
   source = QuickDrawSource.open(data)
   jpeg_dump.remove_stale_temporaries(config, list(source.categories))
   start = time.perf_counter()
-  results = jpeg_dump.dump(source, config)
+  results = jpeg_dump.dump(source, config, common.progress_verbosity())
   seconds = time.perf_counter() - start
   written = sum(w for w, _ in results.values())
   skipped = sum(s for _, s in results.values())

@@ -8,7 +8,7 @@ why the data must still be readable), and copies the app's files into
 end of training.
 
 Examples:
-  quickdraw-export --output_dir=runs/quickstart --quantize=int8 \
+  quickdraw-export --output_dir=runs/quickstart --quantize=int8 \\
       --android_assets_dir=../MyApp/app/src/main/assets
 """
 

@@ -40,8 +40,10 @@ _DEFAULTS = training.TrainConfig()
 flags.DEFINE_string(
     "weights", _DEFAULTS.weights,
     "Backbone weights: imagenet (downloaded once into --model_dir), none "
-    "(random, for tests), or a path to the architecture's Keras no-top .h5 "
-    "file, e.g. mobilenet_1_0_224_tf_no_top.h5.")
+    "(random, for tests), or a path to the architecture's own Keras no-top "
+    ".h5 file, e.g. mobilenet_1_0_224_tf_no_top.h5 for mobilenet_1.0_224. "
+    "Keras trains each input size separately: a file named for another "
+    "variant is refused.")
 flags.DEFINE_string(
     "model_dir", _DEFAULTS.model_dir,
     "Keras' cache folder for downloaded weights (they go in its models/); "
@@ -123,7 +125,8 @@ def train_config_from_flags() -> training.TrainConfig:
   """The `TrainConfig` that the flags describe."""
   names = [f.name for f in dataclasses.fields(training.TrainConfig)
            if f.name != "verbose"]
-  return training.TrainConfig(**{n: FLAGS[n].value for n in names})
+  return training.TrainConfig(verbose=common.progress_verbosity(),
+                              **{n: FLAGS[n].value for n in names})
 
 
 def main(argv: Sequence[str]) -> None:
