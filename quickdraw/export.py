@@ -247,12 +247,11 @@ def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
   size = int(frozen.inputs[0].shape[1])
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [frozen], trackable_obj=tf.Module())
-  float_top1 = quantization.top1(float_network, held_out, held_out_labels,
-                                 size)
+  float_classes = quantization.predictions(float_network, held_out, size)
   try:
     result = quantization.int8_network(
         converter, size, representative, held_out, held_out_labels,
-        float_top1, loss_target, tflite_graph.layer_costs(float_network))
+        float_classes, loss_target, tflite_graph.layer_costs(float_network))
   except Exception as e:  # the converter raises ConverterError and others
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
     raise QuickDrawError(f"cannot convert the int8 network to TFLite "

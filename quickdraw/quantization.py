@@ -36,8 +36,8 @@ from quickdraw import inference, quiet
 # softmax follow their inputs' scales).
 _RANKED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 DEBUG_DRAWINGS = 200
-# Held-out losses this close (in points of top-1) count as a tie, broken by
-# cost: a few hundred drawings measure no finer.
+# Agreements this close (in points) count as a tie, broken by cost: a
+# thousand drawings measure no finer.
 NEAR_TIE = 0.3
 
 
@@ -85,9 +85,9 @@ def _layer_errors(debugger) -> dict[str, float]:
   return errors
 
 
-def top1(model: bytes, drawings: np.ndarray, labels: np.ndarray,
-          image_size: int) -> float:
-  """A TFLite network's top-1 on drawings."""
+def predictions(model: bytes, drawings: np.ndarray, image_size: int
+                ) -> np.ndarray:
+  """A TFLite network's top-1 class for each drawing."""
   with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
     f.write(model)
   try:
@@ -97,12 +97,12 @@ def top1(model: bytes, drawings: np.ndarray, labels: np.ndarray,
         for i in range(0, len(drawings), 256)])
   finally:
     os.unlink(f.name)
-  return float(np.mean(probabilities.argmax(1) == labels))
+  return probabilities.argmax(1)
 
 
 def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
                  representative: np.ndarray, held_out: np.ndarray,
-                 held_out_labels: np.ndarray, float_top1: float,
+                 held_out_labels: np.ndarray, float_classes: np.ndarray,
                  loss_target: float, costs: dict[str, int] | None = None,
                  candidates: int = 5, max_float_layers: int = 3
                  ) -> Int8Result:
@@ -111,10 +111,12 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
   The `candidates` layers with the largest quantization error are the
   suspects (the error of each is measured with its own input quantized, so
   a layer can look bad and matter little). Layers are then kept in float
-  one at a time, each time the suspect that lowers the held-out loss most
-  (of those within NEAR_TIE points of the best, the cheapest to keep in
-  float: `tflite_graph.layer_costs`), until the loss is at most
-  `loss_target` or `max_float_layers` are float.
+  one at a time, each time the suspect whose float version makes int8 agree
+  most with float32 on the held-out drawings (agreement counts every
+  changed answer, so it measures finer than the change in accuracy; of
+  suspects within NEAR_TIE points of the best, the cheapest to keep in
+  float: `tflite_graph.layer_costs`), until int8's top-1 there is at most
+  `loss_target` points below float32's, or `max_float_layers` are float.
 
   Args:
     converter: A converter of the float network (not yet configured).
@@ -123,7 +125,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     held_out: uint8 drawings the model was not trained on (validation),
       for ranking the layers and measuring the loss.
     held_out_labels: Their classes.
-    float_top1: float32's top-1 on `held_out`.
+    float_classes: float32's top-1 class for each of `held_out`.
     loss_target: Stop once int8 is at most this many points below
       `float_top1` on `held_out`.
     costs: Cost of each layer in float (`tflite_graph.layer_costs`).
@@ -147,29 +149,32 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     errors = _layer_errors(debugger)
   suspects = sorted(errors, key=errors.get, reverse=True)[:candidates]
 
-  def quantized(float_layers: list[str]) -> tuple[float, bytes]:
+  float_top1 = 100 * np.mean(float_classes == held_out_labels)
+
+  def quantized(float_layers: list[str]) -> tuple[float, float, bytes]:
+    """(agreement with float32 and loss, in points; the model)."""
     with quiet.native_stderr_silenced():
       debugger.options = tf.lite.experimental.QuantizationDebugOptions(
           denylisted_nodes=float_layers or None)
       model = debugger.get_nondebug_quantized_model()
-    return 100 * (float_top1 - top1(model, held_out, held_out_labels,
-                                    image_size)), model
+    classes = predictions(model, held_out, image_size)
+    return (100 * np.mean(classes == float_classes),
+            float_top1 - 100 * np.mean(classes == held_out_labels), model)
 
-  loss, model = quantized([])
+  agreement, loss, model = quantized([])
   chosen, losses = [], [loss]
   while loss > loss_target and len(chosen) < max_float_layers:
     trials = [(*quantized(chosen + [s]), s) for s in suspects
               if s not in chosen]
     if not trials:
       break
-    lowest = min(t[0] for t in trials)
-    best_loss, best_model, best = min(
-        (t for t in trials if t[0] <= lowest + NEAR_TIE),
-        key=lambda t: (costs or {}).get(t[2], 0))
-    if best_loss >= loss:
+    highest = max(t[0] for t in trials)
+    best = min((t for t in trials if t[0] >= highest - NEAR_TIE),
+               key=lambda t: (costs or {}).get(t[3], 0))
+    if best[0] <= agreement:
       break  # no suspect helps any more
-    loss, model = best_loss, best_model
-    chosen.append(best)
+    agreement, loss, model = best[:3]
+    chosen.append(best[3])
     losses.append(loss)
   return Int8Result(model, chosen, losses,
                     {name: errors[name] for name in suspects})

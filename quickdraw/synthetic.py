@@ -51,6 +51,12 @@ def _strokes(class_id: int) -> list[np.ndarray]:
   return [outer, inner]
 
 
+def figure_strokes(class_id: int) -> list[np.ndarray]:
+  """Class `class_id`'s figure as polylines in [-1, 1]^2 (x right, y down,
+  as in the drawings), e.g. for drawing it with a pointer in a browser."""
+  return [np.asarray(line, np.float64) for line in _strokes(class_id)]
+
+
 def _sample_points(strokes: list[np.ndarray]) -> np.ndarray:
   points = []
   for line in strokes:
