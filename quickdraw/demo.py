@@ -66,6 +66,12 @@ class Classifier:
             f"--model={model_path} has no labels inside; re-export it with "
             "quickdraw-export") from None
     self._lock = threading.Lock()
+    # The first calls set up the interpreter and TensorFlow's kernels (about
+    # a second): before the server answers anyone. The page's canvas is
+    # 512 px.
+    for side in (512, self.predictor.canvas_shape[0]):
+      blank = np.full((side, side, 3), 255, np.uint8)
+      self.classify(decode_picture(tf.io.encode_png(blank).numpy()))
 
   def info(self) -> dict:
     height, width = self.predictor.canvas_shape

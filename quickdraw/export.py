@@ -163,10 +163,13 @@ def frozen_graph_bytes(frozen) -> bytes:
 
 
 def _convert(converter: tf.lite.TFLiteConverter, what: str) -> bytes:
-  """Runs the converter (given a `trackable_obj`: the functions it converts
-  hold no variables, the frozen network's are constants); TensorFlow ops without a TFLite builtin are let
-  through as Flex ops only to be named by `check_builtin_ops` afterwards,
-  which says more than the converter's own error."""
+  """Runs the converter, which is given a `trackable_obj` (the functions it
+  converts hold no variables: the frozen network's are constants).
+
+  TensorFlow ops without a TFLite builtin are let through as Flex ops only
+  to be named by `check_builtin_ops` afterwards, which says more than the
+  converter's own error.
+  """
   converter.target_spec.supported_ops = list(
       converter.target_spec.supported_ops) + [tf.lite.OpsSet.SELECT_TF_OPS]
   try:
@@ -434,7 +437,8 @@ def _predict(predictor: inference.Predictor, drawings: np.ndarray
       drawings, predictor.image_size)])
 
 
-def _float_failure(path: str, difference: float, against: str) -> QuickDrawError:
+def _float_failure(path: str, difference: float,
+                   against: str) -> QuickDrawError:
   return QuickDrawError(
       f"{path} disagrees with {against} (probabilities differ by up to "
       f"{difference:.2g}, tolerance {FLOAT_TOLERANCE}); nothing was "
@@ -566,7 +570,8 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
                                        temps[config.output_graph]))
   if figures["max_probability_difference"] > FLOAT_TOLERANCE:
     raise _float_failure(config.output_graph,
-                         figures["max_probability_difference"], "the Keras model")
+                         figures["max_probability_difference"],
+                         "the Keras model")
 
   count = min(len(drawings), config.check_canvases)
   # Spread over the check drawings, which are sorted by class.

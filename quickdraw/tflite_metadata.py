@@ -193,7 +193,8 @@ def metadata_buffer(model: ModelDescription, image: ImageInput,
   return bytes(b.Output())
 
 
-def with_metadata(model: bytes, metadata: bytes, labels: Sequence[str]) -> bytes:
+def with_metadata(model: bytes, metadata: bytes,
+                  labels: Sequence[str]) -> bytes:
   """`model` with `metadata` as its `TFLITE_METADATA` buffer and the labels
   file appended as a zip archive (stored, not compressed, as TFLite's
   metadata populator writes it).

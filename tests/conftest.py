@@ -91,3 +91,25 @@ def stand_in(data_dir):
       source, Split.TRAIN, 32, image_size=STAND_IN_SIZE, epochs=8),
       verbose=0, shuffle=False)
   return classifier, source
+
+
+def export_stand_in(stand_in, folder, drawings: int = 100, **overrides):
+  """Exports the stand-in CNN into `folder` (assets in `folder/assets`),
+  checked on `drawings` test drawings; int8 calibrates on training and
+  chooses on validation drawings. Returns the ExportConfig."""
+  from quickdraw import export
+  from quickdraw.splits import Split
+  classifier, source = stand_in
+  values = dict(output_graph=str(folder / "retrained_graph.pb"),
+                output_labels=str(folder / "retrained_labels.txt"),
+                output_tflite=str(folder / "model.tflite"),
+                report_dir=str(folder),
+                android_assets_dir=str(folder / "assets"))
+  values.update(overrides)
+  config = export.ExportConfig(**values)
+  export.export_model(
+      classifier, source.categories, config,
+      *export.drawings_from_split(source, Split.TEST, drawings),
+      export.drawings_from_split(source, Split.TRAIN, drawings)[0],
+      export.drawings_from_split(source, Split.VALIDATION, drawings))
+  return config

@@ -19,7 +19,7 @@ from quickdraw.cli import predict as predict_cli
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-from conftest import CATEGORIES, STAND_IN_SIZE
+from conftest import CATEGORIES, STAND_IN_SIZE, export_stand_in
 
 mp = pytest.importorskip(
     "mediapipe", reason="mediapipe is in the test extra: pip install -e "
@@ -34,20 +34,9 @@ CANVAS = 256
 
 @pytest.fixture(scope="module")
 def exported(stand_in, tmp_path_factory):
-  classifier, source = stand_in
-  folder = tmp_path_factory.mktemp("android")
-  config = export.ExportConfig(
-      output_graph=str(folder / "retrained_graph.pb"),
-      output_labels=str(folder / "retrained_labels.txt"),
-      output_tflite=str(folder / "model.tflite"), report_dir=str(folder),
-      quantize=export.QUANTIZATIONS, canvas_size=CANVAS, check_canvases=50,
-      android_assets_dir=str(folder / "assets"))
-  export.export_model(
-      classifier, source.categories, config,
-      *export.drawings_from_split(source, Split.TEST, 100),
-      export.drawings_from_split(source, Split.TRAIN, 100)[0],
-      export.drawings_from_split(source, Split.VALIDATION, 100))
-  return config
+  return export_stand_in(stand_in, tmp_path_factory.mktemp("android"),
+                         quantize=export.QUANTIZATIONS, canvas_size=CANVAS,
+                         check_canvases=50)
 
 
 def classifier_for(path):

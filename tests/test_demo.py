@@ -9,17 +9,15 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import demo, export, synthetic
+from quickdraw import demo, synthetic
 from quickdraw.errors import QuickDrawError
-from quickdraw.splits import Split
 
-from conftest import CATEGORIES, REPO
+from conftest import CATEGORIES, REPO, export_stand_in
 
 CANVAS = 128
 
@@ -27,16 +25,9 @@ CANVAS = 128
 @pytest.fixture(scope="module")
 def run_dir(stand_in, tmp_path_factory):
   """A run folder exported from the stand-in CNN of the generated classes."""
-  classifier, source = stand_in
   folder = tmp_path_factory.mktemp("demo_run")
-  config = export.ExportConfig(
-      output_graph=str(folder / "retrained_graph.pb"),
-      output_labels=str(folder / "retrained_labels.txt"),
-      output_tflite=str(folder / "model.tflite"), report_dir=str(folder),
-      canvas_size=CANVAS, check_canvases=20,
-      android_assets_dir=str(folder / "assets"))
-  export.export_model(classifier, source.categories, config,
-                      *export.drawings_from_split(source, Split.TEST, 50))
+  export_stand_in(stand_in, folder, drawings=50, canvas_size=CANVAS,
+                  check_canvases=20)
   return folder
 
 
