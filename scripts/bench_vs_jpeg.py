@@ -229,7 +229,8 @@ def main(argv: Sequence[str]) -> None:
         summaries_dir="", output_graph="", output_labels="", verbose=0)
     start = time.perf_counter()
     result = training.train_and_evaluate(
-        data, config, export=export_cli.export_config_from_flags(out))
+        data, config, export=dataclasses.replace(
+            export_cli.export_config_from_flags(out), android_assets_dir=""))
     new = time.perf_counter() - start
     exported = sorted(os.path.basename(a["path"]) for a in
                       result.export_report["artifacts"].values())

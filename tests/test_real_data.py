@@ -32,3 +32,37 @@ def test_real_files_open_and_stream():
   # Real drawings: light ink on a black background.
   small, _ = next(iter(input_pipeline.make_dataset(source, "train", 64)))
   assert np.median(small.numpy()) == 0 and small.numpy().max() == 255
+
+
+REAL_WEIGHTS = os.path.join(SHARED_DATA, "..", "weights",
+                            "mobilenet_2_5_224_tf_no_top.h5")
+
+
+@pytest.mark.skipif(not os.path.isfile(REAL_WEIGHTS),
+                    reason=f"real ImageNet weights not found at {REAL_WEIGHTS}")
+def test_quickstart_flagfile_end_to_end(tmp_path):
+  """README command 1's flagfile, on the real subset (no download here) and
+  the one backbone whose real weights are at hand, fewer drawings: the
+  app's files come out, and the app's model knows real drawings."""
+  import json
+  from absl import flags
+  from absl.testing import flagsaver
+  from quickdraw.cli import train as train_cli
+  from conftest import REPO
+  out = tmp_path / "quickstart"
+  with flagsaver.flagsaver():
+    flags.FLAGS(["train", f"--flagfile={REPO}/configs/quickstart.flags",
+                 f"--data_dir={SHARED_DATA}", "--nodownload",
+                 "--architecture=mobilenet_0.25_224",
+                 f"--weights={REAL_WEIGHTS}", "--samples_per_class=200",
+                 f"--bottleneck_dir={tmp_path / 'cache'}",
+                 f"--output_dir={out}",
+                 f"--android_assets_dir={out / 'android_assets'}"])
+    assert "alarm clock" in flags.FLAGS.categories
+    train_cli.main(["train"])
+  assets = sorted(os.listdir(out / "android_assets"))
+  assert assets == ["labels.txt", "model.tflite", "model_info.json",
+                    "retrained_graph.pb", "retrained_labels.txt"]
+  report = json.loads((out / "export_report.json").read_text())
+  assert report["keras"]["test_top1"] > 0.6  # 10 classes: chance is 0.1
+  assert report["artifacts"]["canvas_float32"]["canvas_top1"] > 0.5
