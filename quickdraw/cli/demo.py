@@ -66,9 +66,9 @@ def main(argv: Sequence[str]) -> None:
   server = demo.make_server(classifier, FLAGS.host, FLAGS.port)
   host, port = server.server_address[:2]
   shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-  print(f"Serving {classifier.path} ({len(classifier.labels)} categories) "
-        f"at http://{shown}:{port}/ ; Ctrl-C stops it", flush=True)
-  try:
+  try:  # from the moment the URL is out, Ctrl-C means stop
+    print(f"Serving {classifier.path} ({len(classifier.labels)} categories) "
+          f"at http://{shown}:{port}/ ; Ctrl-C stops it", flush=True)
     server.serve_forever()
   except KeyboardInterrupt:
     print("Stopped.")
