@@ -125,7 +125,9 @@ def test_the_model_must_be_a_canvas_model(run_dir):
   assert "takes drawings, not canvases" in str(e.value)
 
 
-def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir,
+                                                                 stop):
   process = subprocess.Popen(
       [sys.executable, "-m", "quickdraw.cli.demo", f"--output_dir={run_dir}",
        "--port=0"], env=dict(os.environ, PYTHONPATH=REPO),
@@ -135,7 +137,9 @@ def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir):
     assert line.startswith(f"Serving {run_dir}/model_canvas.tflite")
     url = line.split(" at ")[1].split()[0]
     assert url.startswith("http://127.0.0.1:")
-    process.send_signal(subprocess.signal.SIGINT)
+    # Ctrl-C, or a plain kill; also when the test runs as a background job,
+    # whose children start with SIGINT ignored.
+    process.send_signal(getattr(subprocess.signal, stop))
     out, err = process.communicate(timeout=30)
   finally:
     process.kill()

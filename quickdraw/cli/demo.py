@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Sequence
 
 from absl import flags
@@ -62,6 +63,10 @@ def app_model(output_dir: str) -> str:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise QuickDrawError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Ctrl-C (and a plain `kill`) stop the server, even when it was started
+  # from a shell that ignores SIGINT for background jobs.
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
   classifier = demo.Classifier(FLAGS.model or app_model(FLAGS.output_dir))
   server = demo.make_server(classifier, FLAGS.host, FLAGS.port)
   host, port = server.server_address[:2]
