@@ -216,10 +216,8 @@ def tflite_bytes(frozen, mode: str = "float32",
   if mode == "int8":
     if representative is None or not len(representative):
       raise ValueError("int8 needs representative drawings")
-    size = int(frozen.inputs[0].shape[1])
-    converter.representative_dataset = lambda: (
-        [x[None]] for chunk in model_input_chunks(representative, size)
-        for x in chunk)
+    converter.representative_dataset = quantization.representative_dataset(
+        representative, int(frozen.inputs[0].shape[1]))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   model = _convert(converter, f"the {mode} network")
   return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
@@ -250,7 +248,7 @@ def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
   size = int(frozen.inputs[0].shape[1])
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [frozen], trackable_obj=tf.Module())
-  float_classes = quantization.predictions(float_network, held_out, size)
+  float_classes = quantization.predictions(float_network, held_out)
   try:
     result = quantization.int8_network(
         converter, size, representative, held_out, held_out_labels,
@@ -422,21 +420,6 @@ def _compare(reference: np.ndarray, probabilities: np.ndarray,
   }
 
 
-def model_input_chunks(inputs: np.ndarray, image_size: int,
-                       chunk: int = 256):
-  """float32 model inputs, `chunk` at a time, from uint8 drawings
-  (upsampled here, so that only a chunk is ever held)."""
-  for i in range(0, len(inputs), chunk):
-    yield inference.to_model_input(np.asarray(inputs[i:i + chunk]),
-                                   image_size)
-
-
-def _predict(predictor: inference.Predictor, drawings: np.ndarray
-             ) -> np.ndarray:
-  return np.concatenate([predictor(x) for x in model_input_chunks(
-      drawings, predictor.image_size)])
-
-
 def _float_failure(path: str, difference: float,
                    against: str) -> QuickDrawError:
   return QuickDrawError(
@@ -554,7 +537,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   their preprocessing made is compared with `canvas_to_drawings`' exactly.
   """
   keras_model = inference.KerasPredictor("", classifier)
-  reference = _predict(keras_model, drawings)
+  reference = inference.predict_drawings(keras_model, drawings)
   report = {"check_drawings": int(len(drawings)),
             "float_tolerance": FLOAT_TOLERANCE,
             "max_quantization_loss": config.max_quantization_loss,
@@ -564,7 +547,8 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   artifacts = report["artifacts"]
   frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
                                           config.final_tensor_name)
-  figures = _compare(reference, _predict(frozen, drawings), labels)
+  figures = _compare(reference, inference.predict_drawings(frozen, drawings),
+                     labels)
   artifacts["frozen_graph"] = dict(figures, path=config.output_graph,
                                    bytes=os.path.getsize(
                                        temps[config.output_graph]))
@@ -581,7 +565,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   seen = preprocessing.canvas_to_drawings(pictures).numpy().astype(np.uint8)
   canvas_labels = labels[chosen]
   count = len(chosen)
-  canvas_reference = _predict(keras_model, seen)
+  canvas_reference = inference.predict_drawings(keras_model, seen)
   report["keras"]["canvas_top1"] = float(np.mean(
       canvas_reference.argmax(1) == canvas_labels))
   report["check_canvases"] = count
@@ -591,7 +575,8 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
     # Every core: checking 1,000 drawings is batch work.
     network = inference.TFLitePredictor(temps[path],
                                         num_threads=os.cpu_count())
-    figures = _compare(reference, _predict(network, drawings), labels)
+    figures = _compare(reference,
+                       inference.predict_drawings(network, drawings), labels)
     figures.update(path=path, bytes=os.path.getsize(temps[path]))
     artifacts[f"tflite_{mode}"] = figures
     if mode == "float32" and (figures["max_probability_difference"] >

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from quickdraw import preprocessing
+from quickdraw import canvases, preprocessing, quiet
 from quickdraw.errors import QuickDrawError
 
 INPUT_NAME = "input"
@@ -101,19 +101,21 @@ class TFLitePredictor(Predictor):
     keep_tensor: The name of an inner tensor to keep from every call, in
       `kept` (the export's checks read what a canvas model's preprocessing
       handed its network).
+    model_content: The model itself, instead of reading `path`.
   """
 
   def __init__(self, path: str, batch_size: int = 32,
                num_threads: int | None = None,
-               keep_tensor: str | None = None):
+               keep_tensor: str | None = None,
+               model_content: bytes | None = None):
     from ai_edge_litert.interpreter import Interpreter
-    from quickdraw import quiet
     self.path = path
     with warnings.catch_warnings(), quiet.native_stderr_silenced():
       # Keeping inner tensors is "for debugging": checking is what it is for.
       warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
       self.interpreter = Interpreter(
-          model_path=path, num_threads=num_threads,
+          model_path=None if model_content else path,
+          model_content=model_content, num_threads=num_threads,
           experimental_preserve_all_tensors=keep_tensor is not None)
     self.kept = None
     self._keep = None
@@ -131,7 +133,6 @@ class TFLitePredictor(Predictor):
 
   def _resize(self, batch: int) -> None:
     if self._batch != batch:
-      from quickdraw import quiet
       if not self.takes_canvas:
         self.interpreter.resize_tensor_input(
             self.input["index"], [batch, self.image_size, self.image_size, 3])
@@ -223,6 +224,15 @@ def to_model_input(drawings: np.ndarray, image_size: int) -> np.ndarray:
   return out
 
 
+def predict_drawings(predictor: Predictor, drawings: np.ndarray,
+                     chunk: int = 256) -> np.ndarray:
+  """A network artifact's probabilities for uint8 drawings, upsampled as in
+  training `chunk` at a time (1,000 model inputs at 224 px take 600 MB)."""
+  return np.concatenate([
+      predictor(to_model_input(drawings[i:i + chunk], predictor.image_size))
+      for i in range(0, len(drawings), chunk)])
+
+
 def drawing_from_image(image: np.ndarray) -> np.ndarray:
   """A picture of a doodle as a 28x28 QuickDraw drawing.
 
@@ -255,7 +265,6 @@ def read_inputs(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
   Raises:
     QuickDrawError: a missing or unreadable input.
   """
-  from quickdraw import canvases
   names, pictures = [], []
   for path in paths:
     if not os.path.isfile(path):
@@ -298,7 +307,6 @@ def classify_pictures(predictor: Predictor, pictures: Sequence[np.ndarray]
     (uint8 (N, 28, 28) drawings the model saw, float32 (N, classes)
     probabilities).
   """
-  from quickdraw import canvases
   if not len(pictures):
     return np.zeros((0, 28, 28), np.uint8), np.zeros((0, 0), np.float32)
   if predictor.takes_canvas:
@@ -308,4 +316,4 @@ def classify_pictures(predictor: Predictor, pictures: Sequence[np.ndarray]
     drawings = preprocessing.canvas_to_drawings(fitted).numpy()
     return drawings.astype(np.uint8), predictor(fitted)
   drawings = np.stack([drawing_from_image(p) for p in pictures])
-  return drawings, predictor(to_model_input(drawings, predictor.image_size))
+  return drawings, predict_drawings(predictor, drawings)

@@ -25,7 +25,6 @@ import csv
 import dataclasses
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -62,9 +61,10 @@ class Int8Result:
   layer_errors: dict[str, float]
 
 
-def _inputs(drawings: np.ndarray, image_size: int
-            ) -> Callable[[], Iterator[list[np.ndarray]]]:
-  """A representative-dataset factory: one model input at a time."""
+def representative_dataset(drawings: np.ndarray, image_size: int
+                           ) -> Callable[[], Iterator[list[np.ndarray]]]:
+  """A converter's representative-dataset factory: uint8 drawings as model
+  inputs, one at a time."""
   def generate():
     for i in range(0, len(drawings), 64):
       batch = inference.to_model_input(drawings[i:i + 64], image_size)
@@ -87,19 +87,11 @@ def _layer_errors(debugger) -> dict[str, float]:
   return errors
 
 
-def predictions(model: bytes, drawings: np.ndarray, image_size: int
-                ) -> np.ndarray:
+def predictions(model: bytes, drawings: np.ndarray) -> np.ndarray:
   """A TFLite network's top-1 class for each drawing."""
-  with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
-    f.write(model)
-  try:
-    predictor = inference.TFLitePredictor(f.name, num_threads=os.cpu_count())
-    probabilities = np.concatenate([
-        predictor(inference.to_model_input(drawings[i:i + 256], image_size))
-        for i in range(0, len(drawings), 256)])
-  finally:
-    os.unlink(f.name)
-  return probabilities.argmax(1)
+  predictor = inference.TFLitePredictor("", num_threads=os.cpu_count(),
+                                        model_content=model)
+  return inference.predict_drawings(predictor, drawings).argmax(1)
 
 
 def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
@@ -139,7 +131,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     loss.
   """
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = _inputs(representative, image_size)
+  converter.representative_dataset = representative_dataset(representative, image_size)
   # int8 kernels first; float kernels for the layers kept in float.
   converter.target_spec.supported_ops = [
       tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -147,7 +139,8 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     warnings.filterwarnings("ignore", "Statistics for quantized inputs")
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
-        debug_dataset=_inputs(held_out[:DEBUG_DRAWINGS], image_size))
+        debug_dataset=representative_dataset(held_out[:DEBUG_DRAWINGS],
+                                             image_size))
     errors = _layer_errors(debugger)
   suspects = sorted(errors, key=errors.get, reverse=True)[:candidates]
 
@@ -159,7 +152,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
       debugger.options = tf.lite.experimental.QuantizationDebugOptions(
           denylisted_nodes=float_layers or None)
       model = debugger.get_nondebug_quantized_model()
-    classes = predictions(model, held_out, image_size)
+    classes = predictions(model, held_out)
     return (100 * np.mean(classes == float_classes),
             float_top1 - 100 * np.mean(classes == held_out_labels), model)
 

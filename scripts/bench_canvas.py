@@ -62,9 +62,7 @@ def main(argv: Sequence[str]) -> None:
   models = FLAGS.bench_dir
   network = inference.TFLitePredictor(os.path.join(models, "model.tflite"),
                                       num_threads=os.cpu_count())
-  rows = np.concatenate([network(inference.to_model_input(
-      drawings[i:i + 256], network.image_size))
-                         for i in range(0, len(drawings), 256)])
+  rows = inference.predict_drawings(network, drawings)
   print(f"{len(labels)} test drawings, {source.num_classes} categories")
   print("  network on the .npy rows: top-1 "
         f"{np.mean(rows.argmax(1) == labels):.4f}")
