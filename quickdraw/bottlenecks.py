@@ -7,9 +7,9 @@ later epoch, and every later run on the same data, trains the head from them
 
 A cache entry is a folder `<bottleneck_dir>/<split>-<key>/` holding
 `features.npy` (float32, memmapped), `labels.npy` and `meta.json`. The key
-hashes everything the features depend on: the backbone's actual weight values
-(so `--weights`, the architecture and a fine-tuned backbone all count), the
-input size, and the split's exact drawings (category, file, size, mtime and
+hashes everything the features depend on: the architecture and its input
+range, the backbone's actual weight values (so `--weights` and a fine-tuned
+backbone count too), the input size, and the split's exact drawings (category, file, size, mtime and
 every row). Change any of them and a new entry is computed.
 
 Computation writes into `features.partial.npy` and records progress every
@@ -29,12 +29,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from quickdraw import atomic_files, input_pipeline, preprocessing
+from quickdraw import atomic_files, backbones, input_pipeline, preprocessing
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the architecture and its input range in the key
 _PROGRESS_EVERY = 20  # batches between progress records
 
 
@@ -72,7 +72,8 @@ def entry_dir(bottleneck_dir: str, backbone: keras.Model,
               image_size: int) -> str:
   """The cache folder for `split`."""
   key = hashlib.sha256(
-      f"{_FORMAT}\0{weights_digest(backbone)}\0{image_size}\0"
+      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
+      f"{weights_digest(backbone)}\0{image_size}\0"
       f"{data_digest(source, split)}".encode()).hexdigest()[:20]
   return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
 
@@ -162,6 +163,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   atomic_files.write_text(meta_path, json.dumps({
       "format": _FORMAT, "split": Split(split).value, "drawings": n,
       "feature_dim": dim, "image_size": image_size,
+      "architecture": backbone.name,
       "categories": list(source.categories)}, indent=2) + "\n")
   if os.path.exists(progress_path):
     os.unlink(progress_path)
@@ -172,16 +174,19 @@ _FORWARD = weakref.WeakKeyDictionary()
 
 
 def _compiled_forward(backbone: keras.Model, image_size: int):
-  """28x28 drawings -> upsampled -> backbone features, as a tf.function.
+  """28x28 drawings -> upsampled into the backbone's input range ->
+  backbone features, as a tf.function.
 
   Kept per backbone and size so that every split reuses one trace instead of
   paying for tracing again.
   """
   compiled = _FORWARD.setdefault(backbone, {})
+  value_range = backbones.input_range_of(backbone)
   if image_size not in compiled:
     @tf.function(reduce_retracing=True)
     def infer(drawings):
-      images = preprocessing.upsample_to_rgb(drawings, image_size)
+      images = preprocessing.upsample_to_rgb(drawings, image_size,
+                                             value_range)
       return backbone(images, training=False)
 
     compiled[image_size] = infer

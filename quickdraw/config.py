@@ -12,7 +12,6 @@ import os
 from quickdraw.errors import QuickDrawError
 
 DEFAULT_DATA_DIR = os.path.join("~", ".keras", "datasets", "quickdraw")
-BACKBONE_IMAGE_SIZES = (128, 160, 192, 224)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +60,7 @@ class DataConfig:
           f"--validation_percentage={self.validation_percentage} plus "
           f"--testing_percentage={self.testing_percentage} leave no training "
           "drawings; keep their sum under 100")
-    if self.image_size < 28:
+    if self.image_size < 32:
       raise QuickDrawError(
-          f"--image_size={self.image_size} is smaller than the 28-pixel "
-          f"drawings; MobileNet takes {', '.join(map(str, BACKBONE_IMAGE_SIZES))}")
+          f"--image_size={self.image_size} is below 32, the smallest input "
+          "Keras' backbones take; pass 0 for the --architecture's own size")

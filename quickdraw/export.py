@@ -3,9 +3,11 @@
 `export_model(classifier, categories, config, drawings, labels, ...)` writes
 
   --output_graph    frozen GraphDef (retrain.py's retrained_graph.pb): input
-                    node `input` float32 [batch, S, S, 3] in [-1, 1], output
-                    node `final_result` (softmax); loads with
-                    `tf.compat.v1.import_graph_def` and nothing else
+                    node `input` float32 [batch, S, S, 3] in the backbone's
+                    input range ([-1, 1] for MobileNet v1 and v2, as
+                    retrain.py's; 0..255 for V3 and EfficientNet, which
+                    rescale inside), output node `final_result` (softmax);
+                    loads with `tf.compat.v1.import_graph_def` alone
   --output_labels   one category per line, in output order
   --output_tflite   the network as TFLite (`model.tflite`): the same input
                     and output as the graph; with --quantize,
@@ -45,9 +47,9 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
-from quickdraw import (__version__, atomic_files, canvases, inference,
-                       preprocessing, quantization, quiet, tflite_graph,
-                       tflite_metadata)
+from quickdraw import (__version__, atomic_files, backbones, canvases,
+                       inference, preprocessing, quantization, quiet,
+                       tflite_graph, tflite_metadata)
 from quickdraw.errors import QuickDrawError
 
 QUANTIZATIONS = ("dynamic", "float16", "int8")
@@ -188,7 +190,8 @@ def _convert(converter: tf.lite.TFLiteConverter, what: str) -> bytes:
 
 def tflite_bytes(frozen, mode: str = "float32",
                  representative: np.ndarray | None = None,
-                 final_tensor_name: str = inference.FINAL_TENSOR_NAME
+                 final_tensor_name: str = inference.FINAL_TENSOR_NAME,
+                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
                  ) -> bytes:
   """Converts the network (a frozen function) to TFLite, without metadata.
 
@@ -199,6 +202,7 @@ def tflite_bytes(frozen, mode: str = "float32",
       `representative`; input and output stay float32).
     representative: uint8 drawings (N, 784) for int8 calibration.
     final_tensor_name: The output tensor's name.
+    value_range: The network's input range (`backbones`).
 
   Returns:
     The model, its input named `input` and its output `final_tensor_name`,
@@ -217,7 +221,7 @@ def tflite_bytes(frozen, mode: str = "float32",
     if representative is None or not len(representative):
       raise ValueError("int8 needs representative drawings")
     converter.representative_dataset = quantization.representative_dataset(
-        representative, int(frozen.inputs[0].shape[1]))
+        representative, int(frozen.inputs[0].shape[1]), value_range)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
   model = _convert(converter, f"the {mode} network")
   return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
@@ -226,7 +230,8 @@ def tflite_bytes(frozen, mode: str = "float32",
 def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
                held_out_labels: np.ndarray, float_network: bytes,
                loss_target: float,
-               final_tensor_name: str = inference.FINAL_TENSOR_NAME
+               final_tensor_name: str = inference.FINAL_TENSOR_NAME,
+               value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
                ) -> quantization.Int8Result:
   """The int8 network, its worst layers kept in float (see `quantization`).
 
@@ -238,6 +243,7 @@ def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
     float_network: The float32 network (`tflite_bytes`), the reference.
     loss_target: Points of top-1 on `held_out` int8 may lose.
     final_tensor_name: The output tensor's name.
+    value_range: The network's input range (`backbones`).
 
   Returns:
     The result, its `model` named and signed like `tflite_bytes`' models.
@@ -248,11 +254,13 @@ def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
   size = int(frozen.inputs[0].shape[1])
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [frozen], trackable_obj=tf.Module())
-  float_classes = quantization.predictions(float_network, held_out)
+  float_classes = quantization.predictions(float_network, held_out,
+                                          value_range)
   try:
     result = quantization.int8_network(
         converter, size, representative, held_out, held_out_labels,
-        float_classes, loss_target, tflite_graph.layer_costs(float_network))
+        float_classes, loss_target, tflite_graph.layer_costs(float_network),
+        value_range=value_range)
   except Exception as e:  # the converter raises ConverterError and others
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
     raise QuickDrawError(f"cannot convert the int8 network to TFLite "
@@ -264,10 +272,13 @@ def int8_bytes(frozen, representative: np.ndarray, held_out: np.ndarray,
   return result
 
 
-def canvas_preprocessing_bytes(canvas_size: int, image_size: int) -> bytes:
+def canvas_preprocessing_bytes(
+    canvas_size: int, image_size: int,
+    value_range: tuple[float, float] = preprocessing.SIGNED_RANGE) -> bytes:
   """The app model's first part, in float32: a uint8 [1, H, W, 3] canvas ->
-  the network's [1, S, S, 3] input (`preprocessing.canvas_to_drawings`,
-  then `preprocessing.upsample_to_rgb`, as in training)."""
+  the network's [1, S, S, 3] input in `value_range`
+  (`preprocessing.canvas_to_drawings`, then
+  `preprocessing.upsample_to_rgb`, as in training)."""
   spec = tf.TensorSpec([1, canvas_size, canvas_size, 3], tf.uint8,
                        name=CANVAS_TENSOR)
 
@@ -275,7 +286,8 @@ def canvas_preprocessing_bytes(canvas_size: int, image_size: int) -> bytes:
   def preprocess(canvas):
     drawings = preprocessing.canvas_to_drawings(canvas)
     return tf.identity(preprocessing.upsample_to_rgb(
-        drawings[..., tf.newaxis], image_size), name=PREPROCESSED_TENSOR)
+        drawings[..., tf.newaxis], image_size, value_range),
+                       name=PREPROCESSED_TENSOR)
 
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [preprocess.get_concrete_function()], trackable_obj=tf.Module())
@@ -295,13 +307,23 @@ def canvas_model_bytes(preprocessing_model: bytes, network: bytes,
   return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
 
 
-def drawing_contract(image_size: int) -> dict:
+def drawing_contract(image_size: int,
+                     value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+                     ) -> dict:
   """The network's input: what `model.tflite` and the frozen graph take."""
+  mean, std = preprocessing.normalization(value_range)
+  low, high = value_range
   return {
       "name": inference.INPUT_NAME,
       "shape": [1, image_size, image_size, 3],
       "dtype": "float32",
-      "normalization": "value = (pixel - 127.5) / 127.5, in [-1, 1]",
+      "value_range": [low, high],
+      "mean": mean,
+      "std": std,
+      "normalization": (
+          f"value = (pixel - {mean:g}) / {std:g}, in [{low:g}, {high:g}]"
+          if (mean, std) != (0.0, 1.0) else
+          "value = pixel, 0 to 255 (the network rescales inside)"),
       "channels": "RGB, all three equal (grey drawings)",
       "ink": "light ink (255) on black (0), like QuickDraw's bitmaps",
       "drawing": "the ink's bounding box padded to a square, its long "
@@ -340,11 +362,14 @@ def output_contract(categories: Sequence[str], final_tensor_name: str) -> dict:
 
 
 def model_info(config: ExportConfig, categories: Sequence[str],
-               image_size: int) -> dict:
+               image_size: int,
+               value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
+               architecture: str | None = None) -> dict:
   """Which file is which and what each takes, for `report_dir`."""
   def rel(path):
     return os.path.relpath(path, config.report_dir)
   return {
+      "architecture": architecture,
       "labels": rel(config.output_labels),
       "canvas_models": {m: rel(config.tflite_path(m, canvas=True))
                         for m in config.modes},
@@ -352,7 +377,7 @@ def model_info(config: ExportConfig, categories: Sequence[str],
       "drawing_models": {
           **{m: rel(config.tflite_path(m)) for m in config.modes},
           "frozen_graph": rel(config.output_graph)},
-      "drawing_input": drawing_contract(image_size),
+      "drawing_input": drawing_contract(image_size, value_range),
       "output": output_contract(categories, config.final_tensor_name),
   }
 
@@ -363,9 +388,12 @@ ASSET_GRAPH = "retrained_graph.pb"
 
 
 def assets_info(config: ExportConfig, categories: Sequence[str],
-                image_size: int, variant: str) -> dict:
+                image_size: int, variant: str,
+                value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
+                architecture: str | None = None) -> dict:
   """model_info.json as the assets folder holds it: its own files."""
   return {
+      "architecture": architecture,
       "tflite": ASSET_MODEL,
       "variant": f"canvas model, {variant}",
       "input": canvas_contract(config.canvas_size),
@@ -374,7 +402,7 @@ def assets_info(config: ExportConfig, categories: Sequence[str],
       "labels_note": "the same lines in both files, and inside "
                      f"{ASSET_MODEL} as its metadata's label file",
       "frozen_graph": {"file": ASSET_GRAPH,
-                       "input": drawing_contract(image_size),
+                       "input": drawing_contract(image_size, value_range),
                        "output": config.final_tensor_name},
   }
 
@@ -390,7 +418,9 @@ def _description(categories: Sequence[str]) -> tflite_metadata.ModelDescription:
 
 
 def with_metadata(model: bytes, categories: Sequence[str], *, canvas: bool,
-                  size: int, final_tensor_name: str) -> bytes:
+                  size: int, final_tensor_name: str,
+                  value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+                  ) -> bytes:
   """`model` with the TFLite metadata MediaPipe needs, labels inside."""
   if canvas:
     image = tflite_metadata.ImageInput(
@@ -398,11 +428,13 @@ def with_metadata(model: bytes, categories: Sequence[str], *, canvas: bool,
         "The app's drawing canvas, opaque RGB, either ink polarity, the "
         "doodle anywhere on it.", size, size)
   else:
+    mean, std = preprocessing.normalization(value_range)
     image = tflite_metadata.ImageInput(
         inference.INPUT_NAME,
         "A QuickDraw drawing (light ink on black, framed as QuickDraw's "
         "28x28 bitmaps) upsampled to the input size.", size, size,
-        mean=127.5, std=127.5, value_min=-1.0, value_max=1.0)
+        mean=mean, std=std, value_min=value_range[0],
+        value_max=value_range[1])
   metadata = tflite_metadata.metadata_buffer(
       _description(categories), image, final_tensor_name,
       "Probabilities of the categories, in the label file's order.")
@@ -436,7 +468,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   """Writes, checks and publishes every artifact (see the module docstring).
 
   Args:
-    classifier: The trained Keras model, [-1, 1] images -> probabilities.
+    classifier: The trained Keras model, images in its backbone's input
+      range (`backbones.input_range_of`) -> probabilities.
     categories: Names in output order.
     config: Paths and options.
     check_drawings: Held-out test drawings, uint8 (N, 784), light on black.
@@ -460,11 +493,15 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       model needs ops TFLite does not build in; nothing is replaced.
   """
   image_size = int(classifier.input_shape[1])
+  value_range = backbones.input_range_of(classifier)
+  architecture = backbones.find_architecture(classifier)
+  architecture = architecture.name if architecture else None
   check_drawings = np.asarray(check_drawings, np.uint8).reshape(-1, 784)
   check_labels = np.asarray(check_labels, np.int64)
   frozen = serving_function(classifier, config.final_tensor_name)
   name = config.final_tensor_name
-  preprocess = canvas_preprocessing_bytes(config.canvas_size, image_size)
+  preprocess = canvas_preprocessing_bytes(config.canvas_size, image_size,
+                                          value_range)
   contents = {config.output_graph: frozen_graph_bytes(frozen),
               config.output_labels: inference.labels_text(
                   categories).encode()}
@@ -476,18 +513,20 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
         raise ValueError("int8 needs representative and held-out drawings")
       int8 = int8_bytes(frozen, representative, *held_out,
                         networks["float32"],
-                        config.max_quantization_loss / 2, name)
+                        config.max_quantization_loss / 2, name, value_range)
       networks[mode] = int8.model
     else:
-      networks[mode] = tflite_bytes(frozen, mode, final_tensor_name=name)
+      networks[mode] = tflite_bytes(frozen, mode, final_tensor_name=name,
+                                    value_range=value_range)
     contents[config.tflite_path(mode)] = with_metadata(
         networks[mode], categories, canvas=False, size=image_size,
-        final_tensor_name=name)
+        final_tensor_name=name, value_range=value_range)
     contents[config.tflite_path(mode, canvas=True)] = with_metadata(
         canvas_model_bytes(preprocess, networks[mode], name), categories,
         canvas=True, size=config.canvas_size, final_tensor_name=name)
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
-      model_info(config, categories, image_size), indent=2) + "\n").encode()
+      model_info(config, categories, image_size, value_range, architecture),
+      indent=2) + "\n").encode()
   report_path = os.path.join(config.report_dir, REPORT)
   assets = {}
   if config.android_assets_dir:
@@ -500,7 +539,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       with open(temps[path], "wb") as f:
         f.write(data)
     report = _check(classifier, categories, config, temps, check_drawings,
-                    check_labels, image_size)
+                    check_labels, image_size, value_range)
+    report["architecture"] = architecture
     if int8 is not None:
       report["int8_float_layers"] = {
           "layers": int8.float_layers,
@@ -515,7 +555,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       for target, asset in assets.items():
         data = (contents[sources[asset]] if asset in sources else
                 (json.dumps(assets_info(config, categories, image_size,
-                                        variant), indent=2) + "\n").encode())
+                                        variant, value_range, architecture),
+                            indent=2) + "\n").encode())
         with open(temps[target], "wb") as f:
           f.write(data)
       report["android_assets"] = {
@@ -529,7 +570,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
 
 
 def _check(classifier, categories, config: ExportConfig, temps: dict,
-           drawings: np.ndarray, labels: np.ndarray, image_size: int) -> dict:
+           drawings: np.ndarray, labels: np.ndarray, image_size: int,
+           value_range: tuple[float, float]) -> dict:
   """Runs every written artifact (from its temporary file) against Keras.
 
   Network artifacts take the check drawings; canvas models take the first
@@ -546,7 +588,8 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
             "artifacts": {}}
   artifacts = report["artifacts"]
   frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
-                                          config.final_tensor_name)
+                                          config.final_tensor_name,
+                                          value_range)
   figures = _compare(reference, inference.predict_drawings(frozen, drawings),
                      labels)
   artifacts["frozen_graph"] = dict(figures, path=config.output_graph,
@@ -575,6 +618,10 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
     # Every core: checking 1,000 drawings is batch work.
     network = inference.TFLitePredictor(temps[path],
                                         num_threads=os.cpu_count())
+    if network.input_range != value_range:
+      raise QuickDrawError(
+          f"{path}'s metadata says its input is in {network.input_range}, "
+          f"not {value_range}; nothing was replaced. Please report this")
     figures = _compare(reference,
                        inference.predict_drawings(network, drawings), labels)
     figures.update(path=path, bytes=os.path.getsize(temps[path]))
@@ -588,8 +635,10 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
     app = inference.TFLitePredictor(temps[path], num_threads=os.cpu_count(),
                                     keep_tensor=PREPROCESSED_TENSOR)
     probabilities = app(pictures)
+    # In [-1, 1] units whatever the range, so one tolerance fits all.
     geometry = float(np.max(np.abs(
-        app.kept - inference.to_model_input(seen, image_size))))
+        app.kept - inference.to_model_input(seen, image_size, value_range))
+                            ) * 2 / (value_range[1] - value_range[0]))
     figures = _compare(canvas_reference, probabilities, canvas_labels)
     figures = {"canvas_top1": figures["test_top1"],
                "canvas_top1_agreement": figures["top1_agreement"],
@@ -673,8 +722,8 @@ def tflite_latency(path: str, runs: int = 50) -> float:
                         predictor.canvas_shape[0])
   else:
     x = np.random.default_rng(0).uniform(
-        -1, 1, (1, predictor.image_size, predictor.image_size, 3)
-    ).astype(np.float32)
+        *predictor.input_range,
+        (1, predictor.image_size, predictor.image_size, 3)).astype(np.float32)
   predictor(x)
   times = []
   for _ in range(runs):
@@ -684,15 +733,17 @@ def tflite_latency(path: str, runs: int = 50) -> float:
   return float(np.median(times))
 
 
-def inputs_from_split(source, split, count: int,
-                      image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def inputs_from_split(
+    source, split, count: int, image_size: int,
+    value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+) -> tuple[np.ndarray, np.ndarray]:
   """Up to `count` drawings spread evenly over a split, as model inputs.
 
   Returns:
-    (float32 (n, S, S, 3) images, int (n,) labels).
+    (float32 (n, S, S, 3) images in `value_range`, int (n,) labels).
   """
   drawings, labels = drawings_from_split(source, split, count)
-  return inference.to_model_input(drawings, image_size), labels
+  return inference.to_model_input(drawings, image_size, value_range), labels
 
 
 def drawings_from_split(source, split,

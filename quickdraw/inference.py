@@ -1,8 +1,13 @@
 """Running any exported artifact, and bringing any picture to its contract.
 
-Every artifact (Keras `.keras`, frozen `.pb`, `.tflite`) takes float32 RGB
-`[batch, S, S, 3]` in [-1, 1] and returns softmax probabilities in label
-order. `load_predictor(path)` hides which one it is; `drawing_from_image`
+Every network artifact (Keras `.keras`, frozen `.pb`, `.tflite`) takes
+float32 RGB `[batch, S, S, 3]` in its backbone's input range ([-1, 1] for
+MobileNet v1 and v2, 0..255 for the families that rescale inside; see
+`backbones`) and returns softmax probabilities in label order. Each says
+which range it takes: a Keras model by its backbone's name, a `.tflite` by
+its metadata's NormalizationOptions, a `.pb` by the `model_info.json`
+written beside it. `load_predictor(path)` hides which one it is;
+`drawing_from_image`
 turns a PNG/JPEG of a doodle, of any size and either ink polarity, into a
 28x28 QuickDraw-style drawing, and `to_model_input` upsamples drawings as
 training did.
@@ -10,6 +15,7 @@ training did.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,11 +36,13 @@ class Predictor:
   Attributes:
     path: The artifact.
     image_size: Its input side S.
+    input_range: The values its float input takes (low, high).
     takes_canvas: Whether it takes app canvases (uint8 RGB pictures) rather
       than model inputs.
   """
   path: str
   image_size: int
+  input_range: tuple[float, float] = preprocessing.SIGNED_RANGE
   takes_canvas: bool = False
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -50,10 +58,12 @@ class KerasPredictor(Predictor):
 
   def __init__(self, path: str, model=None):
     import keras
+    from quickdraw import backbones
     self.path = path
     self.model = model if model is not None else keras.models.load_model(
         path, compile=False)
     self.image_size = int(self.model.input_shape[1])
+    self.input_range = backbones.input_range_of(self.model)
     self._forward = tf.function(lambda x: self.model(x, training=False),
                                 reduce_retracing=True)
 
@@ -64,10 +74,19 @@ class KerasPredictor(Predictor):
 
 
 class FrozenGraphPredictor(Predictor):
-  """A frozen GraphDef run through `tf.compat.v1` alone, as old apps did."""
+  """A frozen GraphDef run through `tf.compat.v1` alone, as old apps did.
 
-  def __init__(self, path: str, final_tensor_name: str = FINAL_TENSOR_NAME):
+  Args:
+    path: The `.pb` file.
+    final_tensor_name: Its output node.
+    input_range: What its input takes; None reads the `model_info.json`
+      beside it (`graph_input_range`).
+  """
+
+  def __init__(self, path: str, final_tensor_name: str = FINAL_TENSOR_NAME,
+               input_range: tuple[float, float] | None = None):
     self.path = path
+    self.input_range = input_range or graph_input_range(path)
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as f:
       graph_def.ParseFromString(f.read())
@@ -90,9 +109,9 @@ class TFLitePredictor(Predictor):
   Android apps use, a batch at a time.
 
   Two kinds of model: the network alone (float32 `[batch, S, S, 3]` in
-  [-1, 1], `takes_canvas` False) and the app's canvas model (uint8
-  `[1, H, W, 3]` canvases, `takes_canvas` True; one canvas per call, as on
-  the phone).
+  the backbone's input range, `takes_canvas` False) and the app's canvas
+  model (uint8 `[1, H, W, 3]` canvases, `takes_canvas` True; one canvas per
+  call, as on the phone).
 
   Args:
     path: The `.tflite` file.
@@ -102,19 +121,30 @@ class TFLitePredictor(Predictor):
       `kept` (the export's checks read what a canvas model's preprocessing
       handed its network).
     model_content: The model itself, instead of reading `path`.
+    input_range: What a network's float input takes; None reads its
+      metadata's NormalizationOptions ([-1, 1] without metadata).
   """
 
   def __init__(self, path: str, batch_size: int = 32,
                num_threads: int | None = None,
                keep_tensor: str | None = None,
-               model_content: bytes | None = None):
+               model_content: bytes | None = None,
+               input_range: tuple[float, float] | None = None):
     from ai_edge_litert.interpreter import Interpreter
+    from quickdraw import tflite_metadata
     self.path = path
+    if input_range is None:
+      if model_content is None:
+        with open(path, "rb") as f:
+          model_content = f.read()
+      normalization = tflite_metadata.read_normalization(model_content)
+      input_range = (preprocessing.range_of_normalization(*normalization)
+                     if normalization else preprocessing.SIGNED_RANGE)
+    self.input_range = input_range
     with warnings.catch_warnings(), quiet.native_stderr_silenced():
       # Keeping inner tensors is "for debugging": checking is what it is for.
       warnings.filterwarnings("ignore", ".*experimental_preserve_all_tensors")
       self.interpreter = Interpreter(
-          model_path=None if model_content else path,
           model_content=model_content, num_threads=num_threads,
           experimental_preserve_all_tensors=keep_tensor is not None)
     self.kept = None
@@ -210,17 +240,40 @@ def read_labels(path: str) -> list[str]:
                          "labels file written beside the model") from None
 
 
-def to_model_input(drawings: np.ndarray, image_size: int) -> np.ndarray:
-  """uint8 (N, 784) or (N, 28, 28) drawings -> float32 (N, S, S, 3)."""
+def graph_input_range(path: str) -> tuple[float, float]:
+  """What a frozen graph written by the export takes: the input range in
+  the `model_info.json` beside it (the run's folder and the Android assets
+  both have one); [-1, 1], retrain.py's contract, without one."""
+  info_path = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           "model_info.json")
+  try:
+    with open(info_path) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    return preprocessing.SIGNED_RANGE
+  contract = info.get("drawing_input") or info.get("frozen_graph", {}).get(
+      "input", {})
+  value_range = contract.get("value_range")
+  if isinstance(value_range, list) and len(value_range) == 2:
+    return float(value_range[0]), float(value_range[1])
+  return preprocessing.SIGNED_RANGE
+
+
+def to_model_input(drawings: np.ndarray, image_size: int,
+                   value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+                   ) -> np.ndarray:
+  """uint8 (N, 784) or (N, 28, 28) drawings -> float32 (N, S, S, 3) in
+  `value_range`."""
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28, 1)
   if len(drawings) <= 256:  # TensorFlow's buffer, no copy
-    return preprocessing.upsample_to_rgb(drawings, image_size).numpy()
+    return preprocessing.upsample_to_rgb(drawings, image_size,
+                                         value_range).numpy()
   # In chunks, into one array: no second full-size copy (1,000 inputs at
   # 224 px are 600 MB).
   out = np.empty((len(drawings), image_size, image_size, 3), np.float32)
   for i in range(0, len(drawings), 256):
     out[i:i + 256] = preprocessing.upsample_to_rgb(drawings[i:i + 256],
-                                                   image_size)
+                                                   image_size, value_range)
   return out
 
 
@@ -229,7 +282,8 @@ def predict_drawings(predictor: Predictor, drawings: np.ndarray,
   """A network artifact's probabilities for uint8 drawings, upsampled as in
   training `chunk` at a time (1,000 model inputs at 224 px take 600 MB)."""
   return np.concatenate([
-      predictor(to_model_input(drawings[i:i + chunk], predictor.image_size))
+      predictor(to_model_input(drawings[i:i + chunk], predictor.image_size,
+                               predictor.input_range))
       for i in range(0, len(drawings), chunk)])
 
 

@@ -214,7 +214,9 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  *, image_size: int | None = None, shuffle: bool = True,
                  epochs: int | None = 1, first_epoch: int = 0,
                  drop_remainder: bool = False, augment: bool = False,
-                 stream: bool | None = None) -> tf.data.Dataset:
+                 stream: bool | None = None,
+                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+                 ) -> tf.data.Dataset:
   """The input pipeline for one split.
 
   Args:
@@ -222,7 +224,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
     split: "train", "validation" or "test".
     batch_size: Drawings per batch.
     image_size: None for 28x28x1 uint8 drawings in [0, 255]; else the side
-      of float32 RGB images in [-1, 1] (e.g. 224).
+      of float32 RGB images in `value_range` (e.g. 224).
     shuffle: Shuffle across classes every epoch (seeded by the config's seed
       and the epoch number).
     epochs: Passes over the split; None for endless.
@@ -233,6 +235,8 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       number since the first epoch, so a resumed run repeats them.
     stream: Read block by block without an index (`stream_batches`); None
       streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
+    value_range: The images' values: the backbone's input range
+      (`backbones`).
 
   Returns:
     A dataset of (images, labels) batches; labels are int32 class indices in
@@ -264,13 +268,13 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       images, labels = batch
       return preprocessing.random_affine_upsample_to_rgb(
           images, image_size, tf.stack([tf.constant(seed, tf.int64),
-                                        batch_number])), labels
+                                        batch_number]), value_range), labels
 
     ds = ds.enumerate(start=first_batch).map(
         distort, num_parallel_calls=tf.data.AUTOTUNE)
   elif image_size is not None:
-    ds = ds.map(lambda x, y: (preprocessing.upsample_to_rgb(x, image_size), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (preprocessing.upsample_to_rgb(
+        x, image_size, value_range), y), num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,74 +1,30 @@
-"""The classifier: a frozen Keras MobileNet backbone and a new head.
+"""The classifier: a frozen Keras backbone (see `backbones`) and a new head.
 
-The backbone maps RGB images in [-1, 1] to pooled features; the head maps
-features to class probabilities. Keeping them apart lets training compute the
-backbone's features once (the bottleneck cache) and train the head alone;
-`build_classifier` joins them for fine-tuning and export.
+The backbone maps RGB images (in its family's input range) to pooled
+features; the head maps features to class probabilities. Keeping them apart
+lets training compute the backbone's features once (the bottleneck cache)
+and train the head alone; `build_classifier` joins them for fine-tuning and
+export.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 
 import keras
 
-from quickdraw import preprocessing
+from quickdraw import backbones, preprocessing
 from quickdraw.errors import QuickDrawError
 
-ALPHAS = {"1.0": 1.0, "0.75": 0.75, "0.50": 0.5, "0.5": 0.5, "0.25": 0.25}
-SIZES = (224, 192, 160, 128)
-WEIGHTS_BASE_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/")
-_ARCHITECTURE = re.compile(r"^mobilenet_(?P<alpha>[0-9.]+)_(?P<size>\d+)$")
-# Keras' own names for MobileNet v1's no-top ImageNet weights.
-_WEIGHTS_FILE = re.compile(r"^mobilenet_(1_0|7_5|5_0|2_5)_(224|192|160|128)"
-                           r"_tf_no_top\.h5$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-  """A MobileNet v1 variant, named as retrain.py's `--architecture`.
-
-  Attributes:
-    alpha: Width multiplier: 1.0, 0.75, 0.5 or 0.25.
-    image_size: Input side: 224, 192, 160 or 128.
-  """
-  alpha: float
-  image_size: int
-
-  @property
-  def name(self) -> str:
-    alpha = {1.0: "1.0", 0.75: "0.75", 0.5: "0.50", 0.25: "0.25"}[self.alpha]
-    return f"mobilenet_{alpha}_{self.image_size}"
-
-  @property
-  def weights_filename(self) -> str:
-    """The name Keras gives the ImageNet no-top weights of this variant."""
-    alpha = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}[self.alpha]
-    return f"mobilenet_{alpha}_{self.image_size}_tf_no_top.h5"
-
-
-def parse_architecture(name: str) -> Architecture:
-  """Parses `mobilenet_<alpha>_<size>`, e.g. `mobilenet_1.0_224`.
-
-  Raises:
-    QuickDrawError: not a MobileNet v1 variant Keras has weights for.
-  """
-  match = _ARCHITECTURE.match(name.strip())
-  if (not match or match["alpha"] not in ALPHAS or
-      int(match["size"]) not in SIZES):
-    raise QuickDrawError(
-        f"--architecture={name} is not supported; use mobilenet_<alpha>_<size> "
-        "with alpha 1.0, 0.75, 0.50 or 0.25 and size 224, 192, 160 or 128, "
-        "e.g. mobilenet_1.0_224")
-  return Architecture(ALPHAS[match["alpha"]], int(match["size"]))
+# The backbone table and names live in `backbones`; these names stay here
+# for the code that has always imported them from this module.
+Architecture = backbones.Architecture
+parse_architecture = backbones.parse_architecture
 
 
 def resolve_weights(architecture: Architecture, weights: str,
                     model_dir: str | None = None,
-                    base_url: str = WEIGHTS_BASE_URL) -> str | None:
+                    base_url: str | None = None) -> str | None:
   """Finds (downloading if needed) the backbone's weights file.
 
   Args:
@@ -76,7 +32,8 @@ def resolve_weights(architecture: Architecture, weights: str,
     weights: "imagenet", "none", or a path to a Keras `.h5` weights file.
     model_dir: Keras' cache folder for downloads (its `models/` subfolder is
       used); None for Keras' default, `~/.keras`.
-    base_url: Where Keras' MobileNet weights are published.
+    base_url: Where to download from instead of where Keras publishes the
+      family's weights (the file name is appended).
 
   Returns:
     A local path, or None for random initialisation.
@@ -91,17 +48,19 @@ def resolve_weights(architecture: Architecture, weights: str,
       raise QuickDrawError(
           f"--weights={weights}: no such file; pass a Keras .h5 weights file, "
           "imagenet or none")
-    named = _WEIGHTS_FILE.match(os.path.basename(weights))
-    if named and named.group(0) != architecture.weights_filename:
-      # Keras trains MobileNet's weights separately for each input size:
+    filename = os.path.basename(weights)
+    matching = backbones.architecture_of_weights_file(filename)
+    if matching and filename != architecture.weights_filename:
+      # Keras trains v1's and v2's weights separately for each input size:
       # another size's weights load without complaint but fit worse.
       raise QuickDrawError(
-          f"--weights={weights} are Keras' weights for another variant than "
-          f"--architecture={architecture.name}; pass "
-          f"{architecture.weights_filename}, or the --architecture that "
-          "matches the file")
+          f"--weights={weights} are Keras' weights for "
+          f"{_one_or_sizes(matching)}, not --architecture="
+          f"{architecture.name}; pass {architecture.weights_filename}, or "
+          f"--architecture={matching[-1]}")
     return weights
   filename = architecture.weights_filename
+  url = (base_url + filename) if base_url else architecture.weights_url
   cache_dir = os.path.expanduser(model_dir or os.path.join("~", ".keras"))
   try:
     # Keras silently caches under /tmp/.keras when this folder is missing.
@@ -111,35 +70,48 @@ def resolve_weights(architecture: Architecture, weights: str,
         f"cannot write to --model_dir {cache_dir}: {e.strerror or e}; pass a "
         "writable folder") from None
   try:
-    return keras.utils.get_file(filename, base_url + filename,
-                                cache_dir=cache_dir, cache_subdir="models")
+    return keras.utils.get_file(filename, url, cache_dir=cache_dir,
+                                cache_subdir="models")
   except Exception as e:  # Keras wraps network errors in plain Exception.
     reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e)
     raise QuickDrawError(
         f"could not download ImageNet weights for {architecture.name} from "
-        f"{base_url}{filename} ({reason}); copy {filename} into "
+        f"{url} ({reason}); copy {filename} into "
         f"{os.path.join(cache_dir, 'models')}, or pass --weights=PATH to a "
         "Keras .h5 file (or --weights=none)") from None
 
 
+def _one_or_sizes(names: list[str]) -> str:
+  """`names` as one phrase: a name, or `family_<size>` for a one-file
+  family's sizes."""
+  if len(names) == 1:
+    return names[0]
+  stem = names[0].rsplit("_", 1)[0]
+  return f"{stem}_<size> (any size)"
+
+
 def build_backbone(architecture: Architecture,
                    weights_path: str | None) -> keras.Model:
-  """The frozen MobileNet: (S, S, 3) in [-1, 1] -> pooled features.
+  """The frozen backbone: (S, S, 3) in its family's input range -> pooled
+  features. The model is named after the architecture (`Architecture.name`),
+  which is how a saved classifier tells its input range
+  (`backbones.input_range_of`).
 
   Raises:
     QuickDrawError: the weights file does not fit this architecture.
   """
-  size = architecture.image_size
-  try:
-    backbone = keras.applications.MobileNet(
-        input_shape=(size, size, 3), alpha=architecture.alpha,
-        include_top=False, weights=weights_path, pooling="avg")
-  except (ValueError, OSError, KeyError) as e:
-    raise QuickDrawError(
-        f"{weights_path}: cannot be loaded into {architecture.name} "
-        f"({str(e).strip().splitlines()[0] if str(e).strip() else e}); pass "
-        f"the no-top weights of {architecture.name} "
-        f"({architecture.weights_filename})") from None
+  backbone = architecture.build()
+  if weights_path:
+    try:
+      backbone.load_weights(weights_path)
+    except (ValueError, OSError, KeyError) as e:
+      raise QuickDrawError(
+          f"{weights_path}: cannot be loaded into {architecture.name} "
+          f"({str(e).strip().splitlines()[0] if str(e).strip() else e}); "
+          f"pass the no-top weights of {architecture.name} "
+          f"({architecture.weights_filename})") from None
+    if architecture.spec.after_loading:
+      architecture.spec.after_loading(backbone)
   backbone.trainable = False
   return backbone
 
@@ -157,7 +129,8 @@ def build_head(feature_dim: int, num_classes: int,
 
 
 def build_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
-  """Images -> probabilities, with batch norm kept in inference mode.
+  """Images (in the backbone's input range) -> probabilities, with batch
+  norm kept in inference mode.
 
   The backbone is called with `training=False`, so its batch-norm layers keep
   their ImageNet statistics even when some of its layers are unfrozen for
@@ -169,14 +142,14 @@ def build_classifier(backbone: keras.Model, head: keras.Model) -> keras.Model:
 
 
 def unfreeze_top_layers(backbone: keras.Model, num_layers: int) -> None:
-  """Makes the top `num_layers` layers with weights trainable, batch norm
-  excluded (its statistics stay frozen)."""
+  """Makes the top `num_layers` of `backbones.fine_tune_candidates`
+  trainable (convolutions and dense layers; batch norm never: its
+  statistics and scales stay ImageNet's)."""
   backbone.trainable = True
-  candidates = [l for l in backbone.layers if l.weights]
+  candidates = backbones.fine_tune_candidates(backbone)
   trainable = set(id(l) for l in candidates[-num_layers:]) if num_layers else set()
   for layer in backbone.layers:
-    layer.trainable = (id(layer) in trainable and
-                       not isinstance(layer, keras.layers.BatchNormalization))
+    layer.trainable = id(layer) in trainable
 
 
 def calibrate_batch_norm(backbone: keras.Model, images) -> None:
@@ -210,15 +183,17 @@ class DrawingsToImages(keras.layers.Layer):
   With it, tf.data ships 784 bytes a drawing and the accelerator does the
   upsampling (and, with `augment`, the random rotation, zoom and shift of
   `preprocessing.random_affine_upsample_to_rgb`, in training only).
-  Without augmentation it computes exactly `preprocessing.upsample_to_rgb`.
+  Without augmentation it computes exactly `preprocessing.upsample_to_rgb`,
+  into `value_range` (the backbone family's input range).
   """
 
   def __init__(self, image_size: int, augment: bool = False, seed: int = 0,
-               **kwargs):
+               value_range=preprocessing.SIGNED_RANGE, **kwargs):
     super().__init__(**kwargs)
     self.image_size = image_size
     self.augment = augment
     self.seed = seed
+    self.value_range = tuple(float(v) for v in value_range)
     self.seed_generator = keras.random.SeedGenerator(seed)
 
   def call(self, drawings, training=None):
@@ -226,15 +201,17 @@ class DrawingsToImages(keras.layers.Layer):
       draws = keras.random.uniform((keras.ops.shape(drawings)[0], 4), -1.0,
                                    1.0, seed=self.seed_generator)
       return preprocessing.distorted_upsample_to_rgb(
-          drawings, self.image_size, draws)
-    return preprocessing.upsample_to_rgb(drawings, self.image_size)
+          drawings, self.image_size, draws, self.value_range)
+    return preprocessing.upsample_to_rgb(drawings, self.image_size,
+                                         self.value_range)
 
   def compute_output_shape(self, input_shape):
     return (input_shape[0], self.image_size, self.image_size, 3)
 
   def get_config(self):
     return {**super().get_config(), "image_size": self.image_size,
-            "augment": self.augment, "seed": self.seed}
+            "augment": self.augment, "seed": self.seed,
+            "value_range": list(self.value_range)}
 
 
 def build_device_classifier(classifier: keras.Model, augment: bool = False,
@@ -242,10 +219,11 @@ def build_device_classifier(classifier: keras.Model, augment: bool = False,
   """`classifier` behind a `DrawingsToImages` layer, sharing its weights.
 
   Takes uint8 (batch, 28, 28, 1) drawings; exports keep using `classifier`
-  and its documented [-1, 1] RGB input.
+  and its documented RGB input in the backbone's range.
   """
   drawings = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
   images = DrawingsToImages(int(classifier.input_shape[1]), augment, seed,
+                            backbones.input_range_of(classifier),
                             name="drawings_to_images")(drawings)
   return keras.Model(drawings, classifier(images),
                      name="quickdraw_device_classifier")

@@ -10,6 +10,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 DRAWING_SIZE = 28
+# The values a backbone takes (see `backbones`): [-1, 1] for MobileNet v1
+# and v2, pixel values for the families that rescale inside.
+SIGNED_RANGE = (-1.0, 1.0)
+PIXEL_RANGE = (0.0, 255.0)
 
 
 def rows_to_images(rows: tf.Tensor) -> tf.Tensor:
@@ -24,6 +28,40 @@ def scale_to_unit_range(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32) * (1.0 / 127.5) - 1.0
 
 
+def scale_to_range(images: tf.Tensor,
+                   value_range: tuple[float, float] = SIGNED_RANGE
+                   ) -> tf.Tensor:
+  """Maps pixel values [0, 255] linearly onto `value_range`, as float32."""
+  low, high = value_range
+  if (low, high) == SIGNED_RANGE:
+    return scale_to_unit_range(images)
+  if (low, high) == PIXEL_RANGE:
+    return tf.cast(images, tf.float32)
+  return tf.cast(images, tf.float32) * ((high - low) / 255.0) + low
+
+
+def unscale_from_range(values, value_range: tuple[float, float] = SIGNED_RANGE
+                       ):
+  """`scale_to_range`'s inverse: model inputs back to pixel values (numpy
+  or tensors; not clipped)."""
+  low, high = value_range
+  return (values - low) * (255.0 / (high - low))
+
+
+def normalization(value_range: tuple[float, float]) -> tuple[float, float]:
+  """(mean, std) with `(pixel - mean) / std` in `value_range`: what TFLite
+  metadata's NormalizationOptions say about a float input."""
+  low, high = value_range
+  std = 255.0 / (high - low)
+  return -low * std, std
+
+
+def range_of_normalization(mean: float, std: float) -> tuple[float, float]:
+  """`normalization`'s inverse: the range of `(pixel - mean) / std` for
+  pixels 0 to 255 (rounded to 6 places: metadata holds float32)."""
+  return (round(-mean / std, 6), round((255.0 - mean) / std, 6))
+
+
 def interpolation_matrix(in_size: int, out_size: int) -> tf.Tensor:
   """The (out_size, in_size) matrix M with M @ x == bilinear resize of x.
 
@@ -35,10 +73,13 @@ def interpolation_matrix(in_size: int, out_size: int) -> tf.Tensor:
   return tf.image.resize(eye, (out_size, in_size), method="bilinear")[:, :, 0]
 
 
-def upsample_to_rgb(images: tf.Tensor, image_size: int) -> tf.Tensor:
+def upsample_to_rgb(images: tf.Tensor, image_size: int,
+                    value_range: tuple[float, float] = SIGNED_RANGE
+                    ) -> tf.Tensor:
   """Bilinearly resizes 28x28 grayscale drawings to RGB backbone inputs.
 
-  Equal (to float rounding) to `grayscale_to_rgb(resize(x) / 127.5 - 1)`, but
+  Equal (to float rounding) to `grayscale_to_rgb(resize(x) / 127.5 - 1)` (for
+  the default range), but
   about twice as fast on a CPU: the resize is two small matrix products, the
   scaling is done at 28x28 (the weights of each output pixel sum to one), and
   the second product writes the three channels directly (the row matrix is
@@ -47,12 +88,13 @@ def upsample_to_rgb(images: tf.Tensor, image_size: int) -> tf.Tensor:
   Args:
     images: uint8 or float (..., 28, 28, 1) in [0, 255].
     image_size: The output side S.
+    value_range: The backbone's input range (`backbones`).
 
   Returns:
-    float32 (..., S, S, 3) in [-1, 1].
+    float32 (..., S, S, 3) in `value_range`.
   """
   images = tf.convert_to_tensor(images)
-  x = scale_to_unit_range(images)[..., 0]
+  x = scale_to_range(images, value_range)[..., 0]
   rows = interpolation_matrix(DRAWING_SIZE, image_size)
   cols_rgb = tf.repeat(rows, 3, axis=0)  # (3S, 28): channel fastest.
   x = tf.einsum("ij,...jk,lk->...il", rows, x, cols_rgb)
@@ -67,7 +109,9 @@ def invert(images: tf.Tensor) -> tf.Tensor:
 
 def affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
                            rotation: tf.Tensor, scale: tf.Tensor,
-                           shift: tf.Tensor) -> tf.Tensor:
+                           shift: tf.Tensor,
+                           value_range: tuple[float, float] = SIGNED_RANGE
+                           ) -> tf.Tensor:
   """Upsamples drawings to RGB backbone inputs through an affine warp.
 
   One bilinear sampling pass does both the warp and the upsampling, so an
@@ -82,9 +126,10 @@ def affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
     rotation: (B,) angles in radians, counter-clockwise.
     scale: (B,) zoom factors (above 1 enlarges the drawing).
     shift: (B, 2) offsets (x, y) in 28x28 pixels.
+    value_range: The backbone's input range.
 
   Returns:
-    float32 (B, S, S, 3) in [-1, 1].
+    float32 (B, S, S, 3) in `value_range`.
   """
   images = tf.cast(images, tf.float32)
   s = DRAWING_SIZE / image_size
@@ -109,7 +154,7 @@ def affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
       output_shape=tf.constant([image_size, image_size]),
       fill_value=tf.constant(0.0), interpolation="BILINEAR",
       fill_mode="CONSTANT")
-  return tf.image.grayscale_to_rgb(scale_to_unit_range(warped))
+  return tf.image.grayscale_to_rgb(scale_to_range(warped, value_range))
 
 
 MAX_ROTATION_DEGREES = 10.0
@@ -118,7 +163,9 @@ MAX_SHIFT = 2.0  # in 28x28 pixels
 
 
 def distorted_upsample_to_rgb(images: tf.Tensor, image_size: int,
-                              draws: tf.Tensor) -> tf.Tensor:
+                              draws: tf.Tensor,
+                              value_range: tuple[float, float] = SIGNED_RANGE
+                              ) -> tf.Tensor:
   """`affine_upsample_to_rgb` with doodle-sized distortions from `draws`.
 
   Small rotations, zooms and shifts keep a doodle recognisable (no flips:
@@ -132,31 +179,34 @@ def distorted_upsample_to_rgb(images: tf.Tensor, image_size: int,
     draws: float (B, 4) uniform in [-1, 1]: rotation (times
       MAX_ROTATION_DEGREES), zoom (1 + MAX_SCALE_CHANGE times), x and y
       shifts (times MAX_SHIFT pixels).
+    value_range: The backbone's input range.
 
   Returns:
-    float32 (B, S, S, 3) in [-1, 1].
+    float32 (B, S, S, 3) in `value_range`.
   """
   rotation = draws[:, 0] * (MAX_ROTATION_DEGREES * 3.141592653589793 / 180)
   scale = 1.0 + draws[:, 1] * MAX_SCALE_CHANGE
   return affine_upsample_to_rgb(images, image_size, rotation, scale,
-                                draws[:, 2:] * MAX_SHIFT)
+                                draws[:, 2:] * MAX_SHIFT, value_range)
 
 
-def random_affine_upsample_to_rgb(images: tf.Tensor, image_size: int,
-                                  seed: tf.Tensor) -> tf.Tensor:
+def random_affine_upsample_to_rgb(
+    images: tf.Tensor, image_size: int, seed: tf.Tensor,
+    value_range: tuple[float, float] = SIGNED_RANGE) -> tf.Tensor:
   """`distorted_upsample_to_rgb` with draws from a stateless seed.
 
   Args:
     images: uint8 (B, 28, 28, 1).
     image_size: The output side.
     seed: int (2,) stateless seed; give each batch its own.
+    value_range: The backbone's input range.
 
   Returns:
-    float32 (B, S, S, 3) in [-1, 1].
+    float32 (B, S, S, 3) in `value_range`.
   """
   draws = tf.random.stateless_uniform([tf.shape(images)[0], 4], seed, -1.0,
                                       1.0)
-  return distorted_upsample_to_rgb(images, image_size, draws)
+  return distorted_upsample_to_rgb(images, image_size, draws, value_range)
 
 
 # QuickDraw frames every drawing alike: the longer side of the ink's

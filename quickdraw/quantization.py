@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from quickdraw import inference, quiet
+from quickdraw.preprocessing import SIGNED_RANGE
 
 # Ops whose quantization error is ranked (the ones with weights; pooling and
 # softmax follow their inputs' scales).
@@ -61,13 +62,15 @@ class Int8Result:
   layer_errors: dict[str, float]
 
 
-def representative_dataset(drawings: np.ndarray, image_size: int
+def representative_dataset(drawings: np.ndarray, image_size: int,
+                           value_range: tuple[float, float] = SIGNED_RANGE
                            ) -> Callable[[], Iterator[list[np.ndarray]]]:
   """A converter's representative-dataset factory: uint8 drawings as model
-  inputs, one at a time."""
+  inputs (in the network's `value_range`), one at a time."""
   def generate():
     for i in range(0, len(drawings), 64):
-      batch = inference.to_model_input(drawings[i:i + 64], image_size)
+      batch = inference.to_model_input(drawings[i:i + 64], image_size,
+                                       value_range)
       for x in batch:
         yield [x[None]]
   return generate
@@ -87,10 +90,13 @@ def _layer_errors(debugger) -> dict[str, float]:
   return errors
 
 
-def predictions(model: bytes, drawings: np.ndarray) -> np.ndarray:
+def predictions(model: bytes, drawings: np.ndarray,
+                value_range: tuple[float, float] = SIGNED_RANGE
+                ) -> np.ndarray:
   """A TFLite network's top-1 class for each drawing."""
   predictor = inference.TFLitePredictor("", num_threads=os.cpu_count(),
-                                        model_content=model)
+                                        model_content=model,
+                                        input_range=value_range)
   return inference.predict_drawings(predictor, drawings).argmax(1)
 
 
@@ -98,7 +104,8 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
                  representative: np.ndarray, held_out: np.ndarray,
                  held_out_labels: np.ndarray, float_classes: np.ndarray,
                  loss_target: float, costs: dict[str, int] | None = None,
-                 candidates: int = 5, max_float_layers: int = 3
+                 candidates: int = 5, max_float_layers: int = 3,
+                 value_range: tuple[float, float] = SIGNED_RANGE
                  ) -> Int8Result:
   """Converts to int8, keeping the fewest layers in float that it needs.
 
@@ -125,13 +132,15 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     costs: Cost of each layer in float (`tflite_graph.layer_costs`).
     candidates: Suspects, by quantization error.
     max_float_layers: The most layers kept in float.
+    value_range: The network's input range (`backbones`).
 
   Returns:
     The first model within the target, or else the one with the smallest
     loss.
   """
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = representative_dataset(representative, image_size)
+  converter.representative_dataset = representative_dataset(
+      representative, image_size, value_range)
   # int8 kernels first; float kernels for the layers kept in float.
   converter.target_spec.supported_ops = [
       tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -140,7 +149,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=representative_dataset(held_out[:DEBUG_DRAWINGS],
-                                             image_size))
+                                             image_size, value_range))
     errors = _layer_errors(debugger)
   suspects = sorted(errors, key=errors.get, reverse=True)[:candidates]
 
@@ -152,7 +161,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
       debugger.options = tf.lite.experimental.QuantizationDebugOptions(
           denylisted_nodes=float_layers or None)
       model = debugger.get_nondebug_quantized_model()
-    classes = predictions(model, held_out)
+    classes = predictions(model, held_out, value_range)
     return (100 * np.mean(classes == float_classes),
             float_top1 - 100 * np.mean(classes == held_out_labels), model)
 

@@ -29,6 +29,7 @@ import zipfile
 from collections.abc import Sequence
 
 import flatbuffers
+import flatbuffers.table
 
 from quickdraw import tflite_graph
 
@@ -222,3 +223,68 @@ def read_labels(model: bytes) -> list[str]:
   """The labels file packed in a model by `with_metadata`."""
   with zipfile.ZipFile(io.BytesIO(model)) as archive:
     return archive.read(LABELS_FILE).decode().splitlines()
+
+
+def read_normalization(model: bytes) -> tuple[float, float] | None:
+  """The input's `NormalizationOptions` (mean, std), read back from the
+  model's metadata; None when it has no metadata or no normalization (a
+  uint8 canvas model).
+
+  Reads only the path `metadata_buffer` writes: model -> first subgraph ->
+  first input -> process units -> NormalizationOptions.
+  """
+  buffer = _metadata_bytes(model)
+  if buffer is None:
+    return None
+  root = _Table(buffer, flatbuffers.encode.Get(
+      flatbuffers.packer.uoffset, buffer, 0))
+  for subgraph in root.tables(3)[:1]:
+    for tensor in subgraph.tables(2)[:1]:
+      for unit in tensor.tables(4):
+        options = unit.table(1)
+        if unit.uint8(0) == _NORMALIZATION_OPTIONS and options:
+          mean, std = options.floats(0), options.floats(1)
+          if mean and std:
+            return mean[0], std[0]
+  return None
+
+
+def _metadata_bytes(model: bytes) -> bytes | None:
+  m = tflite_graph.schema.Model.GetRootAsModel(model, 0)
+  for i in range(m.MetadataLength()):
+    entry = m.Metadata(i)
+    if entry.Name() == METADATA_NAME.encode():
+      return m.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+  return None
+
+
+class _Table(flatbuffers.table.Table):
+  """A flatbuffers table read by field slot, as the schema numbers them."""
+
+  def _offset(self, slot: int) -> int:
+    return self.Offset(4 + 2 * slot)
+
+  def table(self, slot: int) -> _Table | None:
+    o = self._offset(slot)
+    return _Table(self.Bytes, self.Indirect(o + self.Pos)) if o else None
+
+  def tables(self, slot: int) -> list[_Table]:
+    o = self._offset(slot)
+    if not o:
+      return []
+    start = self.Vector(o)
+    return [_Table(self.Bytes, self.Indirect(start + 4 * i))
+            for i in range(self.VectorLen(o))]
+
+  def floats(self, slot: int) -> list[float]:
+    o = self._offset(slot)
+    if not o:
+      return []
+    start = self.Vector(o)
+    return [self.Get(flatbuffers.number_types.Float32Flags, start + 4 * i)
+            for i in range(self.VectorLen(o))]
+
+  def uint8(self, slot: int) -> int:
+    o = self._offset(slot)
+    return (self.Get(flatbuffers.number_types.Uint8Flags, o + self.Pos)
+            if o else 0)

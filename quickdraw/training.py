@@ -34,7 +34,8 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
-                       evaluation, inference, input_pipeline, visualize)
+                       evaluation, inference, input_pipeline, preprocessing,
+                       visualize)
 from quickdraw import export as export_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
@@ -53,7 +54,9 @@ class TrainConfig:
   """How to build, train, evaluate and save the classifier.
 
   Attributes:
-    architecture: retrain.py's `mobilenet_<alpha>_<size>`.
+    architecture: The backbone (`backbones`): retrain.py's
+      `mobilenet_<alpha>_<size>`, `mobilenet_v2_<alpha>_<size>`,
+      `mobilenet_v3_small_<size>`, ...
     weights: "imagenet", "none" (random init, for tests), or a path to the
       architecture's Keras no-top `.h5` weights.
     model_dir: Keras' cache folder for downloaded weights; "" for `~/.keras`.
@@ -66,8 +69,10 @@ class TrainConfig:
     train_batch_size: Drawings per training batch.
     learning_rate: Adam's learning rate for the head.
     dropout: Dropout rate before the head's dense layer.
-    fine_tune_layers: Top backbone layers (with weights) to unfreeze after
-      the head has trained; 0 skips fine-tuning.
+    fine_tune_layers: Top backbone layers with trainable weights
+      (`backbones.fine_tune_candidates`: convolutions and dense layers,
+      never batch norm) to unfreeze after the head has trained; 0 skips
+      fine-tuning.
     fine_tune_learning_rate: Adam's initial learning rate while fine-tuning;
       it decays to zero along a cosine over the fine-tuning steps.
     fine_tune_epochs: Passes over the training images while fine-tuning.
@@ -168,7 +173,8 @@ class TrainResult:
   """What a run produced.
 
   Attributes:
-    classifier: The trained Keras model, images in [-1, 1] -> probabilities.
+    classifier: The trained Keras model, images in its backbone's input
+      range -> probabilities.
     report: The test split's `evaluation.classification_report`.
     epochs_run: Epochs trained by this call, per phase ("head",
       "fine_tune"); fewer than configured when it resumed.
@@ -321,13 +327,15 @@ class _Run:
                       "features are tuned to %d", data.image_size, named.name,
                       named.image_size, named.image_size)
     self.architecture = dataclasses.replace(named, image_size=data.image_size)
+    self.value_range = self.architecture.input_range
     self.backbone = model_lib.build_backbone(self.architecture, weights_path)
     if weights_path is None:
       model_lib.calibrate_batch_norm(self.backbone, next(iter(
           input_pipeline.make_dataset(self.source, Split.TRAIN,
                                       config.train_batch_size,
                                       image_size=data.image_size,
-                                      shuffle=False)))[0])
+                                      shuffle=False,
+                                      value_range=self.value_range)))[0])
     self.head = model_lib.build_head(int(self.backbone.output_shape[-1]),
                                      self.source.num_classes, config.dropout)
     self.classifier = model_lib.build_classifier(self.backbone, self.head)
@@ -358,7 +366,8 @@ class _Run:
         image_size=None if self.on_device else self.data.image_size,
         shuffle=train, epochs=None if train else 1, first_epoch=first_epoch,
         drop_remainder=train and self.drop_remainder,
-        augment=train and self.config.augment and not self.on_device)
+        augment=train and self.config.augment and not self.on_device,
+        value_range=self.value_range)
 
   def for_evaluation(self, ds: tf.data.Dataset | None
                      ) -> tf.data.Dataset | None:
@@ -673,7 +682,8 @@ def _write_samples(run: _Run) -> None:
         images, training=run.config.augment)
   # Back to 8-bit grey at 56 px: legible, and small in TensorBoard.
   small = tf.image.resize(images[..., :1], (56, 56), antialias=True)
-  small = np.clip((small.numpy()[..., 0] + 1) * 127.5, 0, 255).astype(np.uint8)
+  small = np.clip(preprocessing.unscale_from_range(
+      small.numpy()[..., 0], run.value_range), 0, 255).astype(np.uint8)
   grid = visualize.captioned_grid(
       small, [run.source.categories[i] for i in labels], columns=8, zoom=1)
   visualize.write_png(

@@ -2,6 +2,11 @@
 
 import os
 
+# As the entry points do (quickdraw/cli/__init__.py), before TensorFlow
+# loads: its oneDNN kernels, which it turns on by itself only on AVX-512
+# CPUs, make MobileNets several times faster on AVX2 machines.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 import pytest
 from absl import flags
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags
 
+from quickdraw import backbones
 from quickdraw import categories as categories_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DEFAULT_DATA_DIR, DataConfig
@@ -60,9 +61,10 @@ flags.DEFINE_integer(
     "Seeds which drawings are sampled, the split, and the shuffle.")
 flags.DEFINE_string(
     "architecture", TrainConfig.architecture,
-    "The backbone, in retrain.py's syntax mobilenet_<alpha>_<size>: alpha "
-    "1.0, 0.75, 0.50 or 0.25 (width), size 224, 192, 160 or 128 (input "
-    "side).")
+    "The backbone, with Keras' ImageNet weights: "
+    f"{backbones.names_help()}. MobileNet v1 keeps retrain.py's names "
+    "(mobilenet_1.0_224); the sizes are the ones Keras publishes weights "
+    "for. Compared in scripts/README.md (accuracy, size, latency).")
 flags.DEFINE_integer(
     "image_size", 0,
     "Side of the RGB images fed to the backbone; 0 takes the size from "

@@ -37,13 +37,16 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "output_graph", training.TrainConfig.output_graph,
     "Frozen inference graph (retrain.py's retrained_graph.pb): input node "
-    "'input' float32 [batch, S, S, 3] in [-1, 1], output node "
+    "'input' float32 [batch, S, S, 3] in the backbone's input range ([-1, 1] "
+    "for MobileNet v1 and v2, 0..255 for V3 and EfficientNet; model_info.json "
+    "says which), output node "
     "--final_tensor_name (softmax); empty for <output_dir>/retrained_graph.pb.")
 
 flags.DEFINE_string(
     "output_tflite", "",
     "The network as float32 TFLite; empty for <output_dir>/model.tflite. "
-    "Input 'input' float32 [1, S, S, 3] in [-1, 1], output 'final_result', "
+    "Input 'input' float32 [1, S, S, 3] in the backbone's input range (its "
+    "metadata's NormalizationOptions say which), output 'final_result', "
     "softmax in the labels file's order. Beside it: quantized variants "
     "<name>_<mode>.tflite, and the app's canvas models "
     "<name>_canvas[_<mode>].tflite (input: the canvas, uint8 [1, H, W, 3]).")

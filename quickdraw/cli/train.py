@@ -4,7 +4,8 @@ Trains a new head on a frozen ImageNet MobileNet from cached bottleneck
 features (optionally fine-tuning the backbone's top layers afterwards),
 evaluates it on the held-out test split, and writes to --output_dir:
 
-  model.keras              the classifier (images in [-1, 1] -> softmax)
+  model.keras              the classifier (images in the backbone's input
+                           range -> softmax)
   retrained_labels.txt     one category per line, in output order
   evaluation.json          test top-1, top-3 and per-class accuracy
   confusion_matrix.json/.png, misclassified.png, training_inputs.png
@@ -73,8 +74,11 @@ flags.DEFINE_float(
     "dropout", _DEFAULTS.dropout, "Dropout rate before the softmax layer.")
 flags.DEFINE_integer(
     "fine_tune_layers", _DEFAULTS.fine_tune_layers,
-    "After the head, unfreeze this many top backbone layers (batch norm "
-    "stays frozen) and train on images; 0 skips fine-tuning.", lower_bound=0)
+    "After the head, unfreeze this many of the backbone's top layers with "
+    "trainable weights (convolutions and dense layers; batch norm stays "
+    "frozen and in inference mode) and train on images; 0 skips "
+    "fine-tuning; 100 unfreezes them all in every backbone offered (the "
+    "most, EfficientNet B0, has 81).", lower_bound=0)
 flags.DEFINE_float(
     "fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
     "Adam's initial learning rate while fine-tuning; it decays to zero "
