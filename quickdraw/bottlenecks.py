@@ -143,7 +143,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
          if verbose else None)
   if bar:
     bar.update(done)
-  infer = _compiled_forward(backbone, image_size)
+  infer = compiled_forward(backbone, image_size)
   for b, (images, _) in enumerate(ds.skip(first_batch), start=first_batch):
     out = np.asarray(infer(images))
     features[done:done + len(out)] = out
@@ -173,7 +173,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
 _FORWARD = weakref.WeakKeyDictionary()
 
 
-def _compiled_forward(backbone: keras.Model, image_size: int):
+def compiled_forward(backbone: keras.Model, image_size: int):
   """28x28 drawings -> upsampled into the backbone's input range ->
   backbone features, as a tf.function.
 

@@ -57,6 +57,12 @@ MODES = ("float32",) + QUANTIZATIONS
 # Float artifacts compute what Keras computes, in another order: their
 # probabilities may differ by float rounding, never by more than this.
 FLOAT_TOLERANCE = 1e-3
+# canvas_to_drawings ends in whole grey levels, and a value within float
+# rounding of a half may round up in TensorFlow and down in TFLite: one
+# level (2/255 in [-1, 1] units) at a pixel, which upsampling spreads but
+# never grows. Seen once on a CI machine (0.0069). A framing error moves
+# whole strokes: differences near 1.
+PREPROCESSING_TOLERANCE = 2 / 255 + FLOAT_TOLERANCE
 MODEL_INFO = "model_info.json"
 REPORT = "export_report.json"
 CANVAS_TENSOR = "canvas"  # the app model's input, before it is renamed
@@ -92,6 +98,9 @@ class ExportConfig:
     check_canvases: How many of them are also re-drawn as app canvases and
       run through every canvas model.
     representative_drawings: Training drawings that calibrate int8.
+    float_tolerance: How far a float artifact's probabilities may stray
+      from Keras' (float rounding in another order). Random-weight
+      networks, as in tests, amplify rounding more than trained ones.
   """
   output_graph: str
   output_labels: str
@@ -106,6 +115,7 @@ class ExportConfig:
   check_drawings: int = 1000
   check_canvases: int = 300
   representative_drawings: int = 300
+  float_tolerance: float = FLOAT_TOLERANCE
 
   def __post_init__(self):
     quantize = tuple(q for q in self.quantize if q != "none")
@@ -452,11 +462,11 @@ def _compare(reference: np.ndarray, probabilities: np.ndarray,
   }
 
 
-def _float_failure(path: str, difference: float,
-                   against: str) -> QuickDrawError:
+def _float_failure(path: str, difference: float, against: str,
+                   tolerance: float) -> QuickDrawError:
   return QuickDrawError(
       f"{path} disagrees with {against} (probabilities differ by up to "
-      f"{difference:.2g}, tolerance {FLOAT_TOLERANCE}); nothing was "
+      f"{difference:.2g}, tolerance {tolerance:g}); nothing was "
       "replaced. Please report this with the model")
 
 
@@ -581,7 +591,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   keras_model = inference.KerasPredictor("", classifier)
   reference = inference.predict_drawings(keras_model, drawings)
   report = {"check_drawings": int(len(drawings)),
-            "float_tolerance": FLOAT_TOLERANCE,
+            "float_tolerance": config.float_tolerance,
             "max_quantization_loss": config.max_quantization_loss,
             "keras": {"test_top1": float(np.mean(
                 reference.argmax(1) == labels))},
@@ -595,10 +605,10 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   artifacts["frozen_graph"] = dict(figures, path=config.output_graph,
                                    bytes=os.path.getsize(
                                        temps[config.output_graph]))
-  if figures["max_probability_difference"] > FLOAT_TOLERANCE:
+  if figures["max_probability_difference"] > config.float_tolerance:
     raise _float_failure(config.output_graph,
                          figures["max_probability_difference"],
-                         "the Keras model")
+                         "the Keras model", config.float_tolerance)
 
   count = min(len(drawings), config.check_canvases)
   # Spread over the check drawings, which are sorted by class.
@@ -627,9 +637,9 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
     figures.update(path=path, bytes=os.path.getsize(temps[path]))
     artifacts[f"tflite_{mode}"] = figures
     if mode == "float32" and (figures["max_probability_difference"] >
-                              FLOAT_TOLERANCE):
+                              config.float_tolerance):
       raise _float_failure(path, figures["max_probability_difference"],
-                           "the Keras model")
+                           "the Keras model", config.float_tolerance)
 
     path = config.tflite_path(mode, canvas=True)
     app = inference.TFLitePredictor(temps[path], num_threads=os.cpu_count(),
@@ -647,14 +657,15 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
                "preprocessing_difference": geometry,
                "path": path, "bytes": os.path.getsize(temps[path])}
     artifacts[f"canvas_{mode}"] = figures
-    if geometry > FLOAT_TOLERANCE:
+    if geometry > PREPROCESSING_TOLERANCE:
       raise QuickDrawError(
           f"{path}'s preprocessing differs from canvas_to_drawings' by "
           f"{geometry:.2g}; nothing was replaced. Please report this")
     if mode == "float32" and (figures["max_probability_difference"] >
-                              FLOAT_TOLERANCE):
+                              config.float_tolerance):
       raise _float_failure(path, figures["max_probability_difference"],
-                           "the Keras model on the same canvases")
+                           "the Keras model on the same canvases",
+                           config.float_tolerance)
 
   base = artifacts["tflite_float32"]["test_top1"]
   for mode in config.quantize:

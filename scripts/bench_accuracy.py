@@ -11,12 +11,17 @@ tests:
 
   1. a small CNN from scratch on the 28x28 drawings (two conv layers and a
      dense layer: the obvious alternative to transfer learning);
-  2. the frozen MobileNet with a new head (quickdraw-train's default);
+  2. the frozen backbone with a new head, at the architecture's own input
+     size (quickdraw-train's default);
   3. the same after fine-tuning (--fine_tune_layers, default 100 here: the
-     whole backbone, batch norm kept frozen),
+     whole backbone, batch norm kept frozen) at --image_size,
 
 and prints their test top-1 and top-3 side by side. Target: fine-tuned at
-least 3 points above the CNN. Runs 2 and 3 share the bottleneck cache.
+least 3 points above the CNN. The accuracy recipe:
+
+  python scripts/bench_accuracy.py --flagfile=configs/accurate.flags \
+      --data_dir=../shared/data/quickdraw \
+      --weights=../shared/data/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from collections.abc import Sequence
 import keras
 from absl import flags
 
-from quickdraw import evaluation, input_pipeline, training
+from quickdraw import backbones, evaluation, input_pipeline, training
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli
 from quickdraw.data_source import QuickDrawSource
@@ -102,17 +107,19 @@ def main(argv: Sequence[str]) -> None:
   rows.append(("small CNN from scratch, 28x28", cnn,
                time.perf_counter() - start))
   print(f"  {rows[-1][0]}: done", flush=True)
-  for name, run_config in (
+  own_size = backbones.parse_architecture(config.architecture).image_size
+  for name, run_config, image_size in (
       (f"{config.architecture} frozen + head",
        dataclasses.replace(config, fine_tune_layers=0,
                            output_dir=os.path.join(config.output_dir,
-                                                   "frozen"))),
+                                                   "frozen")), own_size),
       (f"{config.architecture} fine-tuned ({config.fine_tune_layers} layers,"
-       f" {config.fine_tune_epochs} epochs)",
+       f" {config.fine_tune_epochs} epochs, {data.image_size} px)",
        dataclasses.replace(config, output_dir=os.path.join(
-           config.output_dir, "fine_tuned")))):
+           config.output_dir, "fine_tuned")), data.image_size)):
     start = time.perf_counter()
-    result = training.train_and_evaluate(data, run_config)
+    result = training.train_and_evaluate(
+        dataclasses.replace(data, image_size=image_size), run_config)
     rows.append((name, result.report, time.perf_counter() - start))
     print(f"  {name}: done", flush=True)
 

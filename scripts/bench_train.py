@@ -96,7 +96,7 @@ def main(argv: Sequence[str]) -> None:
     np.asarray(bare_forward(x))
   drawings = [x for x, _ in input_pipeline.make_dataset(
       source, Split.TRAIN, batch, shuffle=False)]
-  piped_forward = bottlenecks._compiled_forward(  # pylint: disable=protected-access
+  piped_forward = bottlenecks.compiled_forward(
       backbone, data.image_size)
   for x in (drawings[0], drawings[-1]):
     np.asarray(piped_forward(x))

@@ -8,7 +8,7 @@ from quickdraw import bottlenecks, input_pipeline, model
 from quickdraw.errors import QuickDrawError
 
 SIZE = 64
-REAL_FORWARD = bottlenecks._compiled_forward
+REAL_FORWARD = bottlenecks.compiled_forward
 TINY = model.Architecture(alpha=0.25, image_size=SIZE)
 
 
@@ -23,7 +23,7 @@ def backbone():
 
 
 class CountingForward:
-  """Wraps bottlenecks._compiled_forward to count (and maybe stop) calls."""
+  """Wraps bottlenecks.compiled_forward to count (and maybe stop) calls."""
 
   def __init__(self, monkeypatch, stop_after=None):
     self.calls = 0
@@ -38,7 +38,7 @@ class CountingForward:
         return infer(images)
       return counted
 
-    monkeypatch.setattr(bottlenecks, "_compiled_forward", wrapped)
+    monkeypatch.setattr(bottlenecks, "compiled_forward", wrapped)
 
 
 def test_second_run_reads_the_cache(make_source, backbone, tmp_path,

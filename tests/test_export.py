@@ -182,7 +182,7 @@ def test_canvas_models_keep_the_preprocessing_exact(exported, mode):
   the tensor the network receives equals canvas_to_drawings' output."""
   config, report = exported
   figures = report["artifacts"][f"canvas_{mode}"]
-  assert figures["preprocessing_difference"] <= 1e-5
+  assert figures["preprocessing_difference"] <= export.PREPROCESSING_TOLERANCE
   interpreter = Interpreter(model_path=config.tflite_path(mode, canvas=True))
   inp = interpreter.get_input_details()[0]
   out = interpreter.get_output_details()[0]
@@ -238,14 +238,13 @@ def previous_export(trained, test_drawings, tmp_path):
 
 
 def test_failed_export_leaves_the_previous_one(trained, test_drawings,
-                                               previous_export, tmp_path,
-                                               monkeypatch):
+                                               previous_export, tmp_path):
   classifier, source = trained
   config, before = previous_export
   # Every float artifact now fails its parity check, after being written.
-  monkeypatch.setattr(export, "FLOAT_TOLERANCE", -1.0)
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, ("a", "b", "c", "d"), config,
+    export.export_model(classifier, ("a", "b", "c", "d"),
+                        dataclasses.replace(config, float_tolerance=-1.0),
                         *test_drawings)
   assert "disagrees with the Keras model" in str(e.value)
   # Same files, same bytes, no temporaries, in the run and the assets.

@@ -4,7 +4,10 @@ load the app's model in MediaPipe, and read each file's contract back.
 The families other than v1 have no ImageNet weights here, so they train
 with `weights=None` (batch norm calibrated on the drawings) at 32 px on the
 generated classes: fast, and the same code path as real weights. v1 runs
-end to end in test_training, test_export and test_android.
+end to end in test_training, test_export and test_android. The
+minimalistic V3 variants (the same builder without hard-swish and
+squeeze-excite: fewer kinds of ops) are exported untrained, float32 and
+int8, and loaded in MediaPipe, which keeps the suite within its time.
 """
 
 import dataclasses
@@ -20,6 +23,7 @@ import tensorflow as tf
 
 from quickdraw import (backbones, demo, export, inference, preprocessing,
                        synthetic, training)
+from quickdraw import model as model_lib
 from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
 
@@ -35,19 +39,24 @@ from mediapipe.tasks.metadata import (  # noqa: E402
 
 SIZE = 32  # Keras' smallest input for these families
 CANVAS = 128
+# Head epochs: from the bottleneck cache, each costs little.
+EPOCHS = 20
 # One architecture per family of the table but v1 (see the docstring).
 FAMILIES = {
     "mobilenet_v2": "mobilenet_v2_0.35_96",
     "mobilenet_v3_small": "mobilenet_v3_small_96",
-    "mobilenet_v3_small_minimalistic": "mobilenet_v3_small_minimalistic_96",
     "mobilenet_v3_large": "mobilenet_v3_large_96",
-    "mobilenet_v3_large_minimalistic": "mobilenet_v3_large_minimalistic_96",
     "efficientnet_b0": "efficientnet_b0_96",
+}
+VARIANTS = {
+    "mobilenet_v3_small_minimalistic": "mobilenet_v3_small_minimalistic_96",
+    "mobilenet_v3_large_minimalistic": "mobilenet_v3_large_minimalistic_96",
 }
 
 
 def test_the_table_has_a_test_for_every_family():
-  assert set(FAMILIES) | {"mobilenet"} == {f.key for f in backbones.FAMILIES}
+  assert set(FAMILIES) | set(VARIANTS) | {"mobilenet"} == {
+      f.key for f in backbones.FAMILIES}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
@@ -59,7 +68,7 @@ def run(request, data_dir, tmp_path_factory):
   data = DataConfig(categories=CATEGORIES, data_dir=data_dir, download=False,
                     samples_per_class=120, image_size=SIZE)
   config = training.TrainConfig(
-      architecture=name, weights="none", epochs=6, train_batch_size=32,
+      architecture=name, weights="none", epochs=EPOCHS, train_batch_size=32,
       output_dir=str(out), bottleneck_dir=str(out / "cache"), verbose=0)
   exporting = export.ExportConfig(
       output_graph=str(out / "retrained_graph.pb"),
@@ -71,7 +80,11 @@ def run(request, data_dir, tmp_path_factory):
       # Random weights quantize badly: without this, int8 would try a dozen
       # float-layer choices (tested on v1 in test_export). Here it is
       # enough that each family's int8 converts to builtins and runs.
-      max_quantization_loss=100)
+      max_quantization_loss=100,
+      # Random weights amplify float rounding: EfficientNet B0's float32
+      # TFLite strayed 0.001 from Keras here. Wrong preprocessing or
+      # weights stray by tenths.
+      float_tolerance=0.01)
   history = EpochLogs()
   result = training.train_and_evaluate(data, config, [history],
                                        export=exporting)
@@ -94,7 +107,7 @@ def test_the_head_learns_and_every_artifact_is_written(run):
   # Random features (no ImageNet weights here) tell the generated shapes
   # apart only so far, so the test asks that the head learns them, not how
   # well the random backbone generalises.
-  assert result.epochs_run == {"head": 6} and len(logs) == 6
+  assert result.epochs_run == {"head": EPOCHS} and len(logs) == EPOCHS
   assert logs[-1]["loss"] < 0.8 * logs[0]["loss"]
   assert logs[-1]["accuracy"] >= 0.6
   names = {"retrained_graph.pb", "retrained_labels.txt", "model.keras",
@@ -116,9 +129,9 @@ def test_the_head_learns_and_every_artifact_is_written(run):
   # The float artifacts compute what Keras computes (the export fails
   # otherwise); the canvas models' preprocessing is the eager function's.
   for name in ("frozen_graph", "tflite_float32", "canvas_float32"):
-    assert artifacts[name]["max_probability_difference"] <= 1e-3
+    assert artifacts[name]["max_probability_difference"] <= 0.01
   for mode in export.MODES:
-    assert artifacts[f"canvas_{mode}"]["preprocessing_difference"] <= 1e-3
+    assert artifacts[f"canvas_{mode}"]["preprocessing_difference"] <= export.PREPROCESSING_TOLERANCE
 
 
 def test_model_info_states_each_files_input(run):
@@ -209,10 +222,13 @@ def test_mediapipe_runs_the_apps_model_and_the_network_as_we_do(run):
                              for c in range(len(CATEGORIES))])
   network = inference.TFLitePredictor(str(out / "model.tflite"))
   assert network.input_range == architecture.input_range
-  expected = inference.predict_drawings(network, drawings).argmax(1)
   images = np.clip(np.round(preprocessing.upsample_to_rgb(
       drawings.reshape(-1, 28, 28, 1), SIZE, preprocessing.PIXEL_RANGE)),
                    0, 255).astype(np.uint8)
+  # The same uint8 pictures, scaled by us: random weights make near-ties,
+  # which the rounding to uint8 alone would flip.
+  expected = network(preprocessing.scale_to_range(
+      images, architecture.input_range).numpy()).argmax(1)
   with _classifier(out / "model.tflite") as classifier:
     got = [_mediapipe(classifier, image).index for image in images]
   assert np.mean(np.array(got) == expected) >= 0.9
@@ -260,3 +276,43 @@ def test_the_demo_answers_with_the_assets_model(run):
   expected = classifier.classify(picture)["top"][0]["category"]
   assert answer["top"][0]["category"] == expected
   assert set(classifier.info()["categories"]) == set(CATEGORIES)
+
+
+@pytest.mark.parametrize("key", sorted(VARIANTS))
+def test_minimalistic_variants_export_for_the_app(key, tmp_path):
+  """Untrained (random weights, batch norm calibrated): the float32 and
+  int8 networks and canvas models convert to builtins with the family's
+  metadata, and MediaPipe runs the app's model as LiteRT does."""
+  architecture = dataclasses.replace(
+      backbones.parse_architecture(VARIANTS[key]), image_size=SIZE)
+  drawings = np.concatenate([synthetic.make_drawings(c, 16, seed=3)
+                             for c in range(len(CATEGORIES))])
+  labels = np.repeat(np.arange(len(CATEGORIES)), 16)
+  backbone = model_lib.build_backbone(architecture, None)
+  model_lib.calibrate_batch_norm(backbone, preprocessing.upsample_to_rgb(
+      drawings.reshape(-1, 28, 28, 1), SIZE, architecture.input_range))
+  classifier = model_lib.build_classifier(backbone, model_lib.build_head(
+      int(backbone.output_shape[-1]), len(CATEGORIES)))
+  config = export.ExportConfig(
+      output_graph=str(tmp_path / "retrained_graph.pb"),
+      output_labels=str(tmp_path / "retrained_labels.txt"),
+      output_tflite=str(tmp_path / "model.tflite"), report_dir=str(tmp_path),
+      quantize=("int8",), android_assets_dir=str(tmp_path / "assets"),
+      canvas_size=CANVAS, check_canvases=16, max_quantization_loss=100,
+      float_tolerance=0.01)
+  report = export.export_model(classifier, CATEGORIES, config, drawings,
+                               labels, drawings[::2], (drawings, labels))
+  assert report["architecture"] == architecture.name
+  for mode in ("float32", "int8"):
+    for canvas in (False, True):
+      tensor, _ = _metadata(config.tflite_path(mode, canvas))
+      if canvas:
+        assert not tensor.processUnits
+      else:
+        assert list(tensor.processUnits[0].options.mean) == [0.0]
+  pictures = [p for _, p in _canvases(8)]
+  app = str(tmp_path / "assets" / "model.tflite")
+  expected = inference.TFLitePredictor(app)(np.stack(pictures)).argmax(1)
+  with _classifier(app) as classifier:
+    got = [_mediapipe(classifier, p).index for p in pictures]
+  assert np.mean(np.array(got) == expected) >= 0.9

@@ -34,15 +34,17 @@ def test_real_files_open_and_stream():
   assert np.median(small.numpy()) == 0 and small.numpy().max() == 255
 
 
-REAL_WEIGHTS = os.path.join(SHARED_DATA, "..", "weights",
-                            "mobilenet_2_5_224_tf_no_top.h5")
+# MobileNetV2, the quickstart's family, at the smallest width at hand.
+REAL_WEIGHTS = os.path.join(
+    SHARED_DATA, "..", "weights",
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5")
 
 
 @pytest.mark.skipif(not os.path.isfile(REAL_WEIGHTS),
                     reason=f"real ImageNet weights not found at {REAL_WEIGHTS}")
 def test_quickstart_flagfile_end_to_end(tmp_path):
   """README command 1's flagfile, on the real subset (no download here) and
-  the one backbone whose real weights are at hand, fewer drawings: the
+  the smallest of its family whose real weights are at hand, fewer drawings: the
   app's files come out, and the app's model knows real drawings."""
   import json
   from absl import flags
@@ -53,7 +55,7 @@ def test_quickstart_flagfile_end_to_end(tmp_path):
   with flagsaver.flagsaver():
     flags.FLAGS(["train", f"--flagfile={REPO}/configs/quickstart.flags",
                  f"--data_dir={SHARED_DATA}", "--nodownload",
-                 "--architecture=mobilenet_0.25_224",
+                 "--architecture=mobilenet_v2_0.35_224",
                  f"--weights={REAL_WEIGHTS}", "--samples_per_class=200",
                  f"--bottleneck_dir={tmp_path / 'cache'}",
                  f"--output_dir={out}",

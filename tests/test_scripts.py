@@ -8,6 +8,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from quickdraw import training
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli
 
@@ -33,11 +34,35 @@ def script(name):
 def test_config_parses(path):
   with flagsaver.flagsaver():
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train", f"--flagfile={path}"])
+    # Categories first: a flagfile that names its own overrides them
+    # (configs/accurate.flags leaves them to the user).
+    flags.FLAGS(["train", "--categories=cat,dog", f"--flagfile={path}"])
     data = common.data_config_from_flags()
     config = train_cli.train_config_from_flags()
   assert data.categories and data.image_size >= 32
   assert config.architecture.startswith("mobilenet_")
+
+
+def test_the_accuracy_recipe_fine_tunes_the_whole_backbone_augmented():
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", f"--flagfile={REPO}/configs/accurate.flags",
+                 "--categories=cat,dog"])
+    config = train_cli.train_config_from_flags()
+    data = common.data_config_from_flags()
+  # 100 exceeds MobileNetV2's 53 weighted layers: all of them.
+  assert config.fine_tune_layers >= 100 and config.fine_tune_augment
+  assert not config.augment  # the head keeps the bottleneck cache
+  assert config.architecture.startswith("mobilenet_v2_")
+  assert data.image_size == 128
+
+
+def test_the_quickstart_uses_the_default_backbone():
+  with flagsaver.flagsaver():
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train", f"--flagfile={REPO}/configs/quickstart.flags"])
+    config = train_cli.train_config_from_flags()
+  assert config.architecture == training.TrainConfig.architecture
 
 
 def tiny_flags(data_dir, tmp_path, **extra):
@@ -67,7 +92,7 @@ def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
     bench.main(["bench_accuracy"])
   out = capsys.readouterr().out
   assert "small CNN from scratch, 28x28" in out
-  assert "fine-tuned (2 layers, 1 epochs)" in out
+  assert "fine-tuned (2 layers, 1 epochs, 32 px)" in out
   assert "fine-tuned minus CNN:" in out
 
 

@@ -100,7 +100,7 @@ def test_second_run_trains_from_the_cache(data_dir, tmp_path, monkeypatch):
   def no_forward_passes(backbone, image_size):
     raise AssertionError("the backbone ran although the cache was full")
 
-  monkeypatch.setattr(bottlenecks, "_compiled_forward", no_forward_passes)
+  monkeypatch.setattr(bottlenecks, "compiled_forward", no_forward_passes)
   second = training.train_and_evaluate(data_config(data_dir),
                                        train_config(tmp_path, "b"))
   assert second.bottlenecks_computed == []
@@ -200,7 +200,7 @@ def test_how_many_training_steps_rounds_up_to_epochs(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (dict(min_accuracy=1.5), "--min_accuracy=1.5 is outside [0, 1]"),
     (dict(architecture="mobilenet_3.0_224"),
-     "--architecture=mobilenet_3.0_224 is not supported"),
+     "--architecture=mobilenet_3.0_224 is not a backbone quickdraw offers"),
     (dict(epochs=0), "--epochs=0 trains nothing"),
     (dict(learning_rate=0.0), "--learning_rate=0.0; pass a positive rate"),
 ])

@@ -64,11 +64,13 @@ flags.DEFINE_string(
     "The backbone, with Keras' ImageNet weights: "
     f"{backbones.names_help()}. MobileNet v1 keeps retrain.py's names "
     "(mobilenet_1.0_224); the sizes are the ones Keras publishes weights "
-    "for. Compared in scripts/README.md (accuracy, size, latency).")
+    "for. The default is the quickstart's; compared with the others in "
+    "scripts/README.md (accuracy, size, latency).")
 flags.DEFINE_integer(
     "image_size", 0,
     "Side of the RGB images fed to the backbone; 0 takes the size from "
-    "--architecture. Other sizes are for quick checks with --weights=none.",
+    "--architecture. Another size runs the architecture's weights at that "
+    "size (configs/accurate.flags fine-tunes 224 px weights at 128).",
     lower_bound=0)
 flags.DEFINE_string(
     "output_dir", TrainConfig.output_dir,

@@ -68,8 +68,13 @@ flags.DEFINE_integer(
     "Drawings per training batch.", lower_bound=1)
 flags.DEFINE_float(
     "learning_rate", _DEFAULTS.learning_rate,
-    "Adam's learning rate for the head (retrain.py used plain gradient "
-    "descent at 0.01; Adam at 0.001 converges in fewer steps).")
+    "Adam's initial learning rate for the head, decaying to zero along a "
+    "cosine (retrain.py used plain gradient descent at 0.01; Adam at 0.001 "
+    "converges in fewer steps).")
+flags.DEFINE_float(
+    "label_smoothing", _DEFAULTS.label_smoothing,
+    "Share of each training target spread over the other classes, for the "
+    "head and fine-tuning; 0 for plain cross-entropy.")
 flags.DEFINE_float(
     "dropout", _DEFAULTS.dropout, "Dropout rate before the softmax layer.")
 flags.DEFINE_integer(
@@ -81,11 +86,17 @@ flags.DEFINE_integer(
     "most, EfficientNet B0, has 81).", lower_bound=0)
 flags.DEFINE_float(
     "fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
-    "Adam's initial learning rate while fine-tuning; it decays to zero "
-    "along a cosine over the fine-tuning steps.")
+    "Adam's peak learning rate while fine-tuning: reached after a warm-up "
+    "over the first 5% of the fine-tuning steps, then decaying to zero "
+    "along a cosine.")
 flags.DEFINE_integer(
     "fine_tune_epochs", _DEFAULTS.fine_tune_epochs,
     "Passes over the training images while fine-tuning.", lower_bound=0)
+flags.DEFINE_boolean(
+    "fine_tune_augment", _DEFAULTS.fine_tune_augment,
+    "Random rotations, zooms and shifts of the training drawings while "
+    "fine-tuning only: images flow through the backbone then anyway, so it "
+    "costs little, and the head keeps the bottleneck cache.")
 flags.DEFINE_boolean(
     "augment", _DEFAULTS.augment,
     "Randomly rotate (+-10 degrees), zoom (+-10%) and shift (+-2 px of 28) "

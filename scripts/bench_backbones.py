@@ -1,0 +1,285 @@
+"""Benchmarks backbones: what each gets right, and what it costs on a phone.
+
+  python scripts/bench_backbones.py --flagfile=configs/accurate.flags \\
+      --data_dir=../shared/data/quickdraw --weights_dir=../shared/data/weights \\
+      --readme=scripts/README.md
+
+For each --trained architecture (its Keras ImageNet file in --weights_dir),
+on --categories (default: every file in --data_dir), --samples_per_class
+1000, 70% train / 10% validation / 20% test:
+
+  * frozen test top-1: the head on the bottleneck cache at the
+    architecture's own size (quickdraw-train's default);
+  * fine-tuned test top-1, with the flags given (above: the recipe of
+    configs/accurate.flags, --image_size included; the benchmark
+    overrides its architecture, weights and folders);
+  * int8's loss against float32, frozen and fine-tuned (after the export's
+    selective quantization), on the whole test split;
+  * float32 and int8 TFLite sizes of the network;
+  * the app's canvas model's latency, LiteRT, one thread, median of
+    --latency_runs (float32 / int8);
+  * seconds per 1,000 drawings to compute bottlenecks (this machine).
+
+Each finished row is kept in --bench_dir (row.json beside its runs), so a
+killed benchmark started again goes on where it stopped; delete the folder
+to measure again.
+
+For each --priced architecture (no weights needed: random weights cost the
+same), the sizes, latencies and bottleneck time only. Each row also gives
+the published ImageNet top-1 of the architecture at 224 px.
+
+The table is printed, and with --readme written into that file between
+the markers `<!-- bench_backbones:begin -->` and `<!-- ...:end -->`.
+"""
+
+from __future__ import annotations
+
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from absl import flags
+
+from quickdraw import (atomic_files, backbones, bottlenecks, export,
+                       preprocessing, training)
+from quickdraw import model as model_lib
+from quickdraw.cli import common
+from quickdraw.cli import train as train_cli
+from quickdraw.data_source import QuickDrawSource
+from quickdraw.errors import QuickDrawError
+from quickdraw.splits import Split
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("bench_dir", os.path.join("runs", "bench_backbones"),
+                    "Where the runs and their exports are written.")
+flags.DEFINE_string("weights_dir", os.path.join("~", ".keras", "models"),
+                    "A folder holding Keras' ImageNet no-top weight files.")
+flags.DEFINE_list("trained", ["mobilenet_0.25_224", "mobilenet_v2_0.35_224",
+                              "mobilenet_v2_0.5_224"],
+                  "Architectures trained and tested (their weights file "
+                  "must be in --weights_dir).")
+flags.DEFINE_list("priced", [
+    "mobilenet_v3_small_minimalistic_224", "mobilenet_v3_small_224",
+    "mobilenet_v3_large_minimalistic_224", "mobilenet_v3_large_224",
+    "efficientnet_b0_224", "mobilenet_v2_1.0_224", "mobilenet_1.0_224"],
+                  "Architectures only sized and timed (random weights).")
+flags.DEFINE_string("readme", "", "A Markdown file to write the table into, "
+                    "between the bench_backbones markers.")
+flags.DEFINE_integer("latency_runs", 100,
+                     "Single-canvas LiteRT calls timed per model.",
+                     lower_bound=1)
+flags.DEFINE_boolean("fine_tune", True, "Also fine-tune each --trained "
+                     "architecture (the slow part on a CPU).")
+
+# Published ImageNet top-1 at 224 px: TF-slim's MobileNet v1 and v2 tables
+# (the checkpoints Keras converted) and Keras' own docs for V3 and
+# EfficientNet.
+IMAGENET_TOP1 = {
+    "mobilenet_1.0_224": 70.9, "mobilenet_0.75_224": 68.4,
+    "mobilenet_0.50_224": 63.3, "mobilenet_0.25_224": 49.8,
+    "mobilenet_v2_1.4_224": 75.0, "mobilenet_v2_1.3_224": 74.4,
+    "mobilenet_v2_1.0_224": 71.8, "mobilenet_v2_0.75_224": 69.8,
+    "mobilenet_v2_0.5_224": 65.4, "mobilenet_v2_0.35_224": 60.3,
+    "mobilenet_v3_large_224": 75.6, "mobilenet_v3_large_minimalistic_224":
+    72.3, "mobilenet_v3_small_224": 68.1,
+    "mobilenet_v3_small_minimalistic_224": 61.9, "efficientnet_b0_224": 77.1,
+}
+_BEGIN = "<!-- bench_backbones:begin -->"
+_END = "<!-- bench_backbones:end -->"
+_BENCH_DEFAULTS = dict(samples_per_class=1000, validation_percentage=10,
+                       testing_percentage=20)
+
+
+def bottleneck_seconds(backbone, image_size: int, drawings: np.ndarray,
+                       batch: int = 100) -> float:
+  """Seconds per 1,000 drawings through the compiled forward pass that
+  fills the bottleneck cache (traced first, then timed)."""
+  forward = bottlenecks.compiled_forward(backbone, image_size)
+  forward(drawings[:batch])
+  start = time.perf_counter()
+  for i in range(0, len(drawings), batch):
+    np.asarray(forward(drawings[i:i + batch]))
+  return (time.perf_counter() - start) * 1000 / len(drawings)
+
+
+def export_config(folder: str, canvas_size: int) -> export.ExportConfig:
+  return export.ExportConfig(
+      output_graph=os.path.join(folder, "retrained_graph.pb"),
+      output_labels=os.path.join(folder, "retrained_labels.txt"),
+      output_tflite=os.path.join(folder, "model.tflite"), report_dir=folder,
+      quantize=("int8",), canvas_size=canvas_size,
+      check_drawings=100_000)  # the whole test split
+
+
+def trained_row(name: str, data, config: training.TrainConfig,
+                drawings: np.ndarray) -> dict:
+  arch = backbones.parse_architecture(name)
+  weights = os.path.join(os.path.expanduser(FLAGS.weights_dir),
+                         arch.weights_filename)
+  row = {"name": name}
+  runs = [("frozen", dataclasses.replace(config, fine_tune_layers=0),
+           arch.image_size)]
+  if FLAGS.fine_tune and config.fine_tune_layers:
+    runs.append(("fine_tuned", config, FLAGS.image_size or arch.image_size))
+  for kind, run_config, image_size in runs:
+    folder = os.path.join(FLAGS.bench_dir, name, kind)
+    run_config = dataclasses.replace(
+        run_config, architecture=name, weights=weights, output_dir=folder,
+        bottleneck_dir=os.path.join(FLAGS.bench_dir, "bottlenecks"),
+        verbose=0)
+    run_data = dataclasses.replace(data, image_size=image_size)
+    start = time.perf_counter()
+    result = training.train_and_evaluate(
+        run_data, run_config,
+        export=export_config(folder, FLAGS.canvas_size))
+    artifacts = result.export_report["artifacts"]
+    row[kind] = {
+        "top1": result.report["top1"], "image_size": run_data.image_size,
+        "int8_loss": artifacts["tflite_int8"]["loss_points"],
+        "int8_float_layers": len(result.export_report.get(
+            "int8_float_layers", {}).get("layers", [])),
+        "seconds": time.perf_counter() - start}
+    print(f"  {name} {kind}: top-1 {row[kind]['top1']:.4f}, int8 "
+          f"{-row[kind]['int8_loss']:+.2f} points", flush=True)
+    if kind == "frozen":
+      config_for_export = export_config(folder, FLAGS.canvas_size)
+      row.update(_sizes_and_latency(config_for_export, artifacts))
+      backbone = model_lib.build_backbone(dataclasses.replace(
+          arch, image_size=run_data.image_size), weights)
+      row["bottleneck_s"] = bottleneck_seconds(backbone, run_data.image_size,
+                                               drawings)
+  return row
+
+
+def _sizes_and_latency(config: export.ExportConfig, artifacts: dict) -> dict:
+  return {
+      "float32_mb": artifacts["tflite_float32"]["bytes"] / 1e6,
+      "int8_mb": artifacts["tflite_int8"]["bytes"] / 1e6,
+      "canvas_ms": 1000 * export.tflite_latency(
+          config.tflite_path("float32", canvas=True), FLAGS.latency_runs),
+      "canvas_int8_ms": 1000 * export.tflite_latency(
+          config.tflite_path("int8", canvas=True), FLAGS.latency_runs)}
+
+
+def priced_row(name: str, categories: Sequence[str],
+               drawings: np.ndarray) -> dict:
+  """Size, latency and bottleneck time with random weights."""
+  arch = backbones.parse_architecture(name)
+  backbone = model_lib.build_backbone(arch, None)
+  model_lib.calibrate_batch_norm(backbone, preprocessing.upsample_to_rgb(
+      drawings[:64], arch.image_size, arch.input_range))
+  classifier = model_lib.build_classifier(backbone, model_lib.build_head(
+      int(backbone.output_shape[-1]), len(categories)))
+  folder = os.path.join(FLAGS.bench_dir, name)
+  os.makedirs(folder, exist_ok=True)
+  config = export_config(folder, FLAGS.canvas_size)
+  frozen = export.serving_function(classifier, config.final_tensor_name)
+  preprocess = export.canvas_preprocessing_bytes(
+      config.canvas_size, arch.image_size, arch.input_range)
+  artifacts = {}
+  for mode in ("float32", "int8"):
+    network = export.tflite_bytes(
+        frozen, mode, drawings[:100].reshape(-1, 784),
+        value_range=arch.input_range)
+    for canvas, data in ((False, network), (True, export.canvas_model_bytes(
+        preprocess, network))):
+      with open(config.tflite_path(mode, canvas), "wb") as f:
+        f.write(export.with_metadata(
+            data, categories, canvas=canvas,
+            size=config.canvas_size if canvas else arch.image_size,
+            final_tensor_name=config.final_tensor_name,
+            value_range=arch.input_range))
+    artifacts[f"tflite_{mode}"] = {
+        "bytes": os.path.getsize(config.tflite_path(mode))}
+  row = {"name": name, **_sizes_and_latency(config, artifacts)}
+  row["bottleneck_s"] = bottleneck_seconds(backbone, arch.image_size,
+                                           drawings)
+  return row
+
+
+def table(rows: list[dict]) -> str:
+  lines = [
+      "| backbone | ImageNet top-1 | frozen top-1 | fine-tuned top-1 | "
+      "int8 loss, frozen / fine-tuned (points) | float32 / int8 MB | "
+      "canvas model ms, float32 / int8 | bottlenecks s per 1,000 |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    def top1(kind):
+      if kind not in r:
+        return "-" if "frozen" in r else "(random weights)"
+      size = r[kind]["image_size"]
+      at = "" if r["name"].endswith(f"_{size}") else f" (at {size} px)"
+      return f"{r[kind]['top1']:.4f}{at}"
+
+    def loss(kind):
+      if kind not in r:
+        return "-"
+      layers = r[kind]["int8_float_layers"]
+      return f"{r[kind]['int8_loss']:+.2f}" + (
+          f" ({layers} float)" if layers else "")
+    lines.append(
+        f"| `{r['name']}` | {IMAGENET_TOP1.get(r['name'], '-')} | "
+        f"{top1('frozen')} | {top1('fine_tuned')} | {loss('frozen')} / "
+        f"{loss('fine_tuned')} | {r['float32_mb']:.2f} / {r['int8_mb']:.2f} "
+        f"| {r['canvas_ms']:.2f} / {r['canvas_int8_ms']:.2f} | "
+        f"{r['bottleneck_s']:.1f} |")
+  return "\n".join(lines)
+
+
+def write_into(readme: str, text: str) -> None:
+  with open(readme) as f:
+    old = f.read()
+  if _BEGIN not in old or _END not in old:
+    raise QuickDrawError(
+        f"--readme={readme} has no {_BEGIN} ... {_END} markers; add them "
+        "where the table goes")
+  head, rest = old.split(_BEGIN, 1)
+  tail = rest.split(_END, 1)[1]
+  atomic_files.write_text(readme, f"{head}{_BEGIN}\n{text}\n{_END}{tail}")
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  if not FLAGS.categories and not FLAGS.categories_file:
+    FLAGS.categories = sorted(
+        os.path.splitext(f)[0]
+        for f in os.listdir(os.path.expanduser(FLAGS.data_dir))
+        if f.endswith(".npy"))
+  data = common.data_config_from_flags()
+  config = train_cli.train_config_from_flags()
+  source = QuickDrawSource.open(data)
+  drawings = source.read_positions(Split.TRAIN, np.arange(
+      min(1000, source.split_size(Split.TRAIN))))[0].reshape(
+      -1, 28, 28, 1)
+  print(f"{source.num_classes} categories, "
+        f"{source.split_size(Split.TRAIN):,} training and "
+        f"{source.split_size(Split.TEST):,} test drawings", flush=True)
+  rows = []
+  for name in FLAGS.trained + FLAGS.priced:
+    kept = os.path.join(FLAGS.bench_dir, name, "row.json")
+    if os.path.exists(kept):
+      with open(kept) as f:
+        rows.append(json.load(f))
+      print(f"  {name}: kept from {kept}", flush=True)
+      continue
+    if name in FLAGS.trained:
+      rows.append(trained_row(name, data, config, drawings))
+    else:
+      rows.append(priced_row(name, source.categories, drawings))
+      print(f"  {name}: priced", flush=True)
+    atomic_files.write_text(kept, json.dumps(rows[-1], indent=1))
+  text = table(rows)
+  print(text)
+  if FLAGS.readme:
+    write_into(FLAGS.readme, text)
+
+
+if __name__ == "__main__":
+  for _name, _value in _BENCH_DEFAULTS.items():
+    flags.FLAGS.set_default(_name, _value)
+  common.run_app(main, "__main__")
