@@ -12,7 +12,7 @@ tests:
   1. a small CNN from scratch on the 28x28 drawings (two conv layers and a
      dense layer: the obvious alternative to transfer learning);
   2. the frozen backbone with a new head, at the architecture's own input
-     size (quickdraw-train's default);
+     size (quickdraw-train's default; --frozen_image_size to change it);
   3. the same after fine-tuning (--fine_tune_layers, default 100 here: the
      whole backbone, batch norm kept frozen) at --image_size,
 
@@ -44,6 +44,9 @@ from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("cnn_epochs", 15, "Epochs for the small CNN.")
+flags.DEFINE_integer("frozen_image_size", 0,
+                     "Input size of the frozen run; 0 for the "
+                     "architecture's own.", lower_bound=0)
 
 _BENCH_DEFAULTS = dict(samples_per_class=1000, validation_percentage=10,
                        testing_percentage=20, fine_tune_layers=100,
@@ -89,11 +92,7 @@ def train_small_cnn(source: QuickDrawSource, epochs: int,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  if not FLAGS.categories and not FLAGS.categories_file:
-    FLAGS.categories = sorted(
-        os.path.splitext(f)[0]
-        for f in os.listdir(os.path.expanduser(FLAGS.data_dir))
-        if f.endswith(".npy"))
+  common.every_category_in_data_dir_unless_chosen()
   data = common.data_config_from_flags()
   config = dataclasses.replace(train_cli.train_config_from_flags(), verbose=0)
   source = QuickDrawSource.open(data)
@@ -107,7 +106,8 @@ def main(argv: Sequence[str]) -> None:
   rows.append(("small CNN from scratch, 28x28", cnn,
                time.perf_counter() - start))
   print(f"  {rows[-1][0]}: done", flush=True)
-  own_size = backbones.parse_architecture(config.architecture).image_size
+  own_size = (FLAGS.frozen_image_size or
+              backbones.parse_architecture(config.architecture).image_size)
   for name, run_config, image_size in (
       (f"{config.architecture} frozen + head",
        dataclasses.replace(config, fine_tune_layers=0,

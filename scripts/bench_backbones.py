@@ -22,7 +22,8 @@ on --categories (default: every file in --data_dir), --samples_per_class
 
 Each finished row is kept in --bench_dir (row.json beside its runs), so a
 killed benchmark started again goes on where it stopped; delete the folder
-to measure again.
+to measure again. Kept rows have their latencies timed again, so that a
+run with nothing else on the machine gives them all under equal load.
 
 For each --priced architecture (no weights needed: random weights cost the
 same), the sizes, latencies and bottleneck time only. Each row also gives
@@ -58,7 +59,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", os.path.join("runs", "bench_backbones"),
                     "Where the runs and their exports are written.")
 flags.DEFINE_string("weights_dir", os.path.join("~", ".keras", "models"),
-                    "A folder holding Keras' ImageNet no-top weight files.")
+                    "A folder holding Keras' ImageNet no-top weight files; "
+                    "none trains random weights (for tests).")
 flags.DEFINE_list("trained", ["mobilenet_0.25_224", "mobilenet_v2_0.35_224",
                               "mobilenet_v2_0.5_224"],
                   "Architectures trained and tested (their weights file "
@@ -113,14 +115,15 @@ def export_config(folder: str, canvas_size: int) -> export.ExportConfig:
       output_labels=os.path.join(folder, "retrained_labels.txt"),
       output_tflite=os.path.join(folder, "model.tflite"), report_dir=folder,
       quantize=("int8",), canvas_size=canvas_size,
+      max_quantization_loss=FLAGS.max_quantization_loss,
       check_drawings=100_000)  # the whole test split
 
 
 def trained_row(name: str, data, config: training.TrainConfig,
                 drawings: np.ndarray) -> dict:
   arch = backbones.parse_architecture(name)
-  weights = os.path.join(os.path.expanduser(FLAGS.weights_dir),
-                         arch.weights_filename)
+  weights = ("none" if FLAGS.weights_dir == "none" else os.path.join(
+      os.path.expanduser(FLAGS.weights_dir), arch.weights_filename))
   row = {"name": name}
   runs = [("frozen", dataclasses.replace(config, fine_tune_layers=0),
            arch.image_size)]
@@ -150,7 +153,8 @@ def trained_row(name: str, data, config: training.TrainConfig,
       config_for_export = export_config(folder, FLAGS.canvas_size)
       row.update(_sizes_and_latency(config_for_export, artifacts))
       backbone = model_lib.build_backbone(dataclasses.replace(
-          arch, image_size=run_data.image_size), weights)
+          arch, image_size=run_data.image_size),
+          None if weights == "none" else weights)
       row["bottleneck_s"] = bottleneck_seconds(backbone, run_data.image_size,
                                                drawings)
   return row
@@ -160,10 +164,16 @@ def _sizes_and_latency(config: export.ExportConfig, artifacts: dict) -> dict:
   return {
       "float32_mb": artifacts["tflite_float32"]["bytes"] / 1e6,
       "int8_mb": artifacts["tflite_int8"]["bytes"] / 1e6,
-      "canvas_ms": 1000 * export.tflite_latency(
-          config.tflite_path("float32", canvas=True), FLAGS.latency_runs),
-      "canvas_int8_ms": 1000 * export.tflite_latency(
-          config.tflite_path("int8", canvas=True), FLAGS.latency_runs)}
+      "canvas_models": config.report_dir, **latency(config.report_dir)}
+
+
+def latency(folder: str) -> dict:
+  """Single-thread latency of the canvas models in `folder`, in ms."""
+  config = export_config(folder, FLAGS.canvas_size)
+  return {key: 1000 * export.tflite_latency(
+      config.tflite_path(mode, canvas=True), FLAGS.latency_runs)
+          for key, mode in (("canvas_ms", "float32"),
+                            ("canvas_int8_ms", "int8"))}
 
 
 def priced_row(name: str, categories: Sequence[str],
@@ -245,11 +255,7 @@ def write_into(readme: str, text: str) -> None:
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  if not FLAGS.categories and not FLAGS.categories_file:
-    FLAGS.categories = sorted(
-        os.path.splitext(f)[0]
-        for f in os.listdir(os.path.expanduser(FLAGS.data_dir))
-        if f.endswith(".npy"))
+  common.every_category_in_data_dir_unless_chosen()
   data = common.data_config_from_flags()
   config = train_cli.train_config_from_flags()
   source = QuickDrawSource.open(data)
@@ -265,6 +271,10 @@ def main(argv: Sequence[str]) -> None:
     if os.path.exists(kept):
       with open(kept) as f:
         rows.append(json.load(f))
+      # Timed again, all rows in a row: a latency is the figure most
+      # disturbed by whatever else ran while the row was trained.
+      if os.path.isdir(rows[-1].get("canvas_models", "")):
+        rows[-1].update(latency(rows[-1]["canvas_models"]))
       print(f"  {name}: kept from {kept}", flush=True)
       continue
     if name in FLAGS.trained:

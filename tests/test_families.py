@@ -32,10 +32,9 @@ from conftest import CATEGORIES
 mp = pytest.importorskip(
     "mediapipe", reason="mediapipe is in the test extra: pip install -e "
     "'.[test]'")
-from mediapipe.tasks import python as mp_tasks  # noqa: E402
-from mediapipe.tasks.python import vision  # noqa: E402
 from mediapipe.tasks.metadata import (  # noqa: E402
     metadata_schema_py_generated as metadata_schema)
+from test_android import classifier_for, mediapipe_top1  # noqa: E402
 
 SIZE = 32  # Keras' smallest input for these families
 CANVAS = 128
@@ -183,19 +182,6 @@ def test_metadata_normalization_matches_the_family(run, mode):
   assert tflite_metadata.read_normalization(model) is None
 
 
-def _classifier(path):
-  options = vision.ImageClassifierOptions(
-      base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
-      max_results=1)
-  return vision.ImageClassifier.create_from_options(options)
-
-
-def _mediapipe(classifier, picture):
-  image = mp.Image(image_format=mp.ImageFormat.SRGB,
-                   data=np.ascontiguousarray(picture))
-  return classifier.classify(image).classifications[0].categories[0]
-
-
 def _canvases(count):
   rng = np.random.default_rng(1)
   for i in range(count):
@@ -214,8 +200,8 @@ def test_mediapipe_runs_the_apps_model_and_the_network_as_we_do(run):
   pictures = [p for _, p in _canvases(16)]
   ours = inference.TFLitePredictor(str(out / "assets" / "model.tflite"))
   expected = ours(np.stack(pictures)).argmax(1)
-  with _classifier(out / "assets" / "model.tflite") as classifier:
-    got = [_mediapipe(classifier, p).index for p in pictures]
+  with classifier_for(out / "assets" / "model.tflite") as classifier:
+    got = [mediapipe_top1(classifier, p).index for p in pictures]
   assert np.mean(np.array(got) == expected) >= 0.9
   # The drawing network: a drawing upsampled to its input, as uint8 RGB.
   drawings = np.concatenate([synthetic.make_drawings(c, 4, seed=5)
@@ -229,8 +215,8 @@ def test_mediapipe_runs_the_apps_model_and_the_network_as_we_do(run):
   # which the rounding to uint8 alone would flip.
   expected = network(preprocessing.scale_to_range(
       images, architecture.input_range).numpy()).argmax(1)
-  with _classifier(out / "model.tflite") as classifier:
-    got = [_mediapipe(classifier, image).index for image in images]
+  with classifier_for(out / "model.tflite") as classifier:
+    got = [mediapipe_top1(classifier, image).index for image in images]
   assert np.mean(np.array(got) == expected) >= 0.9
 
 
@@ -313,6 +299,6 @@ def test_minimalistic_variants_export_for_the_app(key, tmp_path):
   pictures = [p for _, p in _canvases(8)]
   app = str(tmp_path / "assets" / "model.tflite")
   expected = inference.TFLitePredictor(app)(np.stack(pictures)).argmax(1)
-  with _classifier(app) as classifier:
-    got = [_mediapipe(classifier, p).index for p in pictures]
+  with classifier_for(app) as classifier:
+    got = [mediapipe_top1(classifier, p).index for p in pictures]
   assert np.mean(np.array(got) == expected) >= 0.9

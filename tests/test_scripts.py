@@ -87,6 +87,7 @@ def test_bench_train_runs(data_dir, tmp_path, capsys):
 def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
   bench = script("bench_accuracy")
   with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path), cnn_epochs=1,
+                           frozen_image_size=32,
                            fine_tune_layers=2, fine_tune_epochs=1,
                            validation_percentage=0, testing_percentage=20):
     bench.main(["bench_accuracy"])
@@ -94,6 +95,41 @@ def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
   assert "small CNN from scratch, 28x28" in out
   assert "fine-tuned (2 layers, 1 epochs, 32 px)" in out
   assert "fine-tuned minus CNN:" in out
+
+
+def test_bench_backbones_writes_its_table_and_resumes(data_dir, tmp_path,
+                                                      capsys):
+  bench = script("bench_backbones")
+  readme = tmp_path / "README.md"
+  readme.write_text("before\n<!-- bench_backbones:begin -->\nold\n"
+                    "<!-- bench_backbones:end -->\nafter\n")
+  # Frozen only: fine-tuning is train_and_evaluate again, at the suite's
+  # cost (test_training covers it).
+  settings = dict(tiny_flags(data_dir, tmp_path), fine_tune=False,
+                  weights_dir="none",
+                  trained=["mobilenet_v2_0.35_96"],
+                  priced=["mobilenet_v3_small_96"], latency_runs=2,
+                  # Random weights quantize badly: no float-layer search.
+                  max_quantization_loss=100,
+                  bench_dir=str(tmp_path / "bench"), readme=str(readme))
+  with flagsaver.flagsaver(**settings):
+    bench.main(["bench_backbones"])
+  text = readme.read_text()
+  assert text.startswith("before\n") and text.endswith("after\n")
+  assert "old" not in text
+  rows = [l for l in text.splitlines() if l.startswith("| `")]
+  assert [r.split("`")[1] for r in rows] == ["mobilenet_v2_0.35_96",
+                                             "mobilenet_v3_small_96"]
+  cells = [c.strip() for c in rows[0].split("|")]
+  assert 0 <= float(cells[3]) <= 1 and cells[4] == "-"  # frozen, not tuned
+  assert "(random weights)" in rows[1]
+  capsys.readouterr()
+  with flagsaver.flagsaver(**settings):  # every row kept: only re-timed
+    bench.main(["bench_backbones"])
+  assert capsys.readouterr().out.count("kept from") == 2
+  again = [l for l in readme.read_text().splitlines() if l.startswith("| `")]
+  # The same accuracy and sizes; the latencies are measured again.
+  assert [r.split("|")[:7] for r in again] == [r.split("|")[:7] for r in rows]
 
 
 def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):

@@ -90,6 +90,16 @@ def category_names_from_flags() -> list[str]:
   return list(FLAGS.categories)
 
 
+def every_category_in_data_dir_unless_chosen() -> None:
+  """For benchmarks: with no --categories or --categories_file, every
+  `<category>.npy` file in --data_dir."""
+  if not FLAGS.categories and not FLAGS.categories_file:
+    FLAGS.categories = sorted(
+        os.path.splitext(f)[0]
+        for f in os.listdir(os.path.expanduser(FLAGS.data_dir))
+        if f.endswith(".npy"))
+
+
 def data_config_from_flags() -> DataConfig:
   """Builds the `DataConfig` the data flags describe.
 
