@@ -177,6 +177,25 @@ def test_augmentation_bypasses_the_cache(data_dir, tmp_path):
   assert result.epochs_run == {"head": 1}
 
 
+def test_fine_tune_augment_keeps_the_head_on_the_cache(data_dir, tmp_path,
+                                                       monkeypatch):
+  from quickdraw import input_pipeline
+  made = []
+  make_dataset = input_pipeline.make_dataset
+
+  def recording(*args, **kwargs):
+    made.append(kwargs.get("augment", False))
+    return make_dataset(*args, **kwargs)
+
+  monkeypatch.setattr(input_pipeline, "make_dataset", recording)
+  config = train_config(tmp_path, epochs=1, fine_tune_layers=2,
+                        fine_tune_epochs=1, fine_tune_augment=True)
+  result = training.train_and_evaluate(data_config(data_dir), config)
+  assert "train" in result.bottlenecks_computed  # the head's cache
+  assert result.epochs_run == {"head": 1, "fine_tune": 1}
+  assert made.count(True) == 1  # the fine-tuning drawings, nothing else
+
+
 def test_accuracy_gate_exports_nothing(data_dir, tmp_path):
   config = train_config(tmp_path, epochs=1, min_accuracy=1.0)
   with pytest.raises(QuickDrawError) as e:
@@ -203,6 +222,7 @@ def test_how_many_training_steps_rounds_up_to_epochs(tmp_path):
      "--architecture=mobilenet_3.0_224 is not a backbone quickdraw offers"),
     (dict(epochs=0), "--epochs=0 trains nothing"),
     (dict(learning_rate=0.0), "--learning_rate=0.0; pass a positive rate"),
+    (dict(label_smoothing=1.0), "--label_smoothing=1.0 is outside [0, 1)"),
 ])
 def test_bad_settings(tmp_path, overrides, message):
   with pytest.raises(QuickDrawError) as e:
