@@ -81,13 +81,16 @@ def test_progress_is_one_line_per_epoch_in_a_log_file(data_dir, tmp_path):
   assert text.count("Epoch 1/2") == 1 and "test top-1" in text
 
 
+# Seeded noise: every pytest-xdist worker must collect the same tests.
+_NOISE = np.random.default_rng(0).integers(0, 256, 3000, np.uint8).tobytes()
+
+
 @pytest.mark.parametrize("name, data, expected", [
-    ("graph.pb", os.urandom(3000), "is not a frozen graph that loads "
-     "(DecodeError"),
-    ("model.tflite", os.urandom(3000), "is not a TFLite model that loads"),
+    ("graph.pb", _NOISE, "is not a frozen graph that loads (DecodeError"),
+    ("model.tflite", _NOISE, "is not a TFLite model that loads"),
     ("model.keras", b"not a zip file", "is not a Keras model file that "
      "loads"),
-])
+], ids=["graph.pb", "model.tflite", "model.keras"])
 def test_corrupt_models_are_one_line_errors(tmp_path, name, data, expected):
   path = tmp_path / name
   path.write_bytes(data)
