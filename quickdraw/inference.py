@@ -308,8 +308,14 @@ def drawing_from_image(image: np.ndarray) -> np.ndarray:
   return drawing.numpy()[0].astype(np.uint8)
 
 
-def read_inputs(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
+def read_inputs(paths: Sequence[str], errors: list[str] | None = None
+                ) -> tuple[list[str], list[np.ndarray]]:
   """Reads pictures (PNG, JPEG, ...) and `.npy` rows.
+
+  Args:
+    paths: The files.
+    errors: If given, a bad file's one-line error is appended here and the
+      other files are still read; if None, the first bad file raises.
 
   Returns:
     (names, pictures): a name per picture (the file, or `file[row]` for
@@ -321,28 +327,38 @@ def read_inputs(paths: Sequence[str]) -> tuple[list[str], list[np.ndarray]]:
   """
   names, pictures = [], []
   for path in paths:
-    if not os.path.isfile(path):
-      raise QuickDrawError(f"{path}: no such file; pass PNG, JPEG or .npy "
-                           "files")
-    if path.lower().endswith(".npy"):
-      try:
-        rows = np.load(path, mmap_mode="r")
-      except (ValueError, OSError) as e:
-        raise QuickDrawError(f"{path}: not a readable .npy file ({e})"
-                             ) from None
-      if rows.ndim == 1:
-        rows = rows[None]
-      if rows.dtype != np.uint8 or rows.reshape(len(rows), -1).shape[1] != 784:
-        raise QuickDrawError(
-            f"{path}: shape {rows.shape} {rows.dtype}; expected uint8 rows of "
-            "784 pixels (N, 784) or (N, 28, 28)")
-      for i, row in enumerate(np.asarray(rows).reshape(-1, 28, 28, 1)):
-        names.append(f"{path}[{i}]")
-        pictures.append(row)
+    try:
+      read = _read_input(path)
+    except QuickDrawError as e:
+      if errors is None:
+        raise
+      errors.append(str(e))
       continue
-    names.append(path)
-    pictures.append(canvases.read_picture(path))
+    names.extend(read[0])
+    pictures.extend(read[1])
   return names, pictures
+
+
+def _read_input(path: str) -> tuple[list[str], list[np.ndarray]]:
+  """One file's (names, pictures) for `read_inputs`."""
+  if not os.path.isfile(path):
+    raise QuickDrawError(f"{path}: no such file; pass PNG, JPEG or .npy "
+                         "files")
+  if path.lower().endswith(".npy"):
+    try:
+      rows = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+      raise QuickDrawError(f"{path}: not a readable .npy file ({e})"
+                           ) from None
+    if rows.ndim == 1:
+      rows = rows[None]
+    if rows.dtype != np.uint8 or rows.reshape(len(rows), -1).shape[1] != 784:
+      raise QuickDrawError(
+          f"{path}: shape {rows.shape} {rows.dtype}; expected uint8 rows of "
+          "784 pixels (N, 784) or (N, 28, 28)")
+    rows = np.asarray(rows).reshape(-1, 28, 28, 1)
+    return [f"{path}[{i}]" for i in range(len(rows))], list(rows)
+  return [path], [canvases.read_picture(path)]
 
 
 def classify_pictures(predictor: Predictor, pictures: Sequence[np.ndarray]

@@ -222,3 +222,25 @@ def test_predict_warns_on_a_blank_canvas(exported, tmp_path, capsys):
   drawn = next(l for l in lines if l.startswith(str(tmp_path / "drawn")))
   assert drawn.split(": ")[1].startswith(CATEGORIES[class_id])
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_answers_the_good_files_beside_a_bad_one(exported, tmp_path,
+                                                        capsys):
+  class_id, picture = next(canvases())
+  _write_png(tmp_path / "star.png", picture)
+  _write_png(tmp_path / "house.png", picture)
+  (tmp_path / "notes.txt").write_text("not a picture")
+  paths = [str(tmp_path / n) for n in ("star.png", "notes.txt",
+                                       "missing.png", "house.png")]
+  with flagsaver.flagsaver(model=exported.tflite_path("float32", canvas=True)):
+    with pytest.raises(QuickDrawError) as e:
+      predict_cli.main(["predict"] + paths)
+  assert "2 of 4 inputs could not be read" in str(e.value)
+  captured = capsys.readouterr()
+  errors = captured.err.splitlines()
+  assert len(errors) == 2
+  assert "notes.txt" in errors[0] and "missing.png: no such file" in errors[1]
+  answers = captured.out.splitlines()
+  assert [a.split(": ")[0] for a in answers] == [paths[0], paths[3]]
+  assert all(a.split(": ")[1].startswith(CATEGORIES[class_id])
+             for a in answers)

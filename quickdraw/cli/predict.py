@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -94,16 +95,22 @@ def find_labels(model_path: str, labels_path: str | None) -> list[str]:
 
 def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
             top_k: int = 3,
-            final_tensor_name: str = inference.FINAL_TENSOR_NAME
-            ) -> list[Prediction]:
+            final_tensor_name: str = inference.FINAL_TENSOR_NAME,
+            errors: list[str] | None = None) -> list[Prediction]:
   """Classifies each input picture (or `.npy` row).
 
+  Args:
+    errors: If given, each unreadable input's one-line error goes here and
+      the other inputs are classified; if None, the first one raises.
+
   Raises:
-    QuickDrawError: bad model, labels or inputs.
+    QuickDrawError: bad model or labels, or (without `errors`) input.
   """
   predictor = inference.load_predictor(model_path, final_tensor_name)
   labels = find_labels(model_path, labels_path)
-  names, pictures = inference.read_inputs(inputs)
+  names, pictures = inference.read_inputs(inputs, errors)
+  if not names:
+    return []
   drawings, probabilities = inference.classify_pictures(predictor, pictures)
   if len(names) and probabilities.shape[1] != len(labels):
     raise QuickDrawError(
@@ -124,8 +131,12 @@ def main(argv: Sequence[str]) -> None:
   if not FLAGS.model:
     raise QuickDrawError("pass --model=PATH: a .tflite, .pb or .keras file "
                          "that quickdraw-train wrote")
+  errors = []
   results = predict(FLAGS.model, FLAGS.labels, inputs, FLAGS.top_k,
-                    FLAGS.final_tensor_name)
+                    FLAGS.final_tensor_name, errors)
+  # A bad file gets its line, and the others their answers all the same.
+  for error in errors:
+    print(f"{common.program_name()}: error: {error}", file=sys.stderr)
   for r in results:
     if r.top:
       print(f"{r.name}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.top))
@@ -139,6 +150,9 @@ def main(argv: Sequence[str]) -> None:
         columns=min(8, len(results)), zoom=2)
     visualize.write_png(FLAGS.save_drawings, grid)
     print(f"Wrote the drawings the model saw to {FLAGS.save_drawings}")
+  if errors:
+    raise QuickDrawError(f"{len(errors)} of {len(inputs)} inputs could not "
+                         "be read (above); the others were classified")
 
 
 def run() -> None:
