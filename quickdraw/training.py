@@ -505,12 +505,12 @@ class _Run:
     total = steps * config.fine_tune_epochs
     augment = config.augment or config.fine_tune_augment
     model = self.image_model
-    if augment and self.on_device and not config.augment:
-      # The same weights behind an augmenting first layer.
-      model = model_lib.build_device_classifier(self.classifier, True,
-                                                self.data.seed)
     start = 0
     with self.strategy.scope():
+      if augment and self.on_device and not config.augment:
+        # The same weights behind an augmenting first layer.
+        model = model_lib.build_device_classifier(self.classifier, True,
+                                                  self.data.seed)
       _compile(model, keras.optimizers.schedules.CosineDecay(
           0.0, total, warmup_target=config.fine_tune_learning_rate,
           warmup_steps=max(1, total // 20)), config.label_smoothing)

@@ -150,21 +150,18 @@ def trained_row(name: str, data, config: training.TrainConfig,
     print(f"  {name} {kind}: top-1 {row[kind]['top1']:.4f}, int8 "
           f"{-row[kind]['int8_loss']:+.2f} points", flush=True)
     if kind == "frozen":
-      config_for_export = export_config(folder, FLAGS.canvas_size)
-      row.update(_sizes_and_latency(config_for_export, artifacts))
-      backbone = model_lib.build_backbone(dataclasses.replace(
-          arch, image_size=run_data.image_size),
-          None if weights == "none" else weights)
-      row["bottleneck_s"] = bottleneck_seconds(backbone, run_data.image_size,
-                                               drawings)
+      row.update(_sizes_and_latency(folder, artifacts))
+      # The run's own frozen backbone, named after its architecture.
+      row["bottleneck_s"] = bottleneck_seconds(
+          result.classifier.get_layer(arch.name), arch.image_size, drawings)
   return row
 
 
-def _sizes_and_latency(config: export.ExportConfig, artifacts: dict) -> dict:
+def _sizes_and_latency(folder: str, artifacts: dict) -> dict:
   return {
       "float32_mb": artifacts["tflite_float32"]["bytes"] / 1e6,
       "int8_mb": artifacts["tflite_int8"]["bytes"] / 1e6,
-      "canvas_models": config.report_dir, **latency(config.report_dir)}
+      "canvas_models": folder, **latency(folder)}
 
 
 def latency(folder: str) -> dict:
@@ -206,7 +203,7 @@ def priced_row(name: str, categories: Sequence[str],
             value_range=arch.input_range))
     artifacts[f"tflite_{mode}"] = {
         "bytes": os.path.getsize(config.tflite_path(mode))}
-  row = {"name": name, **_sizes_and_latency(config, artifacts)}
+  row = {"name": name, **_sizes_and_latency(folder, artifacts)}
   row["bottleneck_s"] = bottleneck_seconds(backbone, arch.image_size,
                                            drawings)
   return row

@@ -130,7 +130,8 @@ def test_the_head_learns_and_every_artifact_is_written(run):
   for name in ("frozen_graph", "tflite_float32", "canvas_float32"):
     assert artifacts[name]["max_probability_difference"] <= 0.01
   for mode in export.MODES:
-    assert artifacts[f"canvas_{mode}"]["preprocessing_difference"] <= export.PREPROCESSING_TOLERANCE
+    assert (artifacts[f"canvas_{mode}"]["preprocessing_difference"]
+            <= export.PREPROCESSING_TOLERANCE)
 
 
 def test_model_info_states_each_files_input(run):

@@ -112,7 +112,7 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
   if not names:
     return []
   drawings, probabilities = inference.classify_pictures(predictor, pictures)
-  if len(names) and probabilities.shape[1] != len(labels):
+  if probabilities.shape[1] != len(labels):
     raise QuickDrawError(
         f"{model_path} has {probabilities.shape[1]} outputs but there are "
         f"{len(labels)} labels; pass the labels written with the model")
