@@ -11,6 +11,8 @@ over white, as an Android ARGB canvas must be before classifying); and
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -58,11 +60,21 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   if picture.shape[-1] == 1:
     picture = np.repeat(picture, 3, -1)
   h, w = picture.shape[:2]
+  if h > height or w > width:
+    # Shrunk first, then padded: padding a 60000x8 strip to a square
+    # would need gigabytes.
+    scale = min(height / h, width / w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    picture = np.clip(np.round(tf.image.resize(
+        picture, size, antialias=True).numpy()), 0, 255).astype(np.uint8)
+    h, w = size
   target_h = max(h, int(np.ceil(w * height / width)))
   target_w = max(w, int(np.ceil(h * width / height)))
   if (target_h, target_w) != (h, w):
-    border = np.concatenate([picture[0], picture[-1], picture[:, 0],
-                             picture[:, -1]]).mean(0)
+    # The paper's colour as the model finds it (a median: a stroke that
+    # runs off the edge does not tint the padding).
+    border = np.median(np.concatenate([picture[0], picture[-1],
+                                       picture[:, 0], picture[:, -1]]), 0)
     padded = np.empty((target_h, target_w, 3), np.uint8)
     padded[:] = np.round(border).astype(np.uint8)
     top, left = (target_h - h) // 2, (target_w - w) // 2
@@ -74,37 +86,169 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
 
 
-def redraw(drawings: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Theme:
+  """How an app paints its canvas: paper and ink colours (RGB), and how much
+  darker a shadow or vignette makes the corners (0: none)."""
+  paper: tuple[int, int, int]
+  ink: tuple[int, int, int]
+  vignette: float = 0.0
+
+
+def _hex(colour: str) -> tuple[int, int, int]:
+  return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+# Canvases apps paint: Android's light and dark themes, grey themes, a pen
+# on coloured paper, and a photographed page's vignette.
+THEMES = {
+    "white": Theme(_hex("#FFFFFF"), _hex("#000000")),
+    "dark": Theme(_hex("#121212"), _hex("#FFFFFF")),
+    "light_grey": Theme(_hex("#E0E0E0"), _hex("#202020")),
+    "dark_grey": Theme(_hex("#303030"), _hex("#E0E0E0")),
+    "blue_on_cream": Theme(_hex("#FFF8E1"), _hex("#1E4FC8")),
+    "blue_on_yellow": Theme(_hex("#FFF176"), _hex("#283593")),
+    "red_on_black": Theme(_hex("#000000"), _hex("#E53935")),
+    "vignette": Theme(_hex("#F5F5F5"), _hex("#202020"), vignette=0.3),
+}
+
+
+def paint(ink: np.ndarray, theme: Theme) -> np.ndarray:
+  """Ink coverage (H, W) in [0, 1] -> uint8 (H, W, 3) canvas in `theme`.
+
+  Partial coverage blends the colours, as an anti-aliased pen does.
+  """
+  ink = np.asarray(ink, np.float32)[..., None]
+  paper = np.asarray(theme.paper, np.float32)
+  canvas = paper * (1 - ink) + np.asarray(theme.ink, np.float32) * ink
+  if theme.vignette:
+    h, w = ink.shape[:2]
+    y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w),
+                       indexing="ij")
+    canvas *= (1 - theme.vignette * (x * x + y * y) / 2)[..., None]
+  return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+
+
+def redraw(drawings: np.ndarray, size: int, seed: int = 0,
+           theme: Theme | str | None = None,
+           extent: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
   """QuickDraw drawings re-drawn as app canvases, as a user might draw them.
 
-  Each 28x28 drawing is upscaled to 35% to 80% of the canvas and made a
-  crisp pen line again (the upscaled ink above half strength: a phone's
-  canvas has no 28-pixel blur), its strokes thickened by up to 2% of its
-  size, and placed anywhere on a `size` x `size` canvas; three in four come
-  out dark ink on white (what drawing apps make), the rest light on black.
+  Each 28x28 drawing is upscaled to a share of the canvas drawn from
+  `extent` and made a pen line again (the upscaled ink above half strength:
+  a phone's canvas has no 28-pixel blur), its strokes thickened by up to 2%
+  of its size, and placed anywhere on a `size` x `size` canvas. Without a
+  theme, three in four come out crisp dark ink on white (what drawing apps
+  make), the rest light on black; with one, every canvas is painted in it
+  with anti-aliased edges. The same seed gives the same sizes, strokes and
+  places in every theme.
 
   Args:
     drawings: uint8 (N, 784) or (N, 28, 28), light ink on black.
     size: The canvas side.
     seed: Seeds the sizes, strokes, places and polarities.
+    theme: A `Theme` or a name in THEMES.
+    extent: The range of the drawing's side, as a share of the canvas's.
 
   Returns:
     uint8 (N, size, size, 3) RGB canvases.
   """
+  if isinstance(theme, str):
+    theme = THEMES[theme]
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28, 1)
   rng = np.random.default_rng(seed)
   canvases = np.zeros((len(drawings), size, size, 3), np.uint8)
+  # Anti-aliased edges: drawn at twice the size, then averaged down.
+  scale = 1 if theme is None else 2
   for i, drawing in enumerate(drawings):
-    extent = int(rng.uniform(0.35, 0.8) * size)
-    big = tf.image.resize(drawing.astype(np.float32), (extent, extent))
-    radius = int(rng.integers(0, int(0.02 * extent) + 1))
+    side = max(2, int(rng.uniform(*extent) * size))
+    big = tf.image.resize(drawing.astype(np.float32),
+                          (side * scale, side * scale))
+    radius = int(rng.integers(0, int(0.02 * side) + 1))
     if radius:
-      big = tf.nn.max_pool2d(big[None], 2 * radius + 1, 1, "SAME")[0]
-    ink = big.numpy()[..., 0] >= 128
-    top, left = rng.integers(0, size - extent + 1, 2)
-    canvas = np.zeros((size, size), np.uint8)
-    canvas[top:top + extent, left:left + extent] = np.where(ink, 255, 0)
-    if rng.uniform() < 0.75:
-      canvas = 255 - canvas
-    canvases[i] = canvas[..., None]
+      big = tf.nn.max_pool2d(big[None], 2 * radius * scale + 1, 1,
+                             "SAME")[0]
+    ink = (big >= 128).numpy().astype(np.float32)
+    if scale > 1:
+      ink = tf.nn.avg_pool2d(ink[None], scale, scale, "VALID")[0].numpy()
+    top, left = rng.integers(0, size - side + 1, 2)
+    coverage = np.zeros((size, size), np.float32)
+    coverage[top:top + side, left:left + side] = ink[..., 0]
+    light_on_dark = rng.uniform() >= 0.75
+    if theme is None:
+      canvases[i] = np.where(coverage[..., None] > 0,
+                             255 if light_on_dark else 0,
+                             0 if light_on_dark else 255)
+    else:
+      canvases[i] = paint(coverage, theme)
   return canvases
+
+
+JUNK_KINDS = ("noise", "gradient", "texture", "scribble", "text")
+
+
+def junk(kind: str, count: int, size: int, seed: int = 0) -> np.ndarray:
+  """Pictures that are not doodles, as users and cameras send them.
+
+  noise: random pixels, grey or coloured; gradient: linear or radial
+  blends of two colours (a photo's sky, a shadow); texture: smoothed noise
+  over several scales, coloured (paper, fabric, foliage in a photo);
+  scribble: a random pen path over most of the canvas; text: lines of
+  random letters in a pen colour.
+
+  Returns:
+    uint8 (count, size, size, 3).
+  """
+  from PIL import Image, ImageDraw, ImageFont  # only for scribbles and text
+  if kind not in JUNK_KINDS:
+    raise ValueError(f"no junk kind {kind!r}; use one of {JUNK_KINDS}")
+  rng = np.random.default_rng([seed, JUNK_KINDS.index(kind)])
+  out = np.empty((count, size, size, 3), np.uint8)
+  y, x = np.mgrid[0:size, 0:size] / size
+  for i in range(count):
+    a, b = rng.integers(0, 256, (2, 3)).astype(np.float32)
+    if kind == "noise":
+      channels = 3 if rng.uniform() < 0.5 else 1
+      picture = rng.integers(0, 256, (size, size, channels))
+      picture = np.broadcast_to(picture, (size, size, 3))
+    elif kind == "gradient":
+      if rng.uniform() < 0.5:
+        angle = rng.uniform(0, 2 * np.pi)
+        t = x * np.cos(angle) + y * np.sin(angle)
+      else:
+        cy, cx = rng.uniform(0, 1, 2)
+        t = np.hypot(x - cx, y - cy)
+      t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+      picture = a * (1 - t[..., None]) + b * t[..., None]
+    elif kind == "texture":
+      t = np.zeros((size, size), np.float32)
+      for octave in range(2, 7):
+        cells = 2 ** octave
+        grid = rng.normal(size=(cells, cells, 1)).astype(np.float32)
+        t += tf.image.resize(grid, (size, size)).numpy()[..., 0] / octave
+      t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
+      picture = a * (1 - t[..., None]) + b * t[..., None]
+    else:
+      paper, pen = (255, 0) if rng.uniform() < 0.7 else (0, 255)
+      image = Image.new("RGB", (size, size), (paper,) * 3)
+      draw = ImageDraw.Draw(image)
+      width = max(2, int(rng.uniform(0.01, 0.04) * size))
+      if kind == "scribble":
+        points = [tuple(rng.uniform(0.1, 0.9, 2) * size)]
+        for _ in range(int(rng.integers(15, 60))):
+          step = rng.normal(0, 0.15 * size, 2)
+          points.append(tuple(np.clip(np.add(points[-1], step), 0.05 * size,
+                                      0.95 * size)))
+        draw.line(points, fill=(pen,) * 3, width=width, joint="curve")
+      else:
+        font = ImageFont.load_default(size=int(rng.uniform(0.06, 0.14)
+                                                * size))
+        letters = "abcdefghijklmnopqrstuvwxyz   "
+        top = rng.uniform(0.05, 0.3) * size
+        for _ in range(int(rng.integers(1, 5))):
+          line = "".join(rng.choice(list(letters), int(rng.integers(5, 14))))
+          draw.text((0.05 * size, top), line, fill=(pen,) * 3, font=font)
+          top += font.size * 1.3
+      picture = np.asarray(image)
+    out[i] = np.clip(np.round(picture), 0, 255).astype(np.uint8)
+  return out

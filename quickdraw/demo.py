@@ -18,26 +18,44 @@ The server is the standard library's `ThreadingHTTPServer`: a page and one
 JSON endpoint on 127.0.0.1 need no framework. Requests are served in
 threads; the interpreter, which is not thread-safe, runs one at a time.
 Bad requests get a 4xx status with a one-line reason and the server goes
-on.
+on. The demo may listen on a network (--host), so a request is checked
+before anything costly: the Content-Length must be a number within
+MAX_BODY_BYTES and the body that long; the picture's size is read from its
+header (Pillow opens only the header) and anything over MAX_PIXELS is
+refused before a pixel is decoded; at most `max_in_flight` classifications
+wait at a time, and one more gets 503 with Retry-After.
 """
 
 from __future__ import annotations
 
 import http.server
+import ipaddress
+import io
 import json
 import os
+import re
 import threading
 import time
+import warnings
 from importlib import resources
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from quickdraw import canvases, inference, tflite_metadata
 from quickdraw.errors import QuickDrawError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a 1024x1024 canvas as PNG is well under
+# A phone's canvas is at most a few million pixels; a picture over this
+# would take seconds and gigabytes to decode (a 428 KB PNG can hold
+# 20000x20000 pixels).
+MAX_PIXELS = 4096 * 4096
+MAX_SIDE = 8192
+MAX_IN_FLIGHT = 4
+BODY_TIMEOUT_S = 5.0  # a client that sends less than it said
 TOP_K = 3
+_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 
 
 class Classifier:
@@ -66,6 +84,7 @@ class Classifier:
             f"--model={model_path} has no labels inside; re-export it with "
             "quickdraw-export") from None
     self._lock = threading.Lock()
+    self.score_threshold = inference.score_threshold_for(model_path) or 0.0
     # The first calls set up the interpreter and TensorFlow's kernels (about
     # a second): before the server answers anyone. The page's canvas is
     # 512 px.
@@ -77,7 +96,8 @@ class Classifier:
     height, width = self.predictor.canvas_shape
     return {"model": os.path.basename(self.path),
             "model_path": os.path.abspath(self.path),
-            "categories": self.labels, "canvas": [height, width]}
+            "categories": self.labels, "canvas": [height, width],
+            "score_threshold": self.score_threshold}
 
   def classify(self, picture: np.ndarray) -> dict:
     """The answer for one opaque picture (H, W, 1 or 3)."""
@@ -90,16 +110,51 @@ class Classifier:
     best = [] if blank else np.argsort(-p)[:TOP_K]
     return {"top": [{"category": self.labels[i],
                      "probability": float(p[i])} for i in best],
-            "blank": blank, "drawing": drawing.ravel().tolist(),
+            "blank": blank,
+            "sure": bool(not blank and p.max() >= self.score_threshold),
+            "drawing": drawing.ravel().tolist(),
             "milliseconds": 1000 * (time.perf_counter() - start)}
 
 
-def decode_picture(body: bytes) -> np.ndarray:
-  """An uploaded PNG or JPEG as opaque pixels.
+def picture_size(body: bytes) -> tuple[int, int]:
+  """(width, height) from a picture's header, nothing decoded.
 
   Raises:
-    ValueError: the body is not such a picture.
+    ValueError: not a picture, a corrupt header, or over MAX_PIXELS or
+      MAX_SIDE.
   """
+  try:
+    with warnings.catch_warnings():
+      # Pillow's own bomb warning; the limit below is far lower.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(body), formats=_FORMATS) as image:
+        width, height = image.size
+  except Image.DecompressionBombError as e:  # over Pillow's own limit
+    pixels = re.search(r"\((\d+) pixels\)", str(e))
+    raise ValueError(
+        f"the picture has {pixels.group(1) if pixels else 'too many'} "
+        f"pixels, over the limit of {MAX_PIXELS} pixels; send a smaller "
+        "canvas") from None
+  except Exception:  # noqa: BLE001 (Pillow raises many kinds for bad data)
+    raise ValueError("the body is not a PNG or JPEG image (or its header is "
+                     "corrupt)") from None
+  if width < 1 or height < 1:
+    raise ValueError("the picture's header gives no size")
+  if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    raise ValueError(f"the picture is {width}x{height} pixels, over the "
+                     f"limit of {MAX_PIXELS} pixels (and {MAX_SIDE} a side)"
+                     "; send a smaller canvas")
+  return width, height
+
+
+def decode_picture(body: bytes) -> np.ndarray:
+  """An uploaded PNG or JPEG as opaque pixels, its size checked first
+  (`picture_size`).
+
+  Raises:
+    ValueError: the body is not such a picture, or too large.
+  """
+  picture_size(body)
   try:
     picture = tf.io.decode_image(body, expand_animations=False).numpy()
   except (tf.errors.OpError, ValueError):
@@ -114,18 +169,24 @@ def page() -> bytes:
           ).read_bytes()
 
 
-def make_handler(classifier: Classifier):
-  """The request handler class, bound to `classifier`."""
+def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
+  """The request handler class, bound to `classifier`; at most
+  `max_in_flight` pictures are decoded or classified at a time."""
+  in_flight = threading.BoundedSemaphore(max_in_flight)
 
   class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "quickdraw-demo"
     protocol_version = "HTTP/1.1"
+    timeout = 60.0  # an idle keep-alive connection is closed after this
 
     def log_message(self, format, *args):  # noqa: A002 (base's name)
       pass  # one line per drawing update would drown the terminal
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict | None = None) -> None:
       self.send_response(status)
+      for key, value in (headers or {}).items():
+        self.send_header(key, value)
       self.send_header("Content-Type", content_type)
       self.send_header("Content-Length", str(len(body)))
       self.send_header("Cache-Control", "no-store")
@@ -154,22 +215,51 @@ def make_handler(classifier: Classifier):
         self._error(404 if self.path not in ("/", "/info") else 405,
                     f"cannot POST {self.path}; POST a PNG to /classify")
         return
-      try:
-        length = int(self.headers.get("Content-Length", ""))
-      except ValueError:
+      length = self.headers.get("Content-Length")
+      if length is None:
         self.close_connection = True
         self._error(411, "send a Content-Length header")
         return
+      if not length.strip().isdigit():  # also refuses "-5" and "1e9"
+        self.close_connection = True  # where the body ends is unknown
+        self._error(400, f"Content-Length {length[:40]!r} is not a number "
+                         "of bytes")
+        return
+      length = int(length)
       if length > MAX_BODY_BYTES:
         self.close_connection = True  # the body is not read
         self._error(413, f"body of {length} bytes is over the limit of "
                          f"{MAX_BODY_BYTES} bytes; send a smaller canvas")
         return
-      body = self.rfile.read(length)
+      if not in_flight.acquire(blocking=False):
+        self.close_connection = True
+        self._send(503, json.dumps({
+            "error": "busy: too many drawings in flight; try again in a "
+                     "second"}).encode(), "application/json",
+                   {"Retry-After": "1"})
+        return
+      try:
+        self._classify(length)
+      finally:
+        in_flight.release()
+
+    def _classify(self, length: int) -> None:
+      self.connection.settimeout(BODY_TIMEOUT_S)
+      try:
+        body = self.rfile.read(length)
+      except TimeoutError:
+        body = b""
+      finally:
+        self.connection.settimeout(self.timeout)
+      if len(body) < length:
+        self.close_connection = True
+        self._error(400, f"the body ended after {len(body)} of the "
+                         f"{length} bytes its Content-Length gave")
+        return
       try:
         picture = decode_picture(body)
       except ValueError as e:
-        self._error(400, str(e))
+        self._error(413 if "over the limit" in str(e) else 400, str(e))
         return
       self._json(200, classifier.classify(picture))
 
@@ -183,8 +273,20 @@ def make_handler(classifier: Classifier):
   return Handler
 
 
+def is_loopback(host: str) -> bool:
+  """Whether only this machine can reach `host` (127.0.0.1, ::1,
+  localhost)."""
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False  # a name or an address another machine may reach
+
+
 def make_server(classifier: Classifier, host: str = "127.0.0.1",
-                port: int = 8000) -> http.server.ThreadingHTTPServer:
+                port: int = 8000, max_in_flight: int = MAX_IN_FLIGHT
+                ) -> http.server.ThreadingHTTPServer:
   """The demo's server, bound and ready (`serve_forever` to run it).
 
   Raises:
@@ -192,7 +294,8 @@ def make_server(classifier: Classifier, host: str = "127.0.0.1",
   """
   try:
     server = http.server.ThreadingHTTPServer((host, port),
-                                             make_handler(classifier))
+                                             make_handler(classifier,
+                                                          max_in_flight))
   except OSError as e:
     raise QuickDrawError(f"cannot listen on {host}:{port} ({e.strerror or e})"
                          "; pass another --port (0 picks a free one)"

@@ -21,6 +21,12 @@
   model_info.json   the contracts and which file is which, for an app
   export_report.json  sizes, parity with Keras and accuracy of each
 
+Every artifact is calibrated (`calibration`): a temperature fitted on
+held-out drawings is folded into the softmax layer, and model_info.json
+gives the score above which 95% of answers were right. The canvas models
+answer a canvas with nothing to classify (blank, or too little ink: the
+preprocessing makes an all-black drawing of it) with equal scores.
+
 Every `.tflite` carries TFLite metadata (`tflite_metadata`) with the labels
 inside, which MediaPipe Tasks' ImageClassifier needs, and uses TFLite
 builtin ops only. With --android_assets_dir the app's files go there too:
@@ -34,6 +40,7 @@ failed export leaves every previous file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -47,8 +54,8 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
-from quickdraw import (__version__, atomic_files, backbones, canvases,
-                       inference, preprocessing, quantization, quiet,
+from quickdraw import (__version__, atomic_files, backbones, calibration,
+                       canvases, inference, preprocessing, quantization, quiet,
                        tflite_graph, tflite_metadata)
 from quickdraw.errors import QuickDrawError
 
@@ -304,16 +311,49 @@ def canvas_preprocessing_bytes(
   return _convert(converter, "the canvas preprocessing")
 
 
-def canvas_model_bytes(preprocessing_model: bytes, network: bytes,
-                       final_tensor_name: str = inference.FINAL_TENSOR_NAME
-                       ) -> bytes:
-  """The app's model: the float32 preprocessing, then `network` unchanged.
+# A network input whose brightest value is under this share of its range
+# is an all-black drawing: nothing to classify.
+NOTHING_DRAWN_BELOW = 0.05
 
-  The tensor where they meet is named `preprocessed`, so a check can read
-  what the network was given.
+
+def nothing_drawn_bytes(classes: int, image_size: int,
+                        value_range: tuple[float, float]) -> bytes:
+  """The app model's last part, in float32: (probabilities, the network's
+  input) -> the probabilities, or equal scores where the input is an
+  all-black drawing (`canvas_to_drawings` makes one of a blank canvas or
+  too little ink), which no score threshold lets through."""
+  low, high = value_range
+  specs = [tf.TensorSpec([1, classes], tf.float32, name="probabilities"),
+           tf.TensorSpec([1, image_size, image_size, 3], tf.float32,
+                         name=PREPROCESSED_TENSOR)]
+
+  @tf.function(input_signature=specs, autograph=False)
+  def gate(probabilities, images):
+    drawn = (tf.reduce_max(images, axis=[1, 2, 3])[:, None]
+             > low + NOTHING_DRAWN_BELOW * (high - low))
+    return tf.where(drawn, probabilities,
+                    tf.fill(tf.shape(probabilities), 1.0 / classes))
+
+  converter = tf.lite.TFLiteConverter.from_concrete_functions(
+      [gate.get_concrete_function()], trackable_obj=tf.Module())
+  return _convert(converter, "the canvas model's blank check")
+
+
+def canvas_model_bytes(preprocessing_model: bytes, network: bytes,
+                       final_tensor_name: str = inference.FINAL_TENSOR_NAME,
+                       nothing_drawn: bytes | None = None) -> bytes:
+  """The app's model: the float32 preprocessing, then `network` unchanged,
+  then (if given) `nothing_drawn_bytes`' float32 check.
+
+  The tensor where preprocessing and network meet is named `preprocessed`,
+  so a check can read what the network was given.
   """
   model = tflite_graph.chain(preprocessing_model, network,
                              join_name=PREPROCESSED_TENSOR)
+  if nothing_drawn is not None:
+    model = tflite_graph.chain(
+        model, nothing_drawn,
+        more_inputs={PREPROCESSED_TENSOR: PREPROCESSED_TENSOR})
   return tflite_graph.name_io(model, inference.INPUT_NAME, final_tensor_name)
 
 
@@ -361,20 +401,43 @@ def canvas_contract(canvas_size: int) -> dict:
   }
 
 
-def output_contract(categories: Sequence[str], final_tensor_name: str) -> dict:
-  return {
+def output_contract(categories: Sequence[str], final_tensor_name: str,
+                    calibrated: dict | None = None) -> dict:
+  contract = {
       "name": final_tensor_name,
       "shape": [1, len(categories)],
       "dtype": "float32",
       "activation": "softmax",
       "order": list(categories),
+      "nothing_drawn": "equal scores (1 / categories) for an all-black "
+                       "drawing: a blank canvas or too little ink",
   }
+  if calibrated:
+    contract.update(
+        score_threshold=calibrated["score_threshold"],
+        score_threshold_note=_threshold_note(calibrated),
+        temperature=calibrated["temperature"])
+  return contract
+
+
+def _threshold_note(calibrated: dict) -> str:
+  precision = calibrated["precision_above_threshold"]
+  held_out = calibrated["drawings"]
+  if precision is None:
+    return (f"none of {held_out} held-out drawings reached "
+            f"{calibrated['target_precision']:.0%} precision at any score; "
+            "train longer")
+  return (f"{calibrated['answered_above_threshold']:.1%} of {held_out} "
+          f"held-out drawings scored at or above it, and {precision:.1%} of "
+          "those were right; below it, say 'not sure' (MediaPipe: "
+          "setScoreThreshold)")
 
 
 def model_info(config: ExportConfig, categories: Sequence[str],
                image_size: int,
                value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
-               architecture: str | None = None) -> dict:
+               architecture: str | None = None,
+               calibrated: dict | None = None) -> dict:
   """Which file is which and what each takes, for `report_dir`."""
   def rel(path):
     return os.path.relpath(path, config.report_dir)
@@ -388,7 +451,8 @@ def model_info(config: ExportConfig, categories: Sequence[str],
           **{m: rel(config.tflite_path(m)) for m in config.modes},
           "frozen_graph": rel(config.output_graph)},
       "drawing_input": drawing_contract(image_size, value_range),
-      "output": output_contract(categories, config.final_tensor_name),
+      "output": output_contract(categories, config.final_tensor_name,
+                                calibrated),
   }
 
 
@@ -400,14 +464,16 @@ ASSET_GRAPH = "retrained_graph.pb"
 def assets_info(config: ExportConfig, categories: Sequence[str],
                 image_size: int, variant: str,
                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
-                architecture: str | None = None) -> dict:
+                architecture: str | None = None,
+                calibrated: dict | None = None) -> dict:
   """model_info.json as the assets folder holds it: its own files."""
   return {
       "architecture": architecture,
       "tflite": ASSET_MODEL,
       "variant": f"canvas model, {variant}",
       "input": canvas_contract(config.canvas_size),
-      "output": output_contract(categories, config.final_tensor_name),
+      "output": output_contract(categories, config.final_tensor_name,
+                                calibrated),
       "labels": list(ASSET_LABELS),
       "labels_note": "the same lines in both files, and inside "
                      f"{ASSET_MODEL} as its metadata's label file",
@@ -487,8 +553,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     representative: Training drawings, uint8 (N, 784), for int8
       calibration (needed only with int8).
     held_out: (uint8 drawings, labels) not trained on, such as the
-      validation split, on which int8 chooses its float layers (needed
-      only with int8).
+      validation split: the scores are calibrated on them and int8
+      chooses its float layers on them (without them the scores are left
+      uncalibrated, and int8 cannot be made).
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -502,6 +569,31 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       `preprocessing.canvas_to_drawings`, a path cannot be written, or a
       model needs ops TFLite does not build in; nothing is replaced.
   """
+  calibrated = None
+  if held_out is not None and calibration.softmax_layer(classifier):
+    logging.info("Calibrating on %d held-out drawings", len(held_out[0]))
+    calibrated = calibrate(classifier, *held_out)
+  with (calibration.temperature_folded(classifier, calibrated["temperature"])
+        if calibrated else contextlib.nullcontext()):
+    return _export(classifier, categories, config, check_drawings,
+                   check_labels, representative, held_out, calibrated)
+
+
+def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray) -> dict:
+  """Fits the temperature and the score threshold on held-out drawings
+  (`calibration.report`'s figures)."""
+  before = inference.predict_drawings(
+      inference.KerasPredictor("", classifier), drawings)
+  labels = np.asarray(labels, np.int64)
+  temperature = calibration.fit_temperature(before, labels)
+  after = calibration.rescale(before, temperature)
+  return calibration.report(before, after, labels, temperature,
+                            calibration.score_threshold(after, labels))
+
+
+def _export(classifier, categories, config, check_drawings, check_labels,
+            representative, held_out, calibrated):
+  """`export_model`'s work, the classifier calibrated already."""
   image_size = int(classifier.input_shape[1])
   value_range = backbones.input_range_of(classifier)
   architecture = backbones.find_architecture(classifier)
@@ -512,6 +604,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   name = config.final_tensor_name
   preprocess = canvas_preprocessing_bytes(config.canvas_size, image_size,
                                           value_range)
+  nothing_drawn = nothing_drawn_bytes(len(categories), image_size,
+                                      value_range)
   contents = {config.output_graph: frozen_graph_bytes(frozen),
               config.output_labels: inference.labels_text(
                   categories).encode()}
@@ -532,11 +626,12 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
         networks[mode], categories, canvas=False, size=image_size,
         final_tensor_name=name, value_range=value_range)
     contents[config.tflite_path(mode, canvas=True)] = with_metadata(
-        canvas_model_bytes(preprocess, networks[mode], name), categories,
+        canvas_model_bytes(preprocess, networks[mode], name, nothing_drawn),
+        categories,
         canvas=True, size=config.canvas_size, final_tensor_name=name)
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
-      model_info(config, categories, image_size, value_range, architecture),
-      indent=2) + "\n").encode()
+      model_info(config, categories, image_size, value_range, architecture,
+                 calibrated), indent=2) + "\n").encode()
   report_path = os.path.join(config.report_dir, REPORT)
   assets = {}
   if config.android_assets_dir:
@@ -551,6 +646,11 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     report = _check(classifier, categories, config, temps, check_drawings,
                     check_labels, image_size, value_range)
     report["architecture"] = architecture
+    if calibrated:
+      report["calibration"] = dict(calibrated, **_test_calibration(
+          report.pop("reference"), check_labels, calibrated["temperature"]))
+    else:
+      report.pop("reference")
     if int8 is not None:
       report["int8_float_layers"] = {
           "layers": int8.float_layers,
@@ -565,7 +665,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       for target, asset in assets.items():
         data = (contents[sources[asset]] if asset in sources else
                 (json.dumps(assets_info(config, categories, image_size,
-                                        variant, value_range, architecture),
+                                        variant, value_range, architecture,
+                                        calibrated),
                             indent=2) + "\n").encode())
         with open(temps[target], "wb") as f:
           f.write(data)
@@ -595,7 +696,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
             "max_quantization_loss": config.max_quantization_loss,
             "keras": {"test_top1": float(np.mean(
                 reference.argmax(1) == labels))},
-            "artifacts": {}}
+            "artifacts": {}, "reference": reference}
   artifacts = report["artifacts"]
   frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
                                           config.final_tensor_name,
@@ -682,6 +783,17 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
       logging.warning(message)
       print(message, file=sys.stderr)
   return report
+
+
+def _test_calibration(calibrated: np.ndarray, labels: np.ndarray,
+                      temperature: float) -> dict:
+  """Calibration error on the test drawings, which calibration never saw."""
+  before = calibration.rescale(calibrated, 1.0 / temperature)
+  return {"test_drawings": int(len(labels)),
+          "test_ece_before": calibration.expected_calibration_error(
+              before, labels),
+          "test_ece_after": calibration.expected_calibration_error(
+              calibrated, labels)}
 
 
 def _app_variant(config: ExportConfig, report: dict) -> str:

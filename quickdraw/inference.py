@@ -308,6 +308,23 @@ def drawing_from_image(image: np.ndarray) -> np.ndarray:
   return drawing.numpy()[0].astype(np.uint8)
 
 
+MODEL_INFO = "model_info.json"
+
+
+def score_threshold_for(model_path: str) -> float | None:
+  """The score threshold the export recommends for a model: from the
+  model_info.json beside it (a run's folder, or the app's assets), if it
+  has one."""
+  path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                      MODEL_INFO)
+  try:
+    with open(path) as f:
+      value = json.load(f).get("output", {}).get("score_threshold")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return float(value) if isinstance(value, (int, float)) else None
+
+
 def read_inputs(paths: Sequence[str], errors: list[str] | None = None
                 ) -> tuple[list[str], list[np.ndarray]]:
   """Reads pictures (PNG, JPEG, ...) and `.npy` rows.

@@ -212,11 +212,73 @@ def random_affine_upsample_to_rgb(
 # QuickDraw frames every drawing alike: the longer side of the ink's
 # bounding box spans 26 of the 28 pixels, centred, with a 1-pixel margin.
 FRAMED_SIZE = 26
-# A pixel is ink when it is at least this share of the picture's brightest.
-INK_THRESHOLD = 0.1
-# A canvas whose brightest ink (after polarity) is below this is blank: it
-# gives an all-black drawing rather than its noise stretched to full ink.
+# Contrast below this share of the strongest is not ink: paper noise, JPEG
+# ringing and what is left of a shadow after the floor is taken off.
+NOISE_CUT = 0.1
+# A pixel is ink for the bounding box when its contrast is at least this
+# share of the strongest (after NOISE_CUT): anti-aliased fringes stay out.
+INK_THRESHOLD = 0.2
+# A canvas whose strongest contrast with its background is below this (in
+# grey levels) is blank: it gives an all-black drawing rather than its
+# noise stretched to full ink.
 BLANK_BELOW = 32.0
+# Ink whose bounding box spans less than this share of the canvas's shorter
+# side is too little to classify (a dot, a tick): an all-black drawing. Real
+# drawings drawn at 1/8 of the canvas span at least 0.12 of it (measured in
+# scripts/bench_themes.py), twice this.
+MIN_INK_EXTENT = 0.06
+# The shadow floor is the least contrast in blocks of this share of the
+# canvas's longer side (and their neighbours): far wider than a pen, far
+# narrower than a vignette.
+FLOOR_BLOCK = 0.125
+
+
+def background_colour(pictures: tf.Tensor) -> tf.Tensor:
+  """(B, C) float32: each picture's paper colour, the median of its border.
+
+  The median, not the mean: a stroke that runs off the edge does not shift
+  it, and any paper colour works (white, dark themes, cream, grey).
+  """
+  x = tf.cast(pictures, tf.float32)
+  border = tf.concat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+  border = tf.transpose(border, [0, 2, 1])  # (B, C, L)
+  length = border.shape[-1]
+  if length is None:
+    length = tf.shape(border)[-1]
+  # TOPK_V2 is a TFLite builtin, a sort is not: the median is the last of
+  # the top half.
+  return tf.math.top_k(border, length // 2 + 1).values[..., -1]
+
+
+def ink_contrast(pictures: tf.Tensor) -> tf.Tensor:
+  """(B, H, W) float32: how far each pixel is from the paper, 0 to 255.
+
+  The distance is the largest over the colour channels, so ink of any
+  colour on paper of any colour counts (a blue pen on yellow paper differs
+  most in blue). A slow shadow or vignette is followed: the paper's colour
+  is the mean of the pixels that are not strong ink (within half the
+  strongest contrast of the border's colour) in blocks of FLOOR_BLOCK of
+  the canvas and their neighbours, smoothed over the canvas.
+  """
+  x = tf.cast(pictures, tf.float32)
+  paper = background_colour(x)[:, None, None, :]
+  contrast = tf.reduce_max(tf.abs(x - paper), axis=-1, keepdims=True)
+  height, width = contrast.shape[1], contrast.shape[2]
+  if height is None or width is None or max(height, width) < 32:
+    return contrast[..., 0]  # a drawing already (too small for shadows)
+  peak = tf.reduce_max(contrast, axis=[1, 2, 3], keepdims=True)
+  weight = tf.cast(contrast < 0.5 * peak, tf.float32)
+  block = max(1, int(round(FLOOR_BLOCK * max(height, width))))
+
+  def pooled(values):  # block sums, then with their neighbours
+    values = tf.nn.avg_pool2d(values, block, block, "SAME")
+    return tf.nn.avg_pool2d(values, 3, 1, "SAME")
+
+  # A block of solid ink borrows its neighbours' paper, or the border's.
+  local = ((pooled(x * weight) + 1e-3 * paper) /
+           (pooled(weight) + 1e-3))
+  local = tf.image.resize(local, (height, width), method="bilinear")
+  return tf.reduce_max(tf.abs(x - local), axis=-1)
 
 
 def _first_and_last(present: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -276,19 +338,22 @@ def canvas_to_drawings(canvases: tf.Tensor) -> tf.Tensor:
   The one definition of what an app must not re-implement: the canvas
   model exported for Android runs it first, and `quickdraw-predict` runs it
   on pictures, so the two cannot drift. Only ops that TFLite has as
-  builtins, on fixed-size tensors once H and W are fixed.
+  builtins, on fixed-size tensors (H and W must be known).
 
-  1. Grey levels (the mean of R, G and B). Ink polarity from the border: a
-     light border means dark ink on a light canvas, which is inverted.
-  2. The ink (pixels at INK_THRESHOLD of the brightest or above): its
+  1. The paper's colour (`background_colour`) and each pixel's contrast
+     with it (`ink_contrast`): any theme, any ink colour, shadows taken off.
+     Contrast under NOISE_CUT of the strongest is paper.
+  2. The ink (contrast at INK_THRESHOLD of the strongest or above): its
      bounding box, padded to a square on the box's centre.
   3. The square shrunk (or grown) to 26x26 with an antialiasing filter,
      stretched back to full ink (thin strokes fade when shrunk a lot), in a
      1-pixel black frame: QuickDraw's framing.
 
-  A blank canvas (no ink reaching BLANK_BELOW) gives an all-black drawing.
-  A 28x28 picture is taken as a drawing already framed: only its polarity
-  is fixed.
+  An all-black drawing (which the exported models answer with equal
+  scores) when there is nothing to classify: a blank canvas (no contrast
+  reaching BLANK_BELOW) or too little ink (its box under MIN_INK_EXTENT of
+  the canvas: a dot, a tick). A 28x28 picture is taken as a drawing already
+  framed: only its polarity is fixed.
 
   Args:
     canvases: (B, H, W, C) pictures, C = 1 (grey) or 3 (RGB), uint8 or
@@ -298,31 +363,30 @@ def canvas_to_drawings(canvases: tf.Tensor) -> tf.Tensor:
     float32 (B, 28, 28) drawings: whole numbers in [0, 255], light ink on
     black.
   """
-  x = tf.cast(canvases, tf.float32)
-  grey = (tf.reduce_mean(x[..., :3], -1) if x.shape[-1] == 3 else x[..., 0])
-  border = tf.concat([grey[:, 0, :], grey[:, -1, :], grey[:, :, 0],
-                      grey[:, :, -1]], axis=1)
-  dark_on_light = tf.reduce_mean(border, 1) > 127.0
-  grey = tf.where(dark_on_light[:, None, None], 255.0 - grey, grey)
-  if grey.shape[1] == DRAWING_SIZE and grey.shape[2] == DRAWING_SIZE:
-    return tf.clip_by_value(tf.round(grey), 0.0, 255.0)
+  x = tf.cast(canvases, tf.float32)[..., :3]
+  height, width = x.shape[1], x.shape[2]
+  if height is None or width is None:
+    raise ValueError("canvas_to_drawings needs pictures of a known size")
+  contrast = ink_contrast(x)
+  if height == DRAWING_SIZE and width == DRAWING_SIZE:
+    return tf.clip_by_value(tf.round(contrast), 0.0, 255.0)
 
-  height, width = tf.shape(grey)[1], tf.shape(grey)[2]
-  if grey.shape[1] is not None and grey.shape[2] is not None:
-    height, width = grey.shape[1], grey.shape[2]  # constants in TFLite
-  longest = tf.maximum(height, width)
-  peak = tf.reduce_max(grey, axis=[1, 2])
-  ink = tf.cast(grey >= INK_THRESHOLD * tf.maximum(peak, 1.0)[:, None, None],
-                tf.float32)
+  longest = max(height, width)
+  peak = tf.reduce_max(contrast, axis=[1, 2])
+  strength = tf.nn.relu(contrast - NOISE_CUT * peak[:, None, None])
+  ink = tf.cast(strength >= (INK_THRESHOLD * (1 - NOISE_CUT)) *
+                tf.maximum(peak, 1.0)[:, None, None], tf.float32)
   row0, row1 = _first_and_last(tf.reduce_max(ink, axis=2))
   col0, col1 = _first_and_last(tf.reduce_max(ink, axis=1))
   side = tf.maximum(row1 - row0 + 1, col1 - col0 + 1)
   rows = _shrink_weights(row0, row1, side, height, longest)  # (B, 26, H)
   cols = _shrink_weights(col0, col1, side, width, longest)   # (B, 26, W)
-  small = tf.matmul(tf.matmul(rows, grey), cols, transpose_b=True)
+  small = tf.matmul(tf.matmul(rows, strength), cols, transpose_b=True)
   brightest = tf.reduce_max(small, axis=[1, 2])
-  gain = 255.0 / tf.maximum(brightest, 1.0) * tf.cast(peak >= BLANK_BELOW,
-                                                       tf.float32)
+  enough = tf.logical_and(
+      peak >= BLANK_BELOW,
+      tf.cast(side, tf.float32) >= MIN_INK_EXTENT * min(height, width))
+  gain = 255.0 / tf.maximum(brightest, 1e-3) * tf.cast(enough, tf.float32)
   small = small * gain[:, None, None]
   margin = (DRAWING_SIZE - FRAMED_SIZE) // 2
   framed = tf.pad(small, [[0, 0], [margin, margin], [margin, margin]])

@@ -102,24 +102,44 @@ def _version(m: schema.ModelT) -> tuple[int, ...]:
   return ()
 
 
-def chain(first: bytes, second: bytes, join_name: str | None = None) -> bytes:
+def _name(tensor) -> str:
+  name = tensor.name
+  return name.decode() if isinstance(name, bytes) else (name or "")
+
+
+def chain(first: bytes, second: bytes, join_name: str | None = None,
+          more_inputs: dict[str, str] | None = None) -> bytes:
   """One model computing `second(first(x))`: `first`'s output feeds
   `second`'s input.
 
-  Both must have one subgraph with one input and one output, of the same
-  shape and type where they meet. The result keeps `second`'s metadata
-  (conversion records, the later of the two minimum runtime versions) and
-  has no signature (see `name_io`). `join_name` names the tensor where
-  they meet (`first`'s output).
+  Both must have one subgraph and `first` one input and one output, of the
+  same shape and type where they meet. `second` may take more inputs:
+  `more_inputs` maps a part of such an input's name to the name of the
+  tensor inside `first` that feeds it. The result keeps `second`'s
+  metadata (conversion records, the later of the two minimum runtime
+  versions) and has no signature (see `name_io`). `join_name` names the
+  tensor where they meet (`first`'s output).
   """
   a, b = read(first), read(second)
   later = max(_version(a), _version(b))
   ga, gb = a.subgraphs[0], b.subgraphs[0]
-  a_out, b_in = ga.outputs[0], gb.inputs[0]
-  ta, tb = ga.tensors[a_out], gb.tensors[b_in]
-  if list(ta.shape) != list(tb.shape) or ta.type != tb.type:
-    raise ValueError(f"cannot chain: {list(ta.shape)} type {ta.type} into "
-                     f"{list(tb.shape)} type {tb.type}")
+  extra = {}  # second's input -> first's tensor
+  for part, name in (more_inputs or {}).items():
+    inputs = [i for i in gb.inputs if part in _name(gb.tensors[i])]
+    found = [j for j, t in enumerate(ga.tensors) if _name(t) == name]
+    if len(inputs) != 1 or len(found) != 1:
+      raise ValueError(f"cannot chain: no single input named like {part!r} "
+                       f"or tensor named {name!r}")
+    extra[inputs[0]] = found[0]
+  joined = [i for i in gb.inputs if i not in extra]
+  if len(joined) != 1:
+    raise ValueError("cannot chain: the second model's inputs do not match")
+  a_out, b_in = ga.outputs[0], joined[0]
+  for into, source in [(b_in, a_out), *extra.items()]:
+    ta, tb = ga.tensors[source], gb.tensors[into]
+    if list(ta.shape) != list(tb.shape) or ta.type != tb.type:
+      raise ValueError(f"cannot chain: {list(ta.shape)} type {ta.type} into "
+                       f"{list(tb.shape)} type {tb.type}")
 
   codes: list[schema.OperatorCodeT] = list(a.operatorCodes)
 
@@ -144,8 +164,8 @@ def chain(first: bytes, second: bytes, join_name: str | None = None) -> bytes:
     tensors[a_out].name = join_name.encode()
   tensor_index = {}
   for i, tensor in enumerate(gb.tensors):
-    if i == b_in:
-      tensor_index[i] = a_out  # the join: no tensor of its own
+    if i == b_in or i in extra:
+      tensor_index[i] = extra.get(i, a_out)  # a join: no tensor of its own
       continue
     tensor.buffer = buffer_index(tensor.buffer)
     tensor_index[i] = len(tensors)

@@ -45,7 +45,7 @@ from quickdraw.splits import Split
 
 DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
 MODEL_FILENAME = "model.keras"
-HELD_OUT_DRAWINGS = 1000  # int8 picks its float layers on these
+HELD_OUT_DRAWINGS = 1000  # calibration and int8's float layers use these
 _MISCLASSIFIED_SHOWN = 64
 
 
@@ -567,15 +567,16 @@ def export_run(data: DataConfig, config: export_lib.ExportConfig,
   # Drawings, upsampled a chunk at a time inside the export's checks.
   drawings, labels = export_lib.drawings_from_split(
       source, Split.TEST, config.check_drawings)
-  representative = held_out = None
+  representative = None
   if "int8" in config.quantize:
     representative = export_lib.drawings_from_split(
         source, Split.TRAIN, config.representative_drawings)[0]
-    # Where int8 picks the layers it keeps in float: drawings the model was
-    # not trained on, never the test drawings it is judged on.
-    held_out = export_lib.drawings_from_split(
-        source, Split.VALIDATION if source.split_size(Split.VALIDATION)
-        else Split.TRAIN, HELD_OUT_DRAWINGS)
+  # Where the scores are calibrated and int8 picks the layers it keeps in
+  # float: drawings the model was not trained on, never the test drawings
+  # it is judged on.
+  held_out = export_lib.drawings_from_split(
+      source, Split.VALIDATION if source.split_size(Split.VALIDATION)
+      else Split.TRAIN, HELD_OUT_DRAWINGS)
   return export_lib.export_model(classifier, source.categories, config,
                                  drawings, labels, representative, held_out)
 

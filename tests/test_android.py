@@ -218,9 +218,10 @@ def test_predict_warns_on_a_blank_canvas(exported, tmp_path, capsys):
   lines = capsys.readouterr().out.splitlines()
   for name in ("white", "clear", "faint"):
     line = next(l for l in lines if l.startswith(str(tmp_path / name)))
-    assert "blank: no ink found, so no guess" in line
+    assert "blank: no ink found, or too little to classify" in line
   drawn = next(l for l in lines if l.startswith(str(tmp_path / "drawn")))
-  assert drawn.split(": ")[1].startswith(CATEGORIES[class_id])
+  # An answer, sure or not (the stand-in CNN's scores are modest).
+  assert drawn.rsplit(": ", 1)[1].startswith(CATEGORIES[class_id])
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -242,5 +243,5 @@ def test_predict_answers_the_good_files_beside_a_bad_one(exported, tmp_path,
   assert "notes.txt" in errors[0] and "missing.png: no such file" in errors[1]
   answers = captured.out.splitlines()
   assert [a.split(": ")[0] for a in answers] == [paths[0], paths[3]]
-  assert all(a.split(": ")[1].startswith(CATEGORIES[class_id])
+  assert all(a.rsplit(": ", 1)[1].startswith(CATEGORIES[class_id])
              for a in answers)

@@ -6,9 +6,13 @@ import http.client
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -103,6 +107,148 @@ def test_bad_requests_get_a_reason_and_the_server_goes_on(
   assert ok == 200
 
 
+def raw_request(server, data: bytes, half_close: bool = True):
+  """Sends `data` as it is (headers written by hand); (status, headers,
+  JSON body)."""
+  with socket.create_connection(server.server_address[:2], timeout=20) as s:
+    s.sendall(data)
+    if half_close:
+      s.shutdown(socket.SHUT_WR)  # no more body is coming
+    response = http.client.HTTPResponse(s)
+    response.begin()
+    return response.status, dict(response.getheaders()), json.loads(
+        response.read())
+
+
+def _post_head(length: str) -> bytes:
+  return (f"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png"
+          f"\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+def _png_header(width, height, rest=b""):
+  """A PNG's signature and IHDR chunk (grey, 8 bits) for any size."""
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+  return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
+          struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + rest)
+
+
+def _png(width, height):
+  """A whole, valid grey PNG of zeros, compressed a row at a time (a
+  20000x20000 one is 400 MB decoded, about 400 KB here)."""
+  compressor = zlib.compressobj(9)
+  row = b"\0" * (width + 1)  # filter byte, then the pixels
+  data = b"".join(compressor.compress(row) for _ in range(height))
+  data += compressor.flush()
+  idat = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(
+      ">I", zlib.crc32(b"IDAT" + data))
+  iend = struct.pack(">I", 0) + b"IEND" + struct.pack(">I",
+                                                       zlib.crc32(b"IEND"))
+  return _png_header(width, height, idat + iend)
+
+
+def _rss_mb():
+  with open("/proc/self/status") as f:
+    line = next(l for l in f if l.startswith("VmRSS"))
+  return int(line.split()[1]) / 1024
+
+
+def _still_answers(server):
+  canvas = synthetic.render_canvas(1, 200, 16, 120, (100, 100))
+  status, body = request(server, "POST", "/classify", png(canvas))
+  assert status == 200 and json.loads(body)["top"][0]["category"] == (
+      CATEGORIES[1])
+
+
+@pytest.mark.parametrize("length", ["-5", "abc", "1e3", "12, 12", " "])
+def test_a_bad_content_length_is_refused_at_once(server, length):
+  status, _, answer = raw_request(server, _post_head(length) + b"x")
+  assert status == 400 and "not a number of bytes" in answer["error"]
+  _still_answers(server)
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(server,
+                                                          monkeypatch):
+  status, _, answer = raw_request(server, _post_head("1000") + b"\x89PNG")
+  assert status == 400 and "ended after 4 of the 1000 bytes" in (
+      answer["error"])
+  # A client that says more than it sends and then waits gets the same
+  # answer once the body's time is up.
+  monkeypatch.setattr(demo, "BODY_TIMEOUT_S", 0.5)
+  status, _, answer = raw_request(server, _post_head("1000") + b"\x89PNG",
+                                  half_close=False)
+  assert status == 400 and "ended after" in answer["error"]
+  _still_answers(server)
+
+
+PICTURES = {
+    "60000x8": (lambda: _png(60000, 8), 413, "over the limit"),
+    "4097x4097": (lambda: _png(4097, 4097), 413, "over the limit"),
+    "no_size": (lambda: _png(0, 10), 400, "not a PNG or JPEG"),
+    "header_only": (lambda: _png_header(64, 64), 400, "not a PNG or JPEG"),
+    "bad_ihdr": (lambda: b"\x89PNG\r\n\x1a\n\0\0\0\rIHDRgarbage", 400,
+                 "not a PNG or JPEG"),
+    "bad_jpeg": (lambda: b"\xff\xd8\xff\xe0 not really a jpeg", 400,
+                 "not a PNG or JPEG"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PICTURES))
+def test_a_picture_too_large_or_corrupt_is_refused_by_its_header(server,
+                                                                  name):
+  make, status, reason = PICTURES[name]
+  picture = make()
+  got, _, answer = raw_request(
+      server, _post_head(str(len(picture))) + picture)
+  assert got == status and reason in answer["error"]
+  _still_answers(server)
+
+
+def test_a_20000_pixel_png_is_refused_without_decoding(server):
+  bomb = _png(20000, 20000)
+  assert len(bomb) < demo.MAX_BODY_BYTES  # a small body
+  before = _rss_mb()
+  start = time.perf_counter()
+  status, _, answer = raw_request(server, _post_head(str(len(bomb))) + bomb)
+  seconds = time.perf_counter() - start
+  grown = _rss_mb() - before
+  assert status == 413 and "400000000 pixels, over the limit" in (
+      answer["error"])
+  assert grown < 100, f"the server grew by {grown:.0f} MB"
+  assert seconds < 5
+  _still_answers(server)
+
+
+def test_classifications_beyond_the_cap_get_503(run_dir):
+  classifier = demo.Classifier(str(run_dir / "model_canvas.tflite"))
+  entered, release = threading.Event(), threading.Event()
+  answer = classifier.classify
+
+  def slow(picture):
+    entered.set()
+    release.wait(30)
+    return answer(picture)
+
+  classifier.classify = slow
+  httpd = demo.make_server(classifier, "127.0.0.1", 0, max_in_flight=1)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  canvas = png(synthetic.render_canvas(1, 200, 16, 120, (100, 100)))
+  try:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      first = pool.submit(request, httpd, "POST", "/classify", canvas)
+      assert entered.wait(30)
+      status, headers, busy = raw_request(
+          httpd, _post_head(str(len(canvas))) + canvas)
+      assert status == 503 and headers["Retry-After"] == "1"
+      assert "busy" in busy["error"]
+      release.set()
+      assert first.result(30)[0] == 200
+    assert request(httpd, "POST", "/classify", canvas)[0] == 200
+  finally:
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
 def test_parallel_requests_each_get_their_own_answer(server):
   canvases = [(c, synthetic.render_canvas(c, 256, 20, 150, (128, 128),
                                           seed=s))
@@ -113,7 +259,8 @@ def test_parallel_requests_each_get_their_own_answer(server):
     status, body = request(server, "POST", "/classify", png(canvas))
     return class_id, status, json.loads(body)["top"][0]["category"]
 
-  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+  # As many at once as the server takes (more get 503: see below).
+  with concurrent.futures.ThreadPoolExecutor(demo.MAX_IN_FLIGHT) as pool:
     results = list(pool.map(classify, canvases))
   assert all(status == 200 for _, status, _ in results)
   assert all(CATEGORIES[c] == name for c, _, name in results)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import preprocessing, synthetic
+from quickdraw import canvases, preprocessing, synthetic
 
 ROWS = np.concatenate([synthetic.make_drawings(c, 3) for c in range(3)])
 
@@ -152,3 +152,80 @@ def test_canvas_to_drawings_same_eagerly_in_tf_data_and_in_a_batch():
     np.testing.assert_array_equal(
         preprocessing.canvas_to_drawings(canvases[i:i + 1]).numpy()[0],
         eager[i])
+
+
+THEMED = np.concatenate([synthetic.make_drawings(c, 4, seed=5)
+                         for c in range(6)])
+
+
+@pytest.mark.parametrize("theme", sorted(set(canvases.THEMES) - {"white"}))
+def test_every_theme_gives_the_white_canvas_drawing(theme):
+  """Dark, grey and coloured canvases, coloured ink, anti-aliased edges and
+  a vignette: the model sees the drawing it sees on a white canvas."""
+  white = preprocessing.canvas_to_drawings(
+      canvases.redraw(THEMED, 256, seed=3, theme="white")).numpy()
+  themed = preprocessing.canvas_to_drawings(
+      canvases.redraw(THEMED, 256, seed=3, theme=theme)).numpy()
+  difference = np.abs(themed - white).mean((1, 2))  # grey levels, of 255
+  # Measured: under 0.1 for flat themes, 2.5 for the vignette.
+  assert difference.max() < 8, difference.max()
+  assert white.max((1, 2)).min() == 255  # none taken for too little ink
+
+
+def _disc_and_tick(size, extent):
+  """Black-on-white canvases: a dot, and a tick spanning `extent` of the
+  canvas, both drawn with a pen 1.5% of the canvas wide."""
+  pen = max(2, int(0.015 * size))
+  y, x = np.mgrid[:size, :size]
+  dot = (x - size / 2) ** 2 + (y - size / 3) ** 2 <= pen ** 2
+  tick = np.zeros((size, size), bool)
+  n = int(extent * size)
+  for i in range(n):  # down-right for a third, then up-right
+    row = size // 2 + (i if i < n // 3 else 2 * (n // 3) - i)
+    tick[row - pen // 2:row + pen // 2 + 1,
+         size // 4 + i:size // 4 + i + pen] = True
+  return [np.repeat(np.where(m, 0, 255).astype(np.uint8)[..., None], 3, -1)
+          for m in (dot, tick)]
+
+
+@pytest.mark.parametrize("size", [256, 1080])
+def test_a_dot_or_a_tick_is_too_little_ink(size):
+  for picture in _disc_and_tick(size, 0.04):
+    assert not preprocessing.canvas_to_drawings(picture[None]).numpy().any()
+
+
+def test_small_real_drawings_are_not_too_little_ink():
+  """Drawings drawn at 1/8 of the canvas, the smallest the rule keeps."""
+  small = canvases.redraw(THEMED, 512, seed=2, theme="white",
+                          extent=(0.125, 0.125))
+  drawings = preprocessing.canvas_to_drawings(small).numpy()
+  assert drawings.max((1, 2)).min() == 255
+
+
+def test_a_non_square_dark_canvas_padded_with_its_background():
+  """The README's Kotlin snippet pads a dark portrait canvas to a square
+  with its own background colour; MediaPipe then shrinks it to the model's
+  256 px. The model sees the drawing a white canvas gives."""
+  drawings = THEMED[::8]
+  paper = canvases.THEMES["dark"].paper
+  tall = np.empty((len(drawings), 960, 540, 3), np.uint8)
+  tall[:] = paper
+  tall[:, 210:750] = canvases.redraw(drawings, 540, seed=4, theme="dark")
+  square = np.empty((len(drawings), 960, 960, 3), np.uint8)
+  square[:] = paper  # the snippet's drawColor(background)
+  square[:, :, 210:750] = tall
+
+  def seen(pictures):
+    return preprocessing.canvas_to_drawings(tf.image.resize(
+        pictures, (256, 256), method="bilinear").numpy()).numpy()
+
+  white = np.full_like(square, 255)
+  white[:, 210:750, 210:750] = canvases.redraw(drawings, 540, seed=4,
+                                               theme="white")
+  expected = seen(white)
+  assert np.abs(seen(square) - expected).mean((1, 2)).max() < 8
+  # Padded with white instead (the snippet's old drawColor(Color.WHITE)),
+  # the dark canvas sits in a frame the model takes for ink.
+  square[:] = 255
+  square[:, :, 210:750] = tall
+  assert np.abs(seen(square) - expected).mean((1, 2)).min() > 20

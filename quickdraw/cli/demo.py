@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections.abc import Sequence
 
 from absl import flags
@@ -69,6 +70,11 @@ def main(argv: Sequence[str]) -> None:
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   classifier = demo.Classifier(FLAGS.model or app_model(FLAGS.output_dir))
   server = demo.make_server(classifier, FLAGS.host, FLAGS.port)
+  if not demo.is_loopback(FLAGS.host):
+    print(f"{common.program_name()}: warning: --host={FLAGS.host} makes the "
+          "page reachable by anyone on your network, not only this "
+          "machine; use --host=127.0.0.1 unless you mean to", file=sys.stderr,
+          flush=True)
   host, port = server.server_address[:2]
   shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
   try:  # from the moment the URL is out, Ctrl-C means stop

@@ -3,7 +3,10 @@
 Prints the top --top_k categories and probabilities per input. Inputs are
 pictures of any size (PNG, JPEG; a transparent canvas is composited over
 white) in either ink polarity, or .npy files of QuickDraw rows (N, 784),
-one prediction per row. A blank picture gets a warning, not a guess.
+one prediction per row. A blank picture, or one with too little ink to
+classify (a dot, a tick), gets a warning, not a guess; an answer whose
+score is under the export's recommended threshold (model_info.json beside
+the model; --score_threshold) is printed as "not sure".
 
 Pictures go through the preprocessing that the app's canvas model holds
 (preprocessing.canvas_to_drawings: polarity, crop to the ink, QuickDraw's
@@ -47,6 +50,11 @@ flags.DEFINE_string("labels", None,
                     "retrained_labels.txt or labels.txt beside --model.")
 flags.DEFINE_integer("top_k", 3, "Categories printed per input.",
                      lower_bound=1)
+flags.DEFINE_float("score_threshold", None,
+                   "Answers scoring under this are printed as 'not sure'; "
+                   "default: the threshold in model_info.json beside "
+                   "--model (none: every answer is given). 0 turns it off.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_string("save_drawings", None,
                     "A PNG file to write: the 28x28 drawings the model saw, "
                     "one per input, captioned with its answer.")
@@ -62,11 +70,13 @@ class Prediction:
     name: The file, or `file[row]` for a `.npy` row.
     drawing: uint8 (28, 28): what the model saw.
     top: (category, probability) pairs, most probable first; empty for a
-      blank picture, which is not classified.
+      blank picture (or too little ink), which is not classified.
+    sure: Whether the best score reaches the score threshold.
   """
   name: str
   drawing: np.ndarray
   top: list[tuple[str, float]]
+  sure: bool = True
 
 
 def find_labels(model_path: str, labels_path: str | None) -> list[str]:
@@ -96,10 +106,13 @@ def find_labels(model_path: str, labels_path: str | None) -> list[str]:
 def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
             top_k: int = 3,
             final_tensor_name: str = inference.FINAL_TENSOR_NAME,
-            errors: list[str] | None = None) -> list[Prediction]:
+            errors: list[str] | None = None,
+            score_threshold: float | None = None) -> list[Prediction]:
   """Classifies each input picture (or `.npy` row).
 
   Args:
+    score_threshold: Answers under it are not sure; None: the model's
+      recommended threshold (`inference.score_threshold_for`), if any.
     errors: If given, each unreadable input's one-line error goes here and
       the other inputs are classified; if None, the first one raises.
 
@@ -116,11 +129,14 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
     raise QuickDrawError(
         f"{model_path} has {probabilities.shape[1]} outputs but there are "
         f"{len(labels)} labels; pass the labels written with the model")
+  if score_threshold is None:
+    score_threshold = inference.score_threshold_for(model_path) or 0.0
   results = []
   for name, drawing, p in zip(names, drawings, probabilities):
     best = [] if not drawing.any() else np.argsort(-p)[:top_k]
     results.append(Prediction(name, drawing,
-                              [(labels[i], float(p[i])) for i in best]))
+                              [(labels[i], float(p[i])) for i in best],
+                              bool(p.max() >= score_threshold)))
   return results
 
 
@@ -133,20 +149,24 @@ def main(argv: Sequence[str]) -> None:
                          "that quickdraw-train wrote")
   errors = []
   results = predict(FLAGS.model, FLAGS.labels, inputs, FLAGS.top_k,
-                    FLAGS.final_tensor_name, errors)
+                    FLAGS.final_tensor_name, errors, FLAGS.score_threshold)
   # A bad file gets its line, and the others their answers all the same.
   for error in errors:
     print(f"{common.program_name()}: error: {error}", file=sys.stderr)
   for r in results:
-    if r.top:
-      print(f"{r.name}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.top))
+    answers = ", ".join(f"{c} {p:.3f}" for c, p in r.top)
+    if not r.top:
+      print(f"{r.name}: blank: no ink found, or too little to classify (a "
+            "dot, a tick), so no guess; draw bigger or darker")
+    elif not r.sure:
+      print(f"{r.name}: not sure (no score reaches the threshold): {answers}")
     else:
-      print(f"{r.name}: blank: no ink found, so no guess (draw darker or "
-            "check the picture)")
+      print(f"{r.name}: {answers}")
   if FLAGS.save_drawings and results:
     grid = visualize.captioned_grid(
         np.stack([r.drawing for r in results]),
-        [r.top[0][0] if r.top else "(blank)" for r in results],
+        [(r.top[0][0] if r.sure else "?" + r.top[0][0]) if r.top else
+         "(blank)" for r in results],
         columns=min(8, len(results)), zoom=2)
     visualize.write_png(FLAGS.save_drawings, grid)
     print(f"Wrote the drawings the model saw to {FLAGS.save_drawings}")

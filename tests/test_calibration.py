@@ -1,0 +1,62 @@
+"""Temperature scaling, calibration error and the score threshold."""
+
+import keras
+import numpy as np
+
+from quickdraw import calibration
+
+
+def _softmax(z):
+  e = np.exp(z - z.max(1, keepdims=True))
+  return e / e.sum(1, keepdims=True)
+
+
+def _overconfident(n=4000, classes=10, factor=2.5, seed=0):
+  """Labels drawn from softmax(z), and the scores of a model whose logits
+  are `factor` times too large."""
+  rng = np.random.default_rng(seed)
+  z = rng.normal(0, 2.0, (n, classes))
+  truth = _softmax(z)
+  labels = np.array([rng.choice(classes, p=p) for p in truth])
+  return _softmax(z * factor), labels
+
+
+def test_fit_temperature_undoes_overconfidence():
+  scores, labels = _overconfident()
+  temperature = calibration.fit_temperature(scores, labels)
+  assert 2.1 < temperature < 2.9
+  after = calibration.rescale(scores, temperature)
+  before_ece = calibration.expected_calibration_error(scores, labels)
+  after_ece = calibration.expected_calibration_error(after, labels)
+  assert after_ece < before_ece / 3 and after_ece < 0.03
+  # Scaling keeps the ranking: the answers do not change.
+  np.testing.assert_array_equal(after.argmax(1), scores.argmax(1))
+
+
+def test_score_threshold_meets_the_precision():
+  scores, labels = _overconfident(factor=1.0)
+  threshold = calibration.score_threshold(scores, labels)
+  above = scores.max(1) >= threshold
+  assert 0 < above.mean() < 1
+  assert (scores.argmax(1) == labels)[above].mean() >= 0.95
+  # The lowest such threshold: a clearly lower one misses the precision.
+  lower = scores.max(1) >= threshold - 0.05
+  assert (scores.argmax(1) == labels)[lower].mean() < 0.95
+
+
+def test_score_threshold_stays_above_equal_scores():
+  labels = np.arange(4) % 2
+  scores = np.eye(2)[labels] * 0.02 + 0.49  # always right, barely
+  assert calibration.score_threshold(scores, labels) >= 0.55
+
+
+def test_temperature_folds_into_the_softmax_layer_and_is_restored():
+  model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(
+      4, activation="softmax", name=calibration.SOFTMAX_LAYER)])
+  x = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)
+  plain = model(x).numpy()
+  with calibration.temperature_folded(model, 3.0):
+    folded = model(x).numpy()
+  np.testing.assert_allclose(folded, calibration.rescale(plain, 3.0),
+                             atol=1e-6)
+  np.testing.assert_allclose(model(x).numpy(), plain, atol=1e-7)
