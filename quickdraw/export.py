@@ -389,9 +389,13 @@ def canvas_contract(canvas_size: int) -> dict:
       "shape": [1, canvas_size, canvas_size, 3],
       "dtype": "uint8",
       "pixels": "RGB, 0 to 255, as on screen (no normalization)",
-      "canvas": "opaque: composite a transparent canvas over white first",
-      "ink": "either polarity: a light border is read as dark ink on a "
-             "light canvas",
+      "canvas": "opaque: composite a transparent canvas over its "
+                "background colour first",
+      "ink": "any theme: the paper's colour is the median of the border, "
+             "and ink is what differs from it in any channel",
+      "too_little_ink": "a blank canvas, or ink spanning under "
+                        f"{preprocessing.MIN_INK_EXTENT:.0%} of the "
+                        "canvas's shorter side, gets equal scores",
       "drawing": "anywhere on the canvas, of any size; the model crops it "
                  "to its ink, frames it as QuickDraw's drawings are and "
                  "upsamples it",

@@ -6,6 +6,7 @@ canvases are rendered from the generated classes' strokes at several canvas
 sizes, pen widths and positions, in both ink polarities.
 """
 
+import dataclasses
 import itertools
 import os
 
@@ -14,7 +15,8 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-from quickdraw import export, preprocessing, synthetic, tflite_metadata
+from quickdraw import (export, inference, preprocessing, synthetic,
+                       tflite_metadata)
 from quickdraw.cli import predict as predict_cli
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
@@ -245,3 +247,27 @@ def test_predict_answers_the_good_files_beside_a_bad_one(exported, tmp_path,
   assert [a.split(": ")[0] for a in answers] == [paths[0], paths[3]]
   assert all(a.rsplit(": ", 1)[1].startswith(CATEGORIES[class_id])
              for a in answers)
+
+
+def test_predict_says_not_sure_under_the_threshold(exported, tmp_path,
+                                                   capsys, monkeypatch):
+  model = exported.tflite_path("float32", canvas=True)
+  # model_info.json beside the model gives the threshold by default.
+  threshold = inference.score_threshold_for(model)
+  assert threshold is not None
+  class_id, picture = next(canvases())
+  path = str(tmp_path / "drawn.png")
+  _write_png(path, picture)
+  (result,) = predict_cli.predict(model, None, [path])
+  assert result.sure == (result.top[0][1] >= threshold)
+  (result,) = predict_cli.predict(model, None, [path], score_threshold=0.0)
+  assert result.sure and result.top[0][0] == CATEGORIES[class_id]
+  # The stand-in CNN is sure of everything, so the line for an answer
+  # under the threshold is shown with its answer marked unsure.
+  monkeypatch.setattr(predict_cli, "predict", lambda *a, **k: [
+      dataclasses.replace(result, sure=False)])
+  with flagsaver.flagsaver(model=model):
+    predict_cli.main(["predict", path])
+  line = capsys.readouterr().out.strip()
+  assert line.startswith(f"{path}: not sure")
+  assert line.rsplit(": ", 1)[1].startswith(CATEGORIES[class_id])

@@ -60,3 +60,10 @@ def test_temperature_folds_into_the_softmax_layer_and_is_restored():
   np.testing.assert_allclose(folded, calibration.rescale(plain, 3.0),
                              atol=1e-6)
   np.testing.assert_allclose(model(x).numpy(), plain, atol=1e-7)
+
+
+def test_a_held_out_set_all_right_does_not_saturate_the_scores():
+  scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+  labels = np.array([0, 1, 0])
+  assert calibration.fit_temperature(scores, labels) == (
+      calibration.MIN_TEMPERATURE)

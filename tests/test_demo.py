@@ -272,12 +272,13 @@ def test_the_model_must_be_a_canvas_model(run_dir):
   assert "takes drawings, not canvases" in str(e.value)
 
 
-@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stop, host", [("SIGINT", "127.0.0.1"),
+                                        ("SIGTERM", "0.0.0.0")])
 def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir,
-                                                                 stop):
+                                                                 stop, host):
   process = subprocess.Popen(
       [sys.executable, "-m", "quickdraw.cli.demo", f"--output_dir={run_dir}",
-       "--port=0"], env=dict(os.environ, PYTHONPATH=REPO),
+       "--port=0", f"--host={host}"], env=dict(os.environ, PYTHONPATH=REPO),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     line = process.stdout.readline()
@@ -292,6 +293,11 @@ def test_the_command_prints_its_url_and_stops_cleanly_on_ctrl_c(run_dir,
     process.kill()
   assert process.returncode == 0, err
   assert "Stopped." in out and "Traceback" not in err
+  # Listening beyond this machine is said once, on one line.
+  warnings = [l for l in err.splitlines() if "reachable by anyone" in l]
+  assert len(warnings) == (host == "0.0.0.0")
+  if warnings:
+    assert ": warning: --host=0.0.0.0 makes the page" in warnings[0]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -18,7 +18,8 @@ from absl import flags
 from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
-from quickdraw import export, inference, tflite_graph, training
+from quickdraw import (canvases, export, inference, synthetic, tflite_graph,
+                       training)
 from quickdraw.cli import export as export_cli
 from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
@@ -191,6 +192,53 @@ def test_canvas_models_keep_the_preprocessing_exact(exported, mode):
   assert (inp["name"], out["name"]) == ("input", "final_result")
   with open(config.tflite_path(mode, canvas=True), "rb") as f:
     tflite_graph.check_builtin_ops(f.read(), "the canvas model")
+
+
+def test_scores_are_calibrated_with_a_threshold(trained, exported):
+  """The temperature fitted on validation drawings is in every artifact,
+  the calibration error falls, and model_info.json (the run's and the
+  app's) carries the threshold predict reads back."""
+  classifier, _ = trained
+  config, report = exported
+  calibrated = report["calibration"]
+  assert calibrated["temperature"] != 1.0
+  assert calibrated["ece_after"] < calibrated["ece_before"]
+  assert calibrated["nll_after"] <= calibrated["nll_before"] + 1e-6
+  threshold = calibrated["score_threshold"]
+  assert 1 / len(CATEGORIES) < threshold <= 1
+  for folder in (config.report_dir, config.android_assets_dir):
+    with open(os.path.join(folder, "model_info.json")) as f:
+      output = json.load(f)["output"]
+    assert output["score_threshold"] == threshold
+    assert output["temperature"] == calibrated["temperature"]
+    assert inference.score_threshold_for(
+        os.path.join(folder, "model.tflite")) == threshold
+  # The frozen graph answers as the Keras model with its logits / T; the
+  # Keras model itself is given back unchanged.
+  from quickdraw import calibration
+  drawings = export.drawings_from_split(trained[1], Split.TEST, 50)[0]
+  plain = inference.predict_drawings(
+      inference.KerasPredictor("", classifier), drawings)
+  graph = inference.predict_drawings(
+      inference.FrozenGraphPredictor(config.output_graph), drawings)
+  np.testing.assert_allclose(
+      graph, calibration.rescale(plain, calibrated["temperature"]),
+      atol=2e-4)
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_nothing_drawn_gets_equal_scores(exported, mode):
+  """A blank canvas and a dot: every category scores 1 / classes in the
+  app's model (under any threshold), while a drawing is answered."""
+  config, report = exported
+  app = inference.TFLitePredictor(config.tflite_path(mode, canvas=True))
+  blank = np.full((CANVAS, CANVAS, 3), 255, np.uint8)
+  dot = blank.copy()
+  dot[40:43, 50:53] = 0
+  drawn = canvases.redraw(synthetic.make_drawings(1, 1), CANVAS)[0]
+  scores = app(np.stack([blank, dot, drawn]))
+  np.testing.assert_allclose(scores[:2], 1 / len(CATEGORIES), atol=1e-6)
+  assert scores[2].max() > 1 / len(CATEGORIES) + 0.2
 
 
 def test_android_model_picks_the_app_variant(trained, test_drawings,
