@@ -59,6 +59,9 @@ class KerasPredictor(Predictor):
   def __init__(self, path: str, model=None):
     import keras
     from quickdraw import backbones
+    # model.keras names quickdraw's registered loss (label smoothing), which
+    # must be importable for the file to load, even uncompiled.
+    from quickdraw import training  # noqa: F401
     self.path = path
     self.model = model if model is not None else keras.models.load_model(
         path, compile=False)

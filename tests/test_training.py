@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -66,6 +68,15 @@ def test_main_writes_model_labels_and_report(data_dir, tmp_path):
   assert classifier.input_shape == (None, SIZE, SIZE, 3)
   assert classifier.output_shape == (None, len(CATEGORIES))
   assert classifier.get_layer("head").get_layer("final_result")
+  # A fresh process that imports only inference loads it: the file names
+  # quickdraw's label-smoothing loss, which the predictor registers.
+  from conftest import REPO
+  loaded = subprocess.run(
+      [sys.executable, "-c", "import sys; from quickdraw import inference; "
+       "print(inference.KerasPredictor(sys.argv[1]).image_size)",
+       str(out / "model.keras")], env=dict(os.environ, PYTHONPATH=REPO),
+      capture_output=True, text=True, timeout=300)
+  assert loaded.stdout.split()[-1:] == [str(SIZE)], loaded.stderr[-500:]
 
   report = json.loads((out / "evaluation.json").read_text())
   assert set(report) == {"drawings", "top1", "top3", "per_class"}
