@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from quickdraw import preprocessing
 from quickdraw.errors import QuickDrawError
 
 
@@ -73,8 +74,7 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   if (target_h, target_w) != (h, w):
     # The paper's colour as the model finds it (a median: a stroke that
     # runs off the edge does not tint the padding).
-    border = np.median(np.concatenate([picture[0], picture[-1],
-                                       picture[:, 0], picture[:, -1]]), 0)
+    border = preprocessing.background_colour(picture[None]).numpy()[0]
     padded = np.empty((target_h, target_w, 3), np.uint8)
     padded[:] = np.round(border).astype(np.uint8)
     top, left = (target_h - h) // 2, (target_w - w) // 2

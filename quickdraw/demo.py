@@ -116,12 +116,16 @@ class Classifier:
             "milliseconds": 1000 * (time.perf_counter() - start)}
 
 
+class TooLarge(ValueError):
+  """A picture over MAX_PIXELS or MAX_SIDE (HTTP 413)."""
+
+
 def picture_size(body: bytes) -> tuple[int, int]:
   """(width, height) from a picture's header, nothing decoded.
 
   Raises:
-    ValueError: not a picture, a corrupt header, or over MAX_PIXELS or
-      MAX_SIDE.
+    ValueError: not a picture or a corrupt header.
+    TooLarge: over MAX_PIXELS or MAX_SIDE.
   """
   try:
     with warnings.catch_warnings():
@@ -131,7 +135,7 @@ def picture_size(body: bytes) -> tuple[int, int]:
         width, height = image.size
   except Image.DecompressionBombError as e:  # over Pillow's own limit
     pixels = re.search(r"\((\d+) pixels\)", str(e))
-    raise ValueError(
+    raise TooLarge(
         f"the picture has {pixels.group(1) if pixels else 'too many'} "
         f"pixels, over the limit of {MAX_PIXELS} pixels; send a smaller "
         "canvas") from None
@@ -141,7 +145,7 @@ def picture_size(body: bytes) -> tuple[int, int]:
   if width < 1 or height < 1:
     raise ValueError("the picture's header gives no size")
   if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-    raise ValueError(f"the picture is {width}x{height} pixels, over the "
+    raise TooLarge(f"the picture is {width}x{height} pixels, over the "
                      f"limit of {MAX_PIXELS} pixels (and {MAX_SIDE} a side)"
                      "; send a smaller canvas")
   return width, height
@@ -259,7 +263,7 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
       try:
         picture = decode_picture(body)
       except ValueError as e:
-        self._error(413 if "over the limit" in str(e) else 400, str(e))
+        self._error(413 if isinstance(e, TooLarge) else 400, str(e))
         return
       self._json(200, classifier.classify(picture))
 

@@ -70,7 +70,7 @@ FLOAT_TOLERANCE = 1e-3
 # never grows. Seen once on a CI machine (0.0069). A framing error moves
 # whole strokes: differences near 1.
 PREPROCESSING_TOLERANCE = 2 / 255 + FLOAT_TOLERANCE
-MODEL_INFO = "model_info.json"
+MODEL_INFO = inference.MODEL_INFO
 REPORT = "export_report.json"
 CANVAS_TENSOR = "canvas"  # the app model's input, before it is renamed
 PREPROCESSED_TENSOR = "preprocessed"  # where preprocessing meets the network
@@ -647,14 +647,13 @@ def _export(classifier, categories, config, check_drawings, check_labels,
     for path, data in contents.items():
       with open(temps[path], "wb") as f:
         f.write(data)
-    report = _check(classifier, categories, config, temps, check_drawings,
-                    check_labels, image_size, value_range)
+    report, reference = _check(classifier, categories, config, temps,
+                               check_drawings, check_labels, image_size,
+                               value_range)
     report["architecture"] = architecture
     if calibrated:
       report["calibration"] = dict(calibrated, **_test_calibration(
-          report.pop("reference"), check_labels, calibrated["temperature"]))
-    else:
-      report.pop("reference")
+          reference, check_labels, calibrated["temperature"]))
     if int8 is not None:
       report["int8_float_layers"] = {
           "layers": int8.float_layers,
@@ -692,6 +691,9 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
   Network artifacts take the check drawings; canvas models take the first
   `check_canvases` of them re-drawn as app canvases, and the network input
   their preprocessing made is compared with `canvas_to_drawings`' exactly.
+
+  Returns:
+    (the report, Keras' probabilities for the check drawings).
   """
   keras_model = inference.KerasPredictor("", classifier)
   reference = inference.predict_drawings(keras_model, drawings)
@@ -700,7 +702,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
             "max_quantization_loss": config.max_quantization_loss,
             "keras": {"test_top1": float(np.mean(
                 reference.argmax(1) == labels))},
-            "artifacts": {}, "reference": reference}
+            "artifacts": {}}
   artifacts = report["artifacts"]
   frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
                                           config.final_tensor_name,
@@ -786,7 +788,7 @@ def _check(classifier, categories, config: ExportConfig, temps: dict,
                  "; it is written but never given to the app")
       logging.warning(message)
       print(message, file=sys.stderr)
-  return report
+  return report, reference
 
 
 def _test_calibration(calibrated: np.ndarray, labels: np.ndarray,

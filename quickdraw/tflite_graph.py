@@ -236,6 +236,5 @@ def layer_costs(model: bytes) -> dict[str, int]:
       macs = outputs * weights[1] * weights[2]
     else:  # FULLY_CONNECTED, weights O, I
       macs = outputs * weights[1]
-    name = out.name.decode() if isinstance(out.name, bytes) else out.name
-    costs[name] = macs + 32 * int(np.prod(weights))
+    costs[_name(out)] = macs + 32 * int(np.prod(weights))
   return costs

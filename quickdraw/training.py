@@ -45,6 +45,7 @@ from quickdraw.splits import Split
 
 DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
 MODEL_FILENAME = "model.keras"
+RUN_FILENAME = "run.json"  # the run's settings: {"data", "train", ...}
 HELD_OUT_DRAWINGS = 1000  # calibration and int8's float layers use these
 _MISCLASSIFIED_SHOWN = 64
 
@@ -717,7 +718,7 @@ def _save(run: _Run, report: dict) -> None:
   atomic_files.write_text(config.path("output_labels"),
                           inference.labels_text(run.source.categories))
   atomic_files.write_text(
-      os.path.join(config.output_dir, "run.json"),
+      os.path.join(config.output_dir, RUN_FILENAME),
       json.dumps({"data": dataclasses.asdict(run.data),
                   "train": dataclasses.asdict(config),
                   "replicas": run.replicas,

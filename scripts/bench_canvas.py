@@ -20,7 +20,6 @@ extra (pip install -e ".[test]") for mediapipe.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -31,7 +30,6 @@ from absl import flags
 
 from quickdraw import canvases, export, inference
 from quickdraw.cli import common
-from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
@@ -54,9 +52,7 @@ def main(argv: Sequence[str]) -> None:
   except ImportError:
     raise QuickDrawError("needs mediapipe: pip install -e '.[test]'") from None
   out = FLAGS.output_dir
-  with open(os.path.join(out, "run.json")) as f:
-    data = DataConfig(**json.load(f)["data"])
-  source = QuickDrawSource.open(data)
+  source = QuickDrawSource.open(common.read_run(out)[1])
   drawings, labels = export.drawings_from_split(source, Split.TEST,
                                                 FLAGS.drawings)
   models = FLAGS.bench_dir

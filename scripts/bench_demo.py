@@ -12,7 +12,6 @@ resident memory (VmRSS) after it; then classifies a normal drawing.
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import struct
 import subprocess
@@ -23,7 +22,6 @@ from collections.abc import Sequence
 
 import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
@@ -104,5 +102,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  np.set_printoptions(precision=3)
   app.run(main)

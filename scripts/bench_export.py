@@ -23,7 +23,6 @@ from __future__ import annotations
 import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
@@ -34,7 +33,6 @@ from quickdraw import export, tflite_graph, training
 from quickdraw import model as model_lib
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli
-from quickdraw.config import DataConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", "/tmp/quickdraw_bench_export",
@@ -49,8 +47,7 @@ flags.DEFINE_integer("latency_runs", 200,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  with open(os.path.join(FLAGS.output_dir, "run.json")) as f:
-    data = DataConfig(**json.load(f)["data"])
+  data = common.read_run(FLAGS.output_dir)[1]
   folder = FLAGS.bench_dir
   # The export flags as given (--canvas_size, --representative_drawings,
   # ...), with every variant, into --bench_dir.

@@ -24,7 +24,6 @@ Needs the test extra (pip install -e ".[test]") for mediapipe.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -35,7 +34,6 @@ from absl import flags
 
 from quickdraw import canvases, export, inference, preprocessing
 from quickdraw.cli import common
-from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
@@ -95,9 +93,7 @@ def main(argv: Sequence[str]) -> None:
   except ImportError:
     raise QuickDrawError("needs mediapipe: pip install -e '.[test]'") from None
   out = FLAGS.output_dir
-  with open(os.path.join(out, "run.json")) as f:
-    data = DataConfig(**json.load(f)["data"])
-  source = QuickDrawSource.open(data)
+  source = QuickDrawSource.open(common.read_run(out)[1])
   model = FLAGS.model or os.path.join(out, "model_canvas.tflite")
   threshold = inference.score_threshold_for(model)
   if threshold is None:

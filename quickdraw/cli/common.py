@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from quickdraw import categories as categories_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DEFAULT_DATA_DIR, DataConfig
 from quickdraw.errors import QuickDrawError
-from quickdraw.training import TrainConfig
+from quickdraw.training import RUN_FILENAME, TrainConfig
 
 FLAGS = flags.FLAGS
 _DEFAULTS = DataConfig()
@@ -115,6 +116,22 @@ def data_config_from_flags() -> DataConfig:
   image_size = (FLAGS.image_size or
                 model_lib.parse_architecture(FLAGS.architecture).image_size)
   return DataConfig(categories=tuple(names), image_size=image_size, **values)
+
+
+def read_run(output_dir: str) -> tuple[dict, DataConfig]:
+  """A trained run's run.json, and the data settings in it.
+
+  Raises:
+    QuickDrawError: the file is missing or unreadable.
+  """
+  path = os.path.join(output_dir, RUN_FILENAME)
+  try:
+    with open(path) as f:
+      run = json.load(f)
+    return run, DataConfig(**run["data"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise QuickDrawError(f"{path} is missing or unreadable ({e}); "
+                         "re-run quickdraw-train") from None
 
 
 def list_categories_or_check_args(argv: Sequence[str]) -> bool:

@@ -14,7 +14,6 @@ Examples:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -22,7 +21,6 @@ from absl import flags
 
 from quickdraw import export, training
 from quickdraw.cli import common
-from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
@@ -119,19 +117,12 @@ def main(argv: Sequence[str]) -> None:
   if common.list_categories_or_check_args(argv):
     return
   out = FLAGS.output_dir
-  run_path = os.path.join(out, "run.json")
   if not os.path.exists(os.path.join(out, training.MODEL_FILENAME)):
     raise QuickDrawError(
         f"no trained model in --output_dir={out} (looked for "
         f"{training.MODEL_FILENAME}); run quickdraw-train first or pass its "
         "--output_dir")
-  try:
-    with open(run_path) as f:
-      run = json.load(f)
-    data = DataConfig(**run["data"])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise QuickDrawError(f"{run_path} is missing or unreadable ({e}); "
-                         "re-run quickdraw-train") from None
+  run, data = common.read_run(out)
   config = export_config_from_flags(
       out, FLAGS.output_graph or run["train"].get("output_graph", ""),
       FLAGS.output_labels or run["train"].get("output_labels", ""))
