@@ -170,6 +170,44 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   return (*_load(folder), True)
 
 
+def drawings_features(backbone: keras.Model, drawings: np.ndarray,
+                      image_size: int, bottleneck_dir: str,
+                      name: str = "junk") -> np.ndarray:
+  """Features of a small set of drawings not in any split (the outlier
+  exposure's junk), cached beside the splits' under a key of the backbone,
+  its weights, the size and the drawings' bytes.
+
+  Returns:
+    float32 (N, D), in memory.
+  """
+  key = hashlib.sha256(
+      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
+      f"{weights_digest(backbone)}\0{image_size}\0".encode() +
+      hashlib.sha256(np.ascontiguousarray(drawings).tobytes()).digest()
+  ).hexdigest()[:20]
+  path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
+  if os.path.exists(path):
+    try:
+      features = np.load(path)
+      if features.shape[0] == len(drawings):
+        return features
+    except (OSError, ValueError):
+      pass  # unreadable: computed again below
+  forward = compiled_forward(backbone, image_size)
+  features = np.concatenate([
+      np.asarray(forward(drawings[i:i + 256]), np.float32)
+      for i in range(0, len(drawings), 256)])
+  try:
+    os.makedirs(bottleneck_dir, exist_ok=True)
+    with atomic_files.atomic_path(path) as tmp:
+      np.save(tmp, features)
+  except OSError as e:
+    raise QuickDrawError(
+        f"cannot write to --bottleneck_dir {bottleneck_dir}: "
+        f"{e.strerror or e}; pass a writable folder") from None
+  return features
+
+
 _FORWARD = weakref.WeakKeyDictionary()
 
 

@@ -31,6 +31,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from quickdraw import outliers
 from quickdraw import preprocessing
 from quickdraw.data_source import QuickDrawSource, SplitIndex
 from quickdraw.errors import QuickDrawError
@@ -215,7 +216,8 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  epochs: int | None = 1, first_epoch: int = 0,
                  drop_remainder: bool = False, augment: bool = False,
                  stream: bool | None = None,
-                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
+                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
+                 junk: np.ndarray | None = None, junk_per_batch: int = 0
                  ) -> tf.data.Dataset:
   """The input pipeline for one split.
 
@@ -237,6 +239,10 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
     value_range: The images' values: the backbone's input range
       (`backbones`).
+    junk: uint8 (N, 28, 28, 1) drawings that are none of the classes
+      (`outliers`), for training.
+    junk_per_batch: Junk drawings appended to each batch, with label
+      `outliers.JUNK_LABEL`, before upsampling and augmentation.
 
   Returns:
     A dataset of (images, labels) batches; labels are int32 class indices in
@@ -257,12 +263,15 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
     index = source.index(split)
     ds = read_batches(source, index, epoch_position_batches(
         num_examples, batch_size, **schedule))
+  seed = source.config.seed
+  first_batch = first_epoch * batches_per_epoch(num_examples, batch_size,
+                                                drop_remainder)
+  if junk is not None:
+    ds = outliers.add_junk(ds, junk, junk_per_batch,
+                           outliers.TRAIN_SEED + seed, first_batch)
   if augment:
     if image_size is None:
       raise ValueError("augment needs an image_size")
-    seed = source.config.seed
-    first_batch = first_epoch * batches_per_epoch(num_examples, batch_size,
-                                                  drop_remainder)
 
     def distort(batch_number, batch):
       images, labels = batch

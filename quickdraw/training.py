@@ -34,8 +34,8 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
-                       evaluation, inference, input_pipeline, preprocessing,
-                       visualize)
+                       evaluation, inference, input_pipeline, outliers,
+                       preprocessing, visualize)
 from quickdraw import export as export_lib
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
@@ -75,6 +75,11 @@ class TrainConfig:
       (Szegedy et al. 2016): the model is not pushed to certainty on
       drawings that look alike, and its scores are less overconfident.
     dropout: Dropout rate before the head's dense layer.
+    junk_share: Junk pictures (`outliers`: noise, gradients, textures,
+      scribbles, text through the canvas preprocessing) added to each
+      training batch, as a share of its drawings, with a uniform target:
+      the model learns to give them no confident answer, so an app's
+      score threshold turns them away. 0 trains on drawings alone.
     fine_tune_layers: Top backbone layers with trainable weights
       (`backbones.fine_tune_candidates`: convolutions and dense layers,
       never batch norm) to unfreeze after the head has trained; 0 skips
@@ -116,6 +121,7 @@ class TrainConfig:
   learning_rate: float = 0.001
   label_smoothing: float = 0.1
   dropout: float = 0.2
+  junk_share: float = 0.1
   fine_tune_layers: int = 0
   fine_tune_learning_rate: float = 1e-4
   fine_tune_epochs: int = 2
@@ -149,6 +155,9 @@ class TrainConfig:
                              "positive rate such as 0.001")
     if not 0 <= self.dropout < 1:
       raise QuickDrawError(f"--dropout={self.dropout} is outside [0, 1)")
+    if not 0 <= self.junk_share <= 1:
+      raise QuickDrawError(f"--junk_share={self.junk_share} is outside "
+                           "[0, 1]; pass a share such as 0.1, or 0 for none")
     if not 0 <= self.label_smoothing < 1:
       raise QuickDrawError(f"--label_smoothing={self.label_smoothing} is "
                            "outside [0, 1); pass a share such as 0.1")
@@ -245,7 +254,8 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
 class SparseCrossentropy(keras.losses.Loss):
   """Cross-entropy of class indices with label smoothing (Keras' sparse
   cross-entropy has no smoothing, and one-hot labels would cost every
-  pipeline a change)."""
+  pipeline a change). A label of `outliers.JUNK_LABEL` has a uniform
+  target."""
 
   def __init__(self, label_smoothing: float = 0.0,
                name: str = "sparse_crossentropy", **kwargs):
@@ -254,13 +264,34 @@ class SparseCrossentropy(keras.losses.Loss):
 
   def call(self, y_true, y_pred):
     classes = keras.ops.shape(y_pred)[-1]
-    targets = keras.ops.one_hot(keras.ops.cast(
-        keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+    labels = keras.ops.cast(keras.ops.reshape(y_true, (-1, 1)), "int32")
+    targets = keras.ops.where(
+        labels == outliers.JUNK_LABEL,
+        keras.ops.ones_like(y_pred) / keras.ops.cast(classes, y_pred.dtype),
+        keras.ops.one_hot(labels[:, 0], classes, dtype=y_pred.dtype))
     return keras.losses.categorical_crossentropy(
         targets, y_pred, label_smoothing=self.label_smoothing)
 
   def get_config(self):
     return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="quickdraw")
+class DrawingAccuracy(keras.metrics.SparseCategoricalAccuracy):
+  """Top-1 over the drawings of a batch: junk (`outliers`) has no right
+  answer, and counting it wrong would pull training accuracy down by the
+  junk's share."""
+
+  def __init__(self, name: str = "accuracy", **kwargs):
+    super().__init__(name=name, **kwargs)
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    drawing = keras.ops.cast(
+        keras.ops.reshape(y_true, (-1,)) != outliers.JUNK_LABEL, "float32")
+    if sample_weight is not None:
+      drawing = drawing * keras.ops.cast(
+          keras.ops.reshape(sample_weight, (-1,)), "float32")
+    return super().update_state(y_true, y_pred, sample_weight=drawing)
 
 
 def _compile(model: keras.Model,
@@ -271,7 +302,7 @@ def _compile(model: keras.Model,
   # batches (input_pipeline.pad_batches) does not count.
   model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss=SparseCrossentropy(label_smoothing),
-                weighted_metrics=["accuracy"],
+                weighted_metrics=[DrawingAccuracy()],
                 steps_per_execution=steps_per_execution)
 
 
@@ -325,6 +356,22 @@ class _Run:
     self.epochs_run: dict[str, int] = {}
     self.computed: list[str] = []
     self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self.junk_per_batch = outliers.per_batch(
+        config.train_batch_size, config.junk_share, self.replicas)
+    self._junk: dict[str, np.ndarray] = {}
+
+  def junk(self, features: bool = False) -> np.ndarray:
+    """The training junk (`outliers`): drawings, or their bottleneck
+    features (cached beside the splits')."""
+    if "drawings" not in self._junk:
+      logging.info("Junk pictures for outlier exposure (%d per batch)",
+                   self.junk_per_batch)
+      self._junk["drawings"] = outliers.junk_drawings()
+    if features and "features" not in self._junk:
+      self._junk["features"] = bottlenecks.drawings_features(
+          self.backbone, self._junk["drawings"], self.data.image_size,
+          os.path.expanduser(self.config.bottleneck_dir))
+    return self._junk["features" if features else "drawings"]
 
   def _build_models(self, data: DataConfig, config: TrainConfig) -> None:
     """The backbone, head, classifier and image model (in a strategy scope).
@@ -407,7 +454,9 @@ class _Run:
         shuffle=train, epochs=None if train else 1, first_epoch=first_epoch,
         drop_remainder=train and self.drop_remainder,
         augment=train and augment and not self.on_device,
-        value_range=self.value_range)
+        value_range=self.value_range,
+        junk=self.junk() if train and self.junk_per_batch else None,
+        junk_per_batch=self.junk_per_batch)
 
   def for_evaluation(self, ds: tf.data.Dataset | None
                      ) -> tf.data.Dataset | None:
@@ -466,6 +515,10 @@ class _Run:
             features, labels, config.train_batch_size, shuffle=True,
             seed=self.data.seed, epochs=None, first_epoch=start,
             drop_remainder=self.drop_remainder)
+        if self.junk_per_batch:
+          train_data = outliers.add_junk(
+              train_data, self.junk(features=True), self.junk_per_batch,
+              outliers.TRAIN_SEED + self.data.seed, start * steps)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)

@@ -77,6 +77,12 @@ flags.DEFINE_float(
     "head and fine-tuning; 0 for plain cross-entropy.")
 flags.DEFINE_float(
     "dropout", _DEFAULTS.dropout, "Dropout rate before the softmax layer.")
+flags.DEFINE_float(
+    "junk_share", _DEFAULTS.junk_share,
+    "Junk pictures (noise, gradients, textures, scribbles, text) added to "
+    "each training batch as a share of its drawings, with a uniform target, "
+    "so that the app's score threshold turns such pictures away; 0 for "
+    "none.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer(
     "fine_tune_layers", _DEFAULTS.fine_tune_layers,
     "After the head, unfreeze this many of the backbone's top layers with "

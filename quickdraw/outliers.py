@@ -1,0 +1,98 @@
+"""Outlier exposure: junk the classifier learns to answer without confidence.
+
+A softmax classifier trained on doodles alone has never been told what a
+non-doodle is, so noise, a photo's texture or a line of text gets whatever
+class its features lean to, often above the app's score threshold. Outlier
+exposure (Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with
+Outlier Exposure", ICLR 2019) adds pictures that are none of the classes to
+the training batches with a uniform target: the model learns to spread its
+scores on them, so their top score falls under the threshold while real
+drawings keep theirs.
+
+The junk is `canvases.junk` (noise, gradients, textures, scribbles, text),
+put through the same canvas preprocessing as the app's pictures, with seeds
+of its own: the pictures the benchmarks and tests measure junk on are
+others (seed 0 and up). That measures new pictures of the kinds trained
+on; how little carries over to a kind never seen is measured in
+scripts/README.md (the outlier-exposure experiment).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from quickdraw import canvases
+from quickdraw import preprocessing
+
+# The label of a junk picture: its target is uniform over the classes.
+JUNK_LABEL = -1
+# Seeds of the training junk: far from the measured junk's 0, 1, 2, ...
+TRAIN_SEED = 7_919_000
+# Pictures drawn per kind for the training pool, and their canvas side.
+POOL_PER_KIND = 400
+CANVAS_SIDE = 256
+
+
+def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
+                  kinds: tuple[str, ...] = canvases.JUNK_KINDS
+                  ) -> np.ndarray:
+  """Junk pictures as the canvas model sees them: 28x28 drawings.
+
+  Pictures that the preprocessing already blanks (too little ink) are left
+  out: the exported models answer those with equal scores anyway.
+
+  Returns:
+    uint8 (N, 28, 28, 1), N <= per_kind * len(kinds).
+  """
+  out = []
+  for kind in kinds:
+    pictures = canvases.junk(kind, per_kind, CANVAS_SIDE, seed=seed)
+    for start in range(0, per_kind, 100):
+      drawings = preprocessing.canvas_to_drawings(
+          pictures[start:start + 100]).numpy()
+      out.append(drawings[drawings.max(axis=(1, 2)) > 0])
+  return np.concatenate(out).astype(np.uint8)[..., None]
+
+
+def per_batch(batch_size: int, share: float, replicas: int = 1) -> int:
+  """Junk pictures added to each batch of `batch_size` drawings: `share`
+  of it, a multiple of `replicas` so that the batch still splits evenly."""
+  if share <= 0:
+    return 0
+  return max(replicas, replicas * round(batch_size * share / replicas))
+
+
+def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
+             first_batch: int = 0) -> tf.data.Dataset:
+  """Appends `count` rows of `pool` to each (x, labels) batch of `ds`, with
+  labels JUNK_LABEL.
+
+  The rows of batch n are drawn from (seed, n) alone, so a run resumed at
+  `first_batch` (its first epoch times the batches per epoch) sees the
+  junk an uninterrupted run would have.
+
+  Args:
+    ds: Batches of (x, int32 labels); x's rows are like `pool`'s.
+    pool: The junk: 28x28 drawings or bottleneck features.
+    count: Rows per batch; 0 returns `ds` unchanged.
+    seed: The draws' seed.
+    first_batch: The number of `ds`'s first batch since training began.
+
+  Returns:
+    Batches of (x, labels) `count` rows longer.
+  """
+  if count <= 0 or not len(pool):
+    return ds
+  pool = tf.constant(pool)
+  size = tf.constant(len(pool), tf.int64)
+
+  def append(batch_number, batch):
+    x, labels = batch
+    picks = tf.random.stateless_uniform(
+        [count], tf.stack([tf.constant(seed, tf.int64), batch_number]),
+        maxval=size, dtype=tf.int64)
+    return (tf.concat([x, tf.cast(tf.gather(pool, picks), x.dtype)], 0),
+            tf.concat([labels, tf.fill([count], tf.constant(
+                JUNK_LABEL, labels.dtype))], 0))
+
+  return ds.enumerate(start=first_batch).map(
+      append, num_parallel_calls=tf.data.AUTOTUNE)
