@@ -34,7 +34,7 @@ from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-_FORMAT = 2  # 2: the architecture and its input range in the key
+_FORMAT = 3  # 2: the architecture and its input range in the key; 3: block sampling
 _PROGRESS_EVERY = 20  # batches between progress records
 
 
@@ -57,9 +57,7 @@ def data_digest(source: QuickDrawSource, split: Split | str) -> str:
   """
   digest = hashlib.sha256()
   for f in source.files:
-    stat = os.stat(f.path)
-    digest.update(f"{f.category}\0{os.path.abspath(f.path)}\0{stat.st_size}\0"
-                  f"{stat.st_mtime_ns}\0".encode())
+    digest.update(f"{f.category}\0{f.identity()}\0".encode())
   config = source.config
   digest.update(f"{Split(split).value}\0{config.seed}\0"
                 f"{config.samples_per_class}\0{config.validation_percentage}\0"

@@ -25,6 +25,7 @@ from absl import logging
 from quickdraw import categories as categories_lib
 from quickdraw import download as download_lib
 from quickdraw import npy_files
+from quickdraw import remote_rows
 from quickdraw import splits
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
@@ -103,10 +104,19 @@ class QuickDrawSource:
         failed download; the message names it.
     """
     records = categories_lib.resolve_categories(config.categories)
-    files = []
-    for record in records:
-      path = locate_or_download(record, config, progress_stream)
-      files.append(npy_files.open_drawings(path, record.name))
+    paths = [npy_files.find_category_file(config.data_dir, r.name)
+             for r in records]
+    # Categories not on disk: a sampled run takes its rows from the row
+    # cache, fetching the rows it lacks (remote_rows); others the whole file.
+    missing = [i for i, path in enumerate(paths) if path is None]
+    files: list = [None] * len(records)
+    for i, rows in zip(missing, remote_rows.open_sampled(
+        [records[i] for i in missing], config, progress_stream)):
+      files[i] = rows
+    for i, record in enumerate(records):
+      if files[i] is None:
+        path = locate_or_download(record, config, progress_stream)
+        files[i] = npy_files.open_drawings(path, record.name)
     source = cls(config, files)
     source._warn_short_files()
     return source
@@ -215,24 +225,9 @@ class QuickDrawSource:
     return self.gather(class_ids, rows), class_ids.astype(np.int32)
 
   def read_rows(self, class_id: int, rows: np.ndarray) -> np.ndarray:
-    """Reads ascending `rows` of one class: uint8 (len(rows), 784).
-
-    Rows that lie close together are read as one range with a plain file
-    read (see `DrawingFile.read_range`), which is what streaming a file block
-    by block needs to be fast; scattered rows through the memmap.
-    """
-    f = self.files[class_id]
-    if not len(rows):
-      return np.empty((0, npy_files.PIXELS), np.uint8)
-    first, last = int(rows[0]), int(rows[-1])
-    if last - first + 1 <= 2 * len(rows):
-      return f.read_range(first, last + 1)[rows - first]
-    out = f.drawings[rows]
-    # At once, not every N batches: the kernel may map a whole large
-    # page-cache folio (about 1 MB seen) per row read, so a few hundred
-    # scattered rows would otherwise pin hundreds of MB.
-    f.release_pages()
-    return out
+    """Reads ascending `rows` of one class: uint8 (len(rows), 784)
+    (`DrawingFile.read_rows`, or `remote_rows.RowFile.read_rows`)."""
+    return self.files[class_id].read_rows(rows)
 
   def gather(self, class_ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Reads drawings by (class, row), in the given order.

@@ -173,6 +173,31 @@ class DrawingFile:
   def __len__(self) -> int:
     return self.drawings.shape[0]
 
+  def identity(self) -> str:
+    """What the rows' cache keys hash: the file's path, size and time."""
+    stat = os.stat(self.path)
+    return (f"{os.path.abspath(self.path)}\0{stat.st_size}\0"
+            f"{stat.st_mtime_ns}")
+
+  def read_rows(self, rows: np.ndarray) -> np.ndarray:
+    """Reads ascending `rows`: uint8 (len(rows), 784).
+
+    Rows that lie close together are read as one range with a plain file
+    read (`read_range`), which is what streaming a file block by block
+    needs to be fast; scattered rows through the memmap.
+    """
+    if not len(rows):
+      return np.empty((0, PIXELS), np.uint8)
+    first, last = int(rows[0]), int(rows[-1])
+    if last - first + 1 <= 2 * len(rows):
+      return self.read_range(first, last + 1)[rows - first]
+    out = self.drawings[rows]
+    # At once, not every N batches: the kernel may map a whole large
+    # page-cache folio (about 1 MB seen) per row read, so a few hundred
+    # scattered rows would otherwise pin hundreds of MB.
+    self.release_pages()
+    return out
+
   def release_pages(self) -> None:
     """Unmaps pages read so far from this process's resident memory.
 
