@@ -49,6 +49,21 @@ def test_flag_errors_are_one_line(args, expected):
       "prepare:", "prepare.py:")), done.stderr
 
 
+@pytest.mark.parametrize("args, expected", [
+    # An unquoted name with a space: the shell splits it.
+    (["prepare", "--categories=cat,dog,smiley", "face"],
+     "prepare.py: error: unexpected arguments: face; quote category names "
+     "with spaces"),
+    (["predict", "--model=x.tflite"],
+     "predict.py: error: no pictures to classify: pass one or more PNG"),
+])
+def test_stray_or_missing_arguments_are_one_line(args, expected):
+  done = command(*args)
+  assert done.returncode == 1
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(expected), done.stderr
+
+
 def test_commands_start_quietly(data_dir, tmp_path):
   """No TensorFlow, oneDNN or CUDA lines before the command's own output,
   unless the user asks for them with TF_CPP_MIN_LOG_LEVEL."""

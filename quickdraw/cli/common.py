@@ -141,10 +141,14 @@ def list_categories_or_check_args(argv: Sequence[str]) -> bool:
     True when --list_categories printed the names (the command is done).
 
   Raises:
-    app.UsageError: positional arguments were given.
+    QuickDrawError: positional arguments were given (one line, not absl's
+      usage dump: most often the rest of an unquoted name with a space).
   """
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise QuickDrawError(
+        f"unexpected arguments: {' '.join(argv[1:])}; quote category names "
+        "with spaces (--categories=cat,dog,\"smiley face\") and flag "
+        "values with spaces (see --help)")
   if FLAGS.list_categories:
     for name in categories_lib.official_categories():
       print(name)

@@ -143,7 +143,9 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
 def main(argv: Sequence[str]) -> None:
   inputs = argv[1:]
   if not inputs:
-    raise app.UsageError("pass one or more PNG, JPEG or .npy files")
+    raise QuickDrawError("no pictures to classify: pass one or more PNG, "
+                         "JPEG or .npy files after the flags, e.g. "
+                         "quickdraw-predict --model=... star.png")
   if not FLAGS.model:
     raise QuickDrawError("pass --model=PATH: a .tflite, .pb or .keras file "
                          "that quickdraw-train wrote")
