@@ -83,9 +83,24 @@ def official_categories() -> dict[str, Category]:
   return {name: records[name] for name in names}
 
 
+def _edits(a: str, b: str) -> int:
+  """Edits from `a` to `b`, a swap of neighbours counting one (so "dgo" is
+  one edit from "dog", three from "dragon")."""
+  d = [[i + j if not i * j else 0 for j in range(len(b) + 1)]
+       for i in range(len(a) + 1)]
+  for i in range(1, len(a) + 1):
+    for j in range(1, len(b) + 1):
+      d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                    d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+      if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+        d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+  return d[len(a)][len(b)]
+
+
 def _closest(name: str, official: Sequence[str]) -> list[str]:
   """Official names closest to `name`: a case-insensitive match, else the best
-  difflib matches (several only when about equally close)."""
+  difflib matches (several only when about equally close), closest first:
+  fewest edits, then difflib's ratio."""
   by_lower = {n.lower(): n for n in official}
   if name.lower() in by_lower:
     return [by_lower[name.lower()]]
@@ -98,20 +113,37 @@ def _closest(name: str, official: Sequence[str]) -> list[str]:
   if not scored:
     return []
   best = scored[0][0]
-  return [n for r, n in scored[:3] if r >= best - 0.05]
+  close = [n for r, n in scored[:3] if r >= best - 0.05]
+  ratio = dict((n, r) for r, n in scored)
+  return sorted(close, key=lambda n: (_edits(name.lower(), n.lower()),
+                                      -ratio[n]))
 
 
-def _unknown_category_message(name: str, official: Sequence[str]) -> str:
-  close = _closest(name, official)
-  if not close:
-    return (f"{name!r} is not a QuickDraw category; run quickdraw-prepare "
-            "--list_categories to see the 345 official names")
-  quoted = [repr(c) for c in close]
-  if len(quoted) == 1:
-    suggestion = quoted[0]
-  else:
-    suggestion = ", ".join(quoted[:-1]) + " or " + quoted[-1]
-  return f"{name!r} is not a QuickDraw category; did you mean {suggestion}?"
+def _suggestion(name: str, official: Sequence[str]) -> str:
+  quoted = [repr(c) for c in _closest(name, official)]
+  if len(quoted) <= 1:
+    return "".join(quoted)
+  return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+_LIST_HINT = ("run quickdraw-prepare --list_categories to see the 345 "
+              "official names")
+
+
+def _unknown_category_message(names: Sequence[str],
+                              official: Sequence[str]) -> str:
+  """One line for every unknown name, each with its closest names."""
+  if len(names) == 1:
+    suggestion = _suggestion(names[0], official)
+    return (f"{names[0]!r} is not a QuickDraw category; " +
+            (f"did you mean {suggestion}?" if suggestion else _LIST_HINT))
+  parts = []
+  for name in names:
+    suggestion = _suggestion(name, official)
+    parts.append(f"{name!r}" + (f" (did you mean {suggestion}?)"
+                                if suggestion else ""))
+  return (f"{len(names)} names are not QuickDraw categories: "
+          f"{', '.join(parts)}; {_LIST_HINT}")
 
 
 def resolve_categories(names: Iterable[str]) -> list[Category]:
@@ -129,14 +161,13 @@ def resolve_categories(names: Iterable[str]) -> list[Category]:
       official names), is given twice, or no name is given.
   """
   official = official_categories()
+  names = [raw.strip() for raw in names if raw.strip()]
+  unknown = [name for name in names if name not in official]
+  if unknown:
+    raise QuickDrawError(_unknown_category_message(unknown, list(official)))
   resolved = []
   seen = set()
-  for raw in names:
-    name = raw.strip()
-    if not name:
-      continue
-    if name not in official:
-      raise QuickDrawError(_unknown_category_message(name, list(official)))
+  for name in names:
     if name in seen:
       raise QuickDrawError(
           f"category {name!r} is listed twice; list each category once")

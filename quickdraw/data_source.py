@@ -69,7 +69,7 @@ def locate_or_download(category: categories_lib.Category, config: DataConfig,
         npy_files.candidate_paths(config.data_dir, category.name))
     raise QuickDrawError(
         f"no file for category {category.name!r}: looked for {looked}; copy "
-        "it there, or drop --download=false to fetch it")
+        "it there, or run without --nodownload to fetch it")
   download_lib.remove_stale_downloads(config.data_dir, category)
   logging.info("%s is not in %s; downloading it", category.filename,
                config.data_dir)
@@ -113,6 +113,13 @@ class QuickDrawSource:
     for i, rows in zip(missing, remote_rows.open_sampled(
         [records[i] for i in missing], config, progress_stream)):
       files[i] = rows
+    absent = [records[i].name for i in missing if files[i] is None]
+    if len(absent) > 1 and not config.download:
+      raise QuickDrawError(
+          f"no files for {len(absent)} categories in {config.data_dir}: "
+          f"{', '.join(map(repr, absent))} (looked for <category>.npy and "
+          f"{npy_files.GSUTIL_PREFIX}<category>.npy); copy them there, or "
+          "run without --nodownload to fetch them")
     for i, record in enumerate(records):
       if files[i] is None:
         path = locate_or_download(record, config, progress_stream)

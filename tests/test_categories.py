@@ -41,6 +41,15 @@ def test_equally_close_names_are_all_suggested():
       "'ca' is not a QuickDraw category; did you mean 'cat' or 'car'?")
 
 
+def test_every_unknown_name_in_one_error_closest_first():
+  with pytest.raises(QuickDrawError) as e:
+    categories.resolve_categories(["dgo", "cat", "smily face", "xqzw"])
+  assert str(e.value) == (
+      "3 names are not QuickDraw categories: 'dgo' (did you mean 'dog' or "
+      "'dragon'?), 'smily face' (did you mean 'smiley face'?), 'xqzw'; run "
+      "quickdraw-prepare --list_categories to see the 345 official names")
+
+
 def test_duplicates_and_empty_lists_fail():
   with pytest.raises(QuickDrawError) as e:
     categories.resolve_categories(["cat", "dog", "cat"])

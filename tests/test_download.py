@@ -155,14 +155,23 @@ def test_source_downloads_missing_files_only_when_allowed(
   official.update(records)
   monkeypatch.setattr(categories_lib, "official_categories", lambda: official)
   data_dir = tmp_path / "data"
-  config = DataConfig(categories=("cat", "smiley face"), data_dir=str(data_dir),
+  config = DataConfig(categories=("cat",), data_dir=str(data_dir),
                       download=False)
   with pytest.raises(QuickDrawError) as e:
     QuickDrawSource.open(config)
   assert str(e.value) == (
       f"no file for category 'cat': looked for {data_dir}/cat.npy or "
-      f"{data_dir}/full_numpy_bitmap_cat.npy; copy it there, or drop "
-      "--download=false to fetch it")
+      f"{data_dir}/full_numpy_bitmap_cat.npy; copy it there, or run without "
+      "--nodownload to fetch it")
+  # Every missing file in one error, not one per rerun.
+  config = DataConfig(categories=("cat", "smiley face"), data_dir=str(data_dir),
+                      download=False)
+  with pytest.raises(QuickDrawError) as e:
+    QuickDrawSource.open(config)
+  assert str(e.value) == (
+      f"no files for 2 categories in {data_dir}: 'cat', 'smiley face' (looked "
+      "for <category>.npy and full_numpy_bitmap_<category>.npy); copy them "
+      "there, or run without --nodownload to fetch them")
 
   # A temporary file left by a killed run is cleaned up, not loaded.
   data_dir.mkdir()
