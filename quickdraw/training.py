@@ -753,7 +753,7 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
 
   if config.mixed_precision or config.strategy != "default":
     run.classifier = run.plain_classifier()
-  _save(run, report)
+  _save(run, report, export)
   export_report = None
   if export is not None:
     export_report = export_run(data, export, classifier=run.classifier,
@@ -763,7 +763,8 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
                      export_report, chief)
 
 
-def _save(run: _Run, report: dict) -> None:
+def _save(run: _Run, report: dict,
+          export: export_lib.ExportConfig | None = None) -> None:
   config = run.config
   with atomic_files.atomic_path(
       os.path.join(config.output_dir, MODEL_FILENAME)) as tmp:
@@ -775,11 +776,21 @@ def _save(run: _Run, report: dict) -> None:
       json.dumps({"data": dataclasses.asdict(run.data),
                   "train": dataclasses.asdict(config),
                   "replicas": run.replicas,
-                  "test": {k: report[k] for k in ("drawings", "top1", "top3")}},
+                  "test": {k: report[k] for k in ("drawings", "top1", "top3")},
+                  # quickdraw-export writes the app's files here again.
+                  "export": recorded_export(export)},
                  indent=2) + "\n")
   logging.info("Saved %s and %s", os.path.join(config.output_dir,
                                                MODEL_FILENAME),
                config.path("output_labels"))
+
+
+def recorded_export(export: export_lib.ExportConfig | None) -> dict:
+  """What run.json records of an export: where the app's files went."""
+  assets = export.android_assets_dir if export else ""
+  return {"android_assets_dir": os.path.abspath(os.path.expanduser(assets))
+          if assets else "",
+          "android_model": export.android_model if export else ""}
 
 
 def _write_samples(run: _Run) -> None:

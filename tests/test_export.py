@@ -497,6 +497,40 @@ def test_export_command_reexports_a_trained_run(data_dir, tmp_path):
   assert (out / "model_dynamic.tflite").exists()
 
 
+def test_reexport_updates_the_recorded_app_assets(data_dir, tmp_path, capsys):
+  out, assets = tmp_path / "run", tmp_path / "app" / "assets"
+  data = DataConfig(categories=CATEGORIES, data_dir=data_dir,
+                    download=False, samples_per_class=60, image_size=SIZE)
+  training.train_and_evaluate(data, training.TrainConfig(
+      architecture="mobilenet_0.25_128", weights="none", epochs=1,
+      train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
+      output_dir=str(out), verbose=0))
+  small = dict(output_dir=str(out), check_drawings=20, check_canvases=10,
+               canvas_size=CANVAS, representative_drawings=20)
+  with flagsaver.flagsaver(android_assets_dir=str(assets), **small):
+    export_cli.main(["export"])
+  run = json.loads((out / "run.json").read_text())
+  assert run["export"]["android_assets_dir"] == str(assets)
+  first = (assets / "model.tflite").read_bytes()
+
+  # No --android_assets_dir: the recorded folder gets the new app model.
+  with flagsaver.flagsaver(quantize=["int8"], android_model="int8", **small):
+    export_cli.main(["export"])
+  said = capsys.readouterr().out
+  assert f"The app's files go to {assets} again" in said
+  report = json.loads((out / "export_report.json").read_text())
+  assert report["android_assets"]["folder"] == str(assets)
+  second = (assets / "model.tflite").read_bytes()
+  assert second != first
+  info = json.loads((assets / "model_info.json").read_text())
+  assert "int8" in json.dumps(info)
+
+  with flagsaver.flagsaver(android_assets=False, **small):
+    export_cli.main(["export"])
+  assert "are left as they were" in capsys.readouterr().out
+  assert (assets / "model.tflite").read_bytes() == second
+
+
 def test_export_command_without_a_run(tmp_path):
   with flagsaver.flagsaver(output_dir=str(tmp_path)):
     with pytest.raises(QuickDrawError) as e:

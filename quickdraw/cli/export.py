@@ -14,12 +14,14 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
 from absl import flags
 
-from quickdraw import export, training
+from quickdraw import atomic_files, export, training
 from quickdraw.cli import common
 from quickdraw.errors import QuickDrawError
 
@@ -64,6 +66,11 @@ flags.DEFINE_string(
     "inside), labels.txt and retrained_labels.txt, the legacy "
     "retrained_graph.pb and a model_info.json describing them. All files "
     "of an export are replaced together or not at all.")
+flags.DEFINE_boolean(
+    "android_assets", True,
+    "Write the app's files: into --android_assets_dir, or else into the "
+    "folder the run recorded (where quickdraw-train or the last export put "
+    "them). --noandroid_assets leaves the app's files alone.")
 flags.DEFINE_enum(
     "android_model", _DEFAULTS.android_model, list(export.MODES),
     "Which variant of the canvas model the app receives; a quantized one "
@@ -126,9 +133,23 @@ def main(argv: Sequence[str]) -> None:
   config = export_config_from_flags(
       out, FLAGS.output_graph or run["train"].get("output_graph", ""),
       FLAGS.output_labels or run["train"].get("output_labels", ""))
+  recorded = run.get("export", {}).get("android_assets_dir", "")
+  assets = ((FLAGS.android_assets_dir or recorded) if FLAGS.android_assets
+            else "")
+  if assets and not FLAGS.android_assets_dir:
+    print(f"The app's files go to {recorded} again, as recorded with the "
+          "run (--noandroid_assets leaves them alone)")
+  elif recorded and not assets:
+    print(f"The app's files in {recorded} are left as they were "
+          "(--noandroid_assets)")
+  config = dataclasses.replace(config, android_assets_dir=assets)
   report = training.export_run(data, config, os.path.join(
       out, training.MODEL_FILENAME))
   print(export.format_report(report))
+  if assets:
+    run["export"] = training.recorded_export(config)
+    atomic_files.write_text(os.path.join(out, training.RUN_FILENAME),
+                            json.dumps(run, indent=2) + "\n")
 
 
 def run() -> None:
