@@ -97,6 +97,10 @@ class ExportConfig:
       receive the canvas model, labels, frozen graph and model_info.json.
     android_model: Which variant the app receives ("float32" or a
       quantized mode, written even if not in `quantize`).
+    android_graph: Put the frozen graph into the assets too, for apps
+      that still load it with TensorFlow Mobile; an app using MediaPipe
+      needs only the TFLite model. Without it an old graph there is
+      removed, so the folder never holds one that disagrees with the model.
     canvas_size: The app model's input side H = W, in pixels.
     max_quantization_loss: Points of test top-1 a quantized variant may
       lose against float32; one that loses more is reported and never
@@ -117,6 +121,7 @@ class ExportConfig:
   final_tensor_name: str = inference.FINAL_TENSOR_NAME
   android_assets_dir: str = ""
   android_model: str = "float32"
+  android_graph: bool = True
   canvas_size: int = DEFAULT_CANVAS_SIZE
   max_quantization_loss: float = 1.0
   check_drawings: int = 1000
@@ -471,7 +476,7 @@ def assets_info(config: ExportConfig, categories: Sequence[str],
                 architecture: str | None = None,
                 calibrated: dict | None = None) -> dict:
   """model_info.json as the assets folder holds it: its own files."""
-  return {
+  info = {
       "architecture": architecture,
       "tflite": ASSET_MODEL,
       "variant": f"canvas model, {variant}",
@@ -485,6 +490,9 @@ def assets_info(config: ExportConfig, categories: Sequence[str],
                        "input": drawing_contract(image_size, value_range),
                        "output": config.final_tensor_name},
   }
+  if not config.android_graph:
+    del info["frozen_graph"]
+  return info
 
 
 def _description(categories: Sequence[str]) -> tflite_metadata.ModelDescription:
@@ -641,7 +649,8 @@ def _export(classifier, categories, config, check_drawings, check_labels,
   if config.android_assets_dir:
     folder = os.path.expanduser(config.android_assets_dir)
     assets = {os.path.join(folder, n): n for n in (
-        ASSET_MODEL, *ASSET_LABELS, ASSET_GRAPH, MODEL_INFO)}
+        ASSET_MODEL, *ASSET_LABELS, MODEL_INFO,
+        *([ASSET_GRAPH] if config.android_graph else []))}
 
   with atomic_files.staged([*contents, report_path, *assets]) as temps:
     for path, data in contents.items():
@@ -680,6 +689,10 @@ def _export(classifier, categories, config, check_drawings, check_labels,
       f.write(json.dumps(report, indent=2) + "\n")
   if assets:
     logging.info("Wrote the app's files into %s", config.android_assets_dir)
+    stale = os.path.join(os.path.expanduser(config.android_assets_dir),
+                         ASSET_GRAPH)
+    if not config.android_graph and os.path.exists(stale):
+      os.unlink(stale)  # an earlier export's graph, of another model
   return report
 
 

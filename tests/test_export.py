@@ -530,6 +530,15 @@ def test_reexport_updates_the_recorded_app_assets(data_dir, tmp_path, capsys):
   assert "are left as they were" in capsys.readouterr().out
   assert (assets / "model.tflite").read_bytes() == second
 
+  # An app using MediaPipe does not need the legacy graph.
+  assert (assets / "retrained_graph.pb").exists()
+  with flagsaver.flagsaver(android_graph=False, **small):
+    export_cli.main(["export"])
+  assert sorted(os.listdir(assets)) == [
+      "labels.txt", "model.tflite", "model_info.json", "retrained_labels.txt"]
+  info = json.loads((assets / "model_info.json").read_text())
+  assert "frozen_graph" not in info
+
 
 def test_export_command_without_a_run(tmp_path):
   with flagsaver.flagsaver(output_dir=str(tmp_path)):

@@ -71,6 +71,12 @@ flags.DEFINE_boolean(
     "Write the app's files: into --android_assets_dir, or else into the "
     "folder the run recorded (where quickdraw-train or the last export put "
     "them). --noandroid_assets leaves the app's files alone.")
+flags.DEFINE_boolean(
+    "android_graph", _DEFAULTS.android_graph,
+    "Put the legacy frozen graph (retrained_graph.pb, for apps that load it "
+    "with TensorFlow Mobile) into the app's assets too. An app using "
+    "MediaPipe needs only model.tflite: --noandroid_graph leaves the graph "
+    "out (and removes an old one).")
 flags.DEFINE_enum(
     "android_model", _DEFAULTS.android_model, list(export.MODES),
     "Which variant of the canvas model the app receives; a quantized one "
@@ -113,7 +119,8 @@ def export_config_from_flags(output_dir: str, output_graph: str = "",
       report_dir=output_dir, quantize=tuple(FLAGS.quantize),
       final_tensor_name=FLAGS.final_tensor_name,
       android_assets_dir=FLAGS.android_assets_dir,
-      android_model=FLAGS.android_model, canvas_size=FLAGS.canvas_size,
+      android_model=FLAGS.android_model, android_graph=FLAGS.android_graph,
+      canvas_size=FLAGS.canvas_size,
       max_quantization_loss=FLAGS.max_quantization_loss,
       check_drawings=FLAGS.check_drawings,
       check_canvases=FLAGS.check_canvases,
