@@ -99,23 +99,33 @@ def pick_mistakes(labels: np.ndarray, predictions: np.ndarray,
 
 def misclassified_grid(drawings: np.ndarray, labels: np.ndarray,
                        predictions: np.ndarray,
-                       categories: Sequence[str]) -> np.ndarray:
-  """A captioned grid of wrongly classified drawings, "true > predicted".
+                       categories: Sequence[str],
+                       scores: np.ndarray | None = None) -> np.ndarray:
+  """A captioned grid of wrongly classified drawings: each tile's true
+  category, then the model's answer (and its score).
 
   Args:
     drawings: uint8 (N, 784) drawings the model got wrong.
     labels: (N,) their true classes.
     predictions: (N,) the predicted classes.
     categories: Class names.
+    scores: (N,) the answers' scores, if known.
 
   Returns:
-    A uint8 (H, W) image (the words "no mistakes" when N is 0).
+    A uint8 (H, W, 3) image (the words "no mistakes" when N is 0).
   """
   if not len(drawings):
-    return visualize.render_text("no mistakes", scale=2)
-  captions = [f"{categories[t]}\n> {categories[p]}"
-              for t, p in zip(labels, predictions)]
-  return visualize.captioned_grid(drawings, captions, columns=8, zoom=3)
+    return visualize.text_image("no mistakes on the test split")
+  captions = [f"{categories[t]}\nsaid: {categories[p]}" +
+              (f" {100 * s:.0f}%" if scores is not None else "")
+              for t, p, s in zip(labels, predictions,
+                                 scores if scores is not None else labels)]
+  return visualize.captioned_grid(
+      drawings, captions, columns=8,
+      title=f"Test drawings the model got wrong ({len(drawings)} shown)",
+      legend="Each tile: a test drawing; first line: its true category; "
+      "'said': the model's answer and its score. The weakest classes come "
+      "first.")
 
 
 def write_report(output_dir: str, report: dict, categories: Sequence[str],
@@ -148,7 +158,8 @@ def write_report(output_dir: str, report: dict, categories: Sequence[str],
           np.asarray(report["confusion_matrix"]), categories),
       "misclassified": misclassified_grid(
           drawings, np.asarray(labels), np.asarray(probabilities).argmax(1),
-          categories),
+          categories, np.asarray(probabilities).max(1)
+          if len(drawings) else None),
   }
   for name, picture in pictures.items():
     visualize.write_png(os.path.join(output_dir, f"{name}.png"), picture)

@@ -805,7 +805,10 @@ def _write_samples(run: _Run) -> None:
   small = np.clip(preprocessing.unscale_from_range(
       small.numpy()[..., 0], run.value_range), 0, 255).astype(np.uint8)
   grid = visualize.captioned_grid(
-      small, [run.source.categories[i] for i in labels], columns=8, zoom=1)
+      small, [run.source.categories[i] for i in labels], columns=8,
+      title="Training inputs, as the model sees them",
+      legend="Each tile: a training drawing after upsampling (and "
+      "augmentation, if on), shown at 56 px; caption: its label.")
   visualize.write_png(
       os.path.join(run.config.output_dir, "training_inputs.png"), grid)
   _write_summary_images(run.config.path("summaries_dir"),

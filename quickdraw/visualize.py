@@ -1,11 +1,14 @@
-"""Pictures of drawings: labelled grids, written as PNG.
+"""Pictures of drawings and results, drawn with matplotlib, written as PNG.
 
-Text is drawn with a built-in 5x7 bitmap font (upper case, digits, a few
-signs) so that pictures need neither Pillow nor matplotlib.
+Every picture carries a title and a legend line saying what its tiles,
+captions or axes are, and captions wrap instead of being cut. Figures are
+drawn with matplotlib's object API on an Agg canvas (no pyplot state, no
+display), returned as uint8 RGB arrays for PNG files and TensorBoard.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,88 +16,9 @@ import tensorflow as tf
 
 from quickdraw import atomic_files
 
-_GLYPHS = {
-    "A": ".###.#...##...#######...##...##...#", "B": "####.#...##...#####.#...##...#####.",
-    "C": ".###.#...##....#....#....#...#.###.", "D": "####.#...##...##...##...##...#####.",
-    "E": "######....#....####.#....#....#####", "F": "######....#....####.#....#....#....",
-    "G": ".###.#...##....#.####...##...#.####", "H": "#...##...##...#######...##...##...#",
-    "I": ".###...#....#....#....#....#...###.", "J": "..###...#....#....#....#.#..#..##..",
-    "K": "#...##..#.#.#..##...#.#..#..#.#...#", "L": "#....#....#....#....#....#....#####",
-    "M": "#...###.###.#.##...##...##...##...#", "N": "#...###..##.#.##..###...##...##...#",
-    "O": ".###.#...##...##...##...##...#.###.", "P": "####.#...##...#####.#....#....#....",
-    "Q": ".###.#...##...##...##.#.##..#..##.#", "R": "####.#...##...#####.#.#..#..#.#...#",
-    "S": ".####.....#.....###.....#....#####.", "T": "#####..#....#....#....#....#....#..",
-    "U": "#...##...##...##...##...##...#.###.", "V": "#...##...##...##...##...#.#.#...#..",
-    "W": "#...##...##...##.#.##.#.##.#.#.#.#.", "X": "#...##...#.#.#...#...#.#.#...##...#",
-    "Y": "#...##...#.#.#...#....#....#....#..", "Z": "#####....#...#...#...#...#....#####",
-    "0": ".###.#...##..###.#.###..##...#.###.", "1": "..#...##....#....#....#....#...###.",
-    "2": ".###.#...#....#...#...#...#...#####", "3": "#####...#...#.....#.....##...#.###.",
-    "4": "...#...##..#.#.#..#.#####...#....#.", "5": "######....####.....#....##...#.###.",
-    "6": "..##..#...#....####.#...##...#.###.", "7": "#####....#...#...#...#....#....#...",
-    "8": ".###.#...##...#.###.#...##...#.###.", "9": ".###.#...##...#.####....#...#..##..",
-    " ": "." * 35, "-": "...............#####...............",
-    ".": "..............................##...", ":": ".....##...##.........##...##.......",
-    "'": "..#....#...#.......................", "%": "##...##..#...#...#...#...#..##...##",
-    "/": ".....#....#...#...#...#....#.......", "?": ".###.#...#....#...#...#.........#..",
-    "(": "...#...#...#....#....#.....#.....#.", ")": ".#.....#.....#....#....#...#...#...",
-    "_": "..............................#####", "=": "..........#####.....#####..........",
-    ">": ".#.....#.....#.....#...#...#...#...", ",": ".........................##...#..#.",
-}
-GLYPH_WIDTH, GLYPH_HEIGHT = 5, 7
-
-
-def render_text(text: str, scale: int = 1) -> np.ndarray:
-  """Renders one line of text as a uint8 (7*scale, 6*len*scale) ink mask.
-
-  Letters are drawn upper case; characters the font lacks become '?'.
-  """
-  columns = []
-  for ch in text.upper():
-    glyph = _GLYPHS.get(ch, _GLYPHS["?"])
-    bitmap = np.array([c == "#" for c in glyph], dtype=np.uint8).reshape(
-        GLYPH_HEIGHT, GLYPH_WIDTH) * 255
-    columns += [bitmap, np.zeros((GLYPH_HEIGHT, 1), np.uint8)]
-  line = np.concatenate(columns or [np.zeros((GLYPH_HEIGHT, 0), np.uint8)], 1)
-  return np.kron(line, np.ones((scale, scale), np.uint8))
-
-
-def paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
-  """Copies `patch` into `canvas` at (top, left), clipped to the canvas."""
-  h = min(patch.shape[0], canvas.shape[0] - top)
-  w = min(patch.shape[1], canvas.shape[1] - left)
-  if h > 0 and w > 0:
-    canvas[top:top + h, left:left + w] = np.maximum(
-        canvas[top:top + h, left:left + w], patch[:h, :w])
-
-
-def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], *,
-                  zoom: int = 2, gap: int = 4) -> np.ndarray:
-  """Lays out rows of 28x28 drawings, each row with a label on its left.
-
-  Args:
-    rows: One uint8 array (k, 28, 28) or (k, 784) per row; rows may differ
-      in length.
-    labels: One label per row.
-    zoom: Pixel repetition of each drawing, for legibility.
-    gap: Pixels between drawings.
-
-  Returns:
-    A uint8 (H, W) image, light ink on black like the drawings.
-  """
-  cell = 28 * zoom
-  label_width = max((len(l) for l in labels), default=0) * 6 * 2 + gap
-  cols = max((len(r) for r in rows), default=0)
-  height = len(rows) * (cell + gap) + gap
-  width = label_width + cols * (cell + gap) + gap
-  canvas = np.zeros((height, width), np.uint8)
-  for i, (drawings, label) in enumerate(zip(rows, labels)):
-    top = gap + i * (cell + gap)
-    text = render_text(label, scale=2)
-    paste(canvas, text, top + (cell - text.shape[0]) // 2, gap)
-    for j, d in enumerate(np.asarray(drawings).reshape(-1, 28, 28)):
-      big = np.kron(d, np.ones((zoom, zoom), np.uint8))
-      paste(canvas, big, top, label_width + j * (cell + gap))
-  return canvas
+# Above this many classes, the confusion matrix shows the weakest ones.
+MATRIX_CLASSES = 30
+_DPI = 100
 
 
 def write_png(path: str, image: np.ndarray) -> None:
@@ -105,79 +29,176 @@ def write_png(path: str, image: np.ndarray) -> None:
   atomic_files.write_bytes(path, tf.io.encode_png(image).numpy())
 
 
+def _figure(width_in: float, height_in: float):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  figure = Figure(figsize=(width_in, height_in), dpi=_DPI)
+  FigureCanvasAgg(figure)
+  return figure
+
+
+def _pixels(figure) -> np.ndarray:
+  figure.canvas.draw()
+  return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _heading(figure, title: str, legend: str) -> None:
+  if title:
+    figure.suptitle(title, fontsize=11, fontweight="bold", y=0.995,
+                    va="top")
+  if legend:
+    figure.text(0.5, 0.005, "\n".join(textwrap.wrap(legend, 110)),
+                ha="center", va="bottom", fontsize=8, color="#444444")
+
+
+def _wrap(caption: str, width: int = 16) -> str:
+  return "\n".join(textwrap.fill(line, width) for line in caption.split("\n"))
+
+
 def captioned_grid(images: np.ndarray, captions: Sequence[str], *,
-                   columns: int = 8, zoom: int = 2, gap: int = 6) -> np.ndarray:
-  """Lays out images in a grid, each with a caption of one or more lines below.
+                   columns: int = 8, title: str = "",
+                   legend: str = "") -> np.ndarray:
+  """`grid_figure`'s pixels: uint8 (H, W, 3)."""
+  return _pixels(grid_figure(images, captions, columns=columns, title=title,
+                             legend=legend))
+
+
+def grid_figure(images: np.ndarray, captions: Sequence[str], *,
+                columns: int = 8, title: str = "", legend: str = ""):
+  """Images in a grid, each with its caption below, whole (wrapped).
 
   Args:
     images: uint8 (k, h, w) or (k, 784) light-on-dark images.
-    captions: One caption per image; "\\n" separates lines. Lines longer than
-      the cell are cut.
+    captions: One caption per image; "\\n" separates lines.
     columns: Images per grid row.
-    zoom: Pixel repetition of each image.
-    gap: Pixels between cells.
+    title: Above the grid.
+    legend: Below the grid: what the tiles and captions are.
 
   Returns:
-    A uint8 (H, W) image.
+    A matplotlib Figure.
   """
   images = np.asarray(images, np.uint8)
   if images.ndim == 2:
     images = images.reshape(-1, 28, 28)
-  count = len(images)
-  h, w = images.shape[1] * zoom, images.shape[2] * zoom
-  lines = max((c.count("\n") + 1 for c in captions), default=0)
-  text_height = lines * (GLYPH_HEIGHT + 2)
-  max_chars = max(1, (w + 1) // (GLYPH_WIDTH + 1))
+  count = max(len(images), 1)
   columns = max(1, min(columns, count))
-  grid_rows = -(-count // columns)
-  canvas = np.zeros((gap + grid_rows * (h + text_height + gap),
-                     gap + columns * (w + gap)), np.uint8)
+  rows = -(-count // columns)
+  lines = max((_wrap(c).count("\n") + 1 for c in captions), default=1)
+  cell_h = 1.25 + 0.16 * lines
+  height = cell_h * rows + 1.05  # inches: tiles, title and legend
+  figure = _figure(1.35 * columns + 0.3, height)
+  top, bottom = 1 - 0.45 / height, 0.6 / height
+  grid = figure.add_gridspec(rows, columns, top=top, bottom=bottom,
+                             left=0.02, right=0.98, hspace=0.16 * lines + 0.1)
   for i, (image, caption) in enumerate(zip(images, captions)):
-    top = gap + (i // columns) * (h + text_height + gap)
-    left = gap + (i % columns) * (w + gap)
-    paste(canvas, np.kron(image, np.ones((zoom, zoom), np.uint8)), top, left)
-    for j, line in enumerate(caption.split("\n")):
-      paste(canvas, render_text(line[:max_chars]),
-            top + h + 2 + j * (GLYPH_HEIGHT + 2), left)
-  return canvas
+    axes = figure.add_subplot(grid[i // columns, i % columns])
+    axes.imshow(image, cmap="gray", vmin=0, vmax=255,
+                interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_xlabel(_wrap(caption), fontsize=7.5, labelpad=2)
+  _heading(figure, title, legend)
+  return figure
+
+
+def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], *,
+                  title: str = "", legend: str = "") -> np.ndarray:
+  """One row of drawings per label, the label at the left of its row.
+
+  Args:
+    rows: Per label, uint8 (k, 784) or (k, 28, 28) drawings (k may vary).
+    labels: The rows' names.
+
+  Returns:
+    A uint8 (H, W, 3) image.
+  """
+  columns = max((len(r) for r in rows), default=1) or 1
+  figure = _figure(0.55 * columns + 1.8, 0.55 * len(rows) + 0.9)
+  height = 0.55 * len(rows) + 0.9
+  grid = figure.add_gridspec(max(len(rows), 1), columns, left=1.6 / (
+      0.55 * columns + 1.8), right=0.99, top=1 - 0.45 / height,
+                             bottom=0.45 / height, wspace=0.05, hspace=0.08)
+  for i, (drawings, label) in enumerate(zip(rows, labels)):
+    drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28)
+    for j in range(columns):
+      axes = figure.add_subplot(grid[i, j])
+      axes.set_xticks([])
+      axes.set_yticks([])
+      if j < len(drawings):
+        axes.imshow(drawings[j], cmap="gray", vmin=0, vmax=255,
+                    interpolation="nearest")
+      else:
+        axes.axis("off")
+      if j == 0:
+        axes.set_ylabel(label, rotation=0, ha="right", va="center",
+                        fontsize=8)
+  _heading(figure, title, legend)
+  return _pixels(figure)
+
+
+def text_image(text: str) -> np.ndarray:
+  """A small picture of one line of text (e.g. "no mistakes")."""
+  figure = _figure(4, 0.6)
+  figure.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+  return _pixels(figure)
+
+
+def weakest_classes(matrix: np.ndarray, count: int) -> np.ndarray:
+  """The `count` classes with the lowest recall, in class order."""
+  recall = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+  return np.sort(np.argsort(recall, kind="stable")[:count])
 
 
 def confusion_matrix_image(matrix: np.ndarray, labels: Sequence[str], *,
-                           cell: int = 22) -> np.ndarray:
-  """Draws a confusion matrix (rows: true class, columns: predicted).
+                           max_classes: int = MATRIX_CLASSES) -> np.ndarray:
+  """`confusion_matrix_figure`'s pixels: uint8 (H, W, 3)."""
+  return _pixels(confusion_matrix_figure(matrix, labels,
+                                         max_classes=max_classes))
 
-  Each cell is shaded by its share of the row (green on the diagonal, red
-  off it) and shows its count. Rows start with the class number and name;
-  columns are headed by the number alone, since names do not fit there.
+
+def confusion_matrix_figure(matrix: np.ndarray, labels: Sequence[str], *,
+                            max_classes: int = MATRIX_CLASSES):
+  """The confusion matrix with names on both axes, each cell's count and
+  its share of the row (the true class), shaded by that share.
+
+  With more than `max_classes` classes, it shows the `max_classes` with
+  the lowest recall (their rows and columns) and says so in its title.
 
   Returns:
-    A uint8 (H, W, 3) RGB image.
+    A matplotlib Figure.
   """
   matrix = np.asarray(matrix, np.int64)
-  n = len(labels)
-  names = [f"{i:>2} {name}" for i, name in enumerate(labels)]
-  label_width = max((len(s) for s in names), default=0) * (GLYPH_WIDTH + 1) + 6
-  header = GLYPH_HEIGHT + 8
-  canvas = np.full((header + n * cell + 2, label_width + n * cell + 2, 3), 255,
-                   np.uint8)
-  ink = np.zeros(canvas.shape[:2], np.uint8)
-  totals = np.maximum(matrix.sum(1, keepdims=True), 1)
-  shares = matrix / totals
+  shown = np.arange(len(labels))
+  title = "Confusion matrix, test split"
+  if len(labels) > max_classes:
+    shown = weakest_classes(matrix, max_classes)
+    title += (f": the {max_classes} classes of {len(labels)} with the "
+              "lowest recall (all in confusion_matrix.json)")
+  sub = matrix[np.ix_(shown, shown)]
+  names = [labels[i] for i in shown]
+  totals = np.maximum(matrix[shown].sum(1, keepdims=True), 1)
+  shares = sub / totals
+  n = len(shown)
+  side = max(4.0, 0.42 * n + 2.2)
+  figure = _figure(side + 0.6, side + 0.6)
+  axes = figure.add_axes((2.0 / (side + 0.6), 2.0 / (side + 0.6),
+                          (side - 2.1) / (side + 0.6),
+                          (side - 2.1) / (side + 0.6)))
+  colours = np.where(np.eye(n, dtype=bool)[..., None],
+                     np.array([0.1, 0.6, 0.2]), np.array([0.85, 0.15, 0.1]))
+  image = 1 - shares[..., None] * (1 - colours)
+  axes.imshow(image, interpolation="nearest")
   for i in range(n):
-    paste(ink, render_text(names[i]),
-          header + i * cell + (cell - GLYPH_HEIGHT) // 2, 2)
-    number = render_text(str(i))
-    paste(ink, number, 3, label_width + i * cell + (cell - number.shape[1]) // 2)
     for j in range(n):
-      top, left = header + i * cell, label_width + j * cell
-      share = shares[i, j]
-      if share > 0:
-        fade = int(round(255 * (1 - share)))
-        colour = (fade, 255, fade) if i == j else (255, fade, fade)
-        canvas[top + 1:top + cell, left + 1:left + cell] = colour
-      if matrix[i, j]:
-        text = render_text(str(matrix[i, j]))
-        paste(ink, text[:, :cell - 2], top + (cell - GLYPH_HEIGHT) // 2,
-              left + max(1, (cell - text.shape[1]) // 2))
-  canvas[ink > 0] = 0
-  return canvas
+      if sub[i, j]:
+        axes.text(j, i, f"{sub[i, j]}\n{100 * shares[i, j]:.0f}%",
+                  ha="center", va="center", fontsize=6 if n > 12 else 8,
+                  color="white" if shares[i, j] > 0.6 else "black")
+  axes.set_xticks(range(n), names, rotation=60, ha="right", fontsize=8)
+  axes.set_yticks(range(n), names, fontsize=8)
+  axes.set_xlabel("predicted category", fontsize=9)
+  axes.set_ylabel("true category", fontsize=9)
+  _heading(figure, title, "Each cell: how many test drawings of the row's "
+           "category got the column's answer, and their share of the row "
+           "(green: right, red: wrong).")
+  return figure

@@ -167,9 +167,15 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.save_drawings and results:
     grid = visualize.captioned_grid(
         np.stack([r.drawing for r in results]),
-        [(r.top[0][0] if r.sure else "?" + r.top[0][0]) if r.top else
-         "(blank)" for r in results],
-        columns=min(8, len(results)), zoom=2)
+        [os.path.basename(r.name) + "\n" + (
+            (f"{r.top[0][0]} {100 * r.top[0][1]:.0f}%" if r.sure else
+             f"not sure ({r.top[0][0]}?)") if r.top else "blank")
+         for r in results],
+        columns=min(8, len(results)),
+        title="The drawings the model saw",
+        legend="Each tile: the 28x28 drawing made from a file (first "
+        "line); second line: the answer and its score, 'not sure' under "
+        "the threshold, or 'blank' when there was too little ink.")
     visualize.write_png(FLAGS.save_drawings, grid)
     print(f"Wrote the drawings the model saw to {FLAGS.save_drawings}")
   if errors:

@@ -57,7 +57,10 @@ def sample_grid(source: QuickDrawSource, per_row: int) -> np.ndarray:
   starts = np.cumsum(counts) - counts
   rows = [source.read_positions(Split.TRAIN, start + np.arange(
       min(per_row, count)))[0] for start, count in zip(starts, counts)]
-  return visualize.labelled_rows(rows, source.categories)
+  return visualize.labelled_rows(
+      rows, source.categories, title="Training drawings per category",
+      legend="Each row: the first training drawings of the category at "
+      "its left, as stored (28x28, light ink on black).")
 
 
 def main(argv: Sequence[str]) -> None:
