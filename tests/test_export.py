@@ -567,3 +567,17 @@ def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
   assert accuracy(probabilities, labels) >= SMOKE_MIN_TOP1
   with open(out / "retrained_labels.txt") as f:
     assert f.read().splitlines() == list(CATEGORIES)
+
+
+def test_each_report_row_has_its_own_loss(exported):
+  _, report = exported
+  artifacts = report["artifacts"]
+  for mode in ("dynamic", "float16", "int8"):
+    network, canvas = artifacts[f"tflite_{mode}"], artifacts[f"canvas_{mode}"]
+    assert network["loss_points"] == pytest.approx(100 * (
+        artifacts["tflite_float32"]["test_top1"] - network["test_top1"]))
+    assert canvas["loss_points"] == pytest.approx(100 * (
+        artifacts["canvas_float32"]["canvas_top1"] - canvas["canvas_top1"]))
+  text = export.format_report(report)
+  assert "canvas_* rows (the app's model)" in text
+  assert "re-drawn as an app's canvas" in text

@@ -164,9 +164,13 @@ def main(argv: Sequence[str]) -> None:
     print(f"Worker done; the chief wrote {config.output_dir}; test top-1 "
           f"{result.report['top1']:.4f}")
     return
+  canvas = ""
+  if result.export_report:
+    canvas = (f"; on test drawings re-drawn as app canvases "
+              f"{result.export_report['keras']['canvas_top1']:.4f}")
   print(f"Wrote {config.output_dir}/model.keras and "
         f"{config.path('output_labels')}; test top-1 "
-        f"{result.report['top1']:.4f}")
+        f"{result.report['top1']:.4f}{canvas}")
 
 
 def run() -> None:
