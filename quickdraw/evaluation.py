@@ -74,6 +74,9 @@ def format_report(report: dict) -> str:
   lines = [f"test: top-1 {report['top1']:.4f}, top-3 {report['top3']:.4f} "
            f"on {report['drawings']} drawings"]
   scored = [c for c in report["per_class"] if c["accuracy"] is not None]
+  if scored:
+    lines.append(f"  the {min(5, len(scored))} weakest categories (test "
+                 "top-1, drawings):")
   for c in sorted(scored, key=lambda c: c["accuracy"])[:5]:
     lines.append(f"  {c['category']:<16} {c['accuracy']:.3f} "
                  f"({c['drawings']} drawings)")

@@ -5,6 +5,7 @@ shows (flag errors, start-up noise, progress in a log file).
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -94,6 +95,11 @@ def test_progress_is_one_line_per_epoch_in_a_log_file(data_dir, tmp_path):
   text = log.read_text()
   assert "\r" not in text and "\x1b" not in text
   assert text.count("Epoch 1/2") == 1 and "test top-1" in text
+  # Log lines read as sentences, without absl's "I1202 16:15:45.47 ...]".
+  assert "Bottlenecks of the train split" in done.stderr
+  prefixed = [l for l in done.stderr.splitlines()
+              if re.match(r"^[IWE]\d{4} \d\d:\d\d", l)]
+  assert not prefixed, prefixed
 
 
 # Seeded noise: every pytest-xdist worker must collect the same tests.

@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging as std_logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from quickdraw import backbones
 from quickdraw import categories as categories_lib
@@ -167,6 +168,7 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
   @functools.wraps(main)
   def wrapper(argv):
     program = program_name()
+    plain_log_lines(program)
     try:
       main(argv)
     except QuickDrawError as e:
@@ -178,6 +180,29 @@ def guarded(main: Callable[[Sequence[str]], None]) -> Callable[..., None]:
       sys.exit(130)
 
   return wrapper
+
+
+class _PlainFormatter(std_logging.Formatter):
+  """A log record as a sentence: warnings and errors say so."""
+
+  def __init__(self, program: str):
+    super().__init__()
+    self._program = program
+
+  def format(self, record: std_logging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.levelno >= std_logging.WARNING:
+      return f"{self._program}: warning: {message}"
+    return message
+
+
+def plain_log_lines(program: str) -> None:
+  """Log lines without absl's prefix (`I1202 16:15:45.470101 1403...
+  training.py:342]`), which reads as noise to a user; it is kept with
+  --verbosity=1 or more, and in --log_dir files."""
+  if FLAGS.verbosity >= 1 or FLAGS.log_dir:
+    return
+  logging.get_absl_handler().setFormatter(_PlainFormatter(program))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

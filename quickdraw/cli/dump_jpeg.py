@@ -65,8 +65,16 @@ def main(argv: Sequence[str]) -> None:
         + (f", {written / seconds:,.0f} images/s" if written else ""))
 
 
+DEFAULT_OUTPUT_DIR = "runs/jpeg"
+
+
 def run() -> None:
   """The console_scripts entry point."""
+  # --output_dir is shared with training, whose run folder it names there:
+  # this command's own default and help (set here, in its own process).
+  FLAGS["output_dir"].help = ("Folder the images go into, one subfolder per "
+                              "category.")
+  FLAGS.set_default("output_dir", DEFAULT_OUTPUT_DIR)
   common.run_app(main, __name__)
 
 
