@@ -378,5 +378,12 @@ def test_drawing_in_a_real_browser(server, tmp_path):
     driver.set_window_size(390, 844)
     width = driver.execute_script("return document.documentElement.scrollWidth")
     assert width <= 390
+    # ... and the answers sit above the canvas, seen while drawing.
+    answers = driver.find_element(By.ID, "answers").rect
+    pad = driver.find_element(By.ID, "pad").rect
+    assert answers["y"] + answers["height"] <= pad["y"]
+    # No request the server answers 404 (a favicon, say).
+    logs = [e["message"] for e in driver.get_log("browser")]
+    assert not any("404" in m for m in logs), logs
   finally:
     driver.quit()
