@@ -8,9 +8,13 @@ Ctrl-C leaves the previous version (or nothing), never a torn file.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -110,25 +114,83 @@ def write_text(path: str, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
 
 
+# Set (to seconds) by tests that kill a process between an export's renames.
+PAUSE_ENV = "QUICKDRAW_PAUSE_BETWEEN_RENAMES"
+
+
+def is_disk_full(e: OSError) -> bool:
+  return e.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(folder: str, what: str, needed_bytes: int,
+                    hint: str = "") -> QuickDrawError:
+  """The one line for a full disk: the folder, the step, the space."""
+  return QuickDrawError(
+      f"no space left in {folder} for {what} (about "
+      f"{max(needed_bytes, 1) / 1e6:,.1f} MB needed); free some space and "
+      f"run again, it goes on from what was complete{hint}")
+
+
+def file_sha256(path: str) -> str:
+  """sha256 of a file, read 16 MB at a time."""
+  digest = hashlib.sha256()
+  with open(path, "rb", buffering=0) as f:
+    while chunk := f.read(1 << 24):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def finish_interrupted(journal: str) -> int:
+  """Completes the renames of a `staged` call killed half-way (its
+  journal lists them, written once every temporary was complete): the
+  destinations then all hold the new files, never a mix.
+
+  Returns:
+    How many files it renamed (0: there was nothing to finish).
+  """
+  try:
+    with open(journal) as f:
+      pairs = json.load(f)
+  except FileNotFoundError:
+    return 0
+  except (OSError, ValueError):
+    pairs = []  # written half: no rename had started
+  finished = 0
+  for path, tmp in pairs:
+    if os.path.exists(tmp):
+      os.replace(tmp, path)
+      finished += 1
+  os.unlink(journal)
+  return finished
+
+
 def _backup_name(path: str) -> str:
   folder, name = os.path.split(os.path.abspath(path))
   return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.previous")
 
 
-def _replace_all(temps: dict[str, str]) -> None:
+def _replace_all(temps: dict[str, str], journal: str | None = None) -> None:
   """Renames each temporary onto its destination; all or none.
 
   A destination that already exists is first linked (or copied) to a
   backup beside it, so that if a later rename fails, every file replaced so
   far is put back.
 
+  With a `journal`, the renames are listed there first (atomically), so
+  that a process killed between them is finished by `finish_interrupted`.
+
   Raises:
     QuickDrawError: a rename failed; every destination is as it was.
   """
   done: list[tuple[str, str | None]] = []
   backups: list[str] = []
+  pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+  if journal:
+    write_text(journal, json.dumps(list(temps.items())))
   try:
     for path, tmp in temps.items():
+      if pause and done:
+        time.sleep(pause)
       backup = None
       if os.path.lexists(path):
         backup = _backup_name(path)
@@ -150,20 +212,26 @@ def _replace_all(temps: dict[str, str]) -> None:
         f"cannot write {path}: {e.strerror or e}; nothing was replaced, "
         "fix the path and run again") from None
   finally:
+    if journal:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(journal)
     for backup in backups:
       with contextlib.suppress(FileNotFoundError):
         os.unlink(backup)
 
 
 @contextlib.contextmanager
-def staged(paths: Sequence[str]) -> Iterator[dict[str, str]]:
+def staged(paths: Sequence[str],
+           journal: str | None = None) -> Iterator[dict[str, str]]:
   """Temporary files beside each of `paths`, renamed in together.
 
   Every destination is checked and given its temporary before the block
   runs, so an unwritable one fails first. The block writes (and may check)
   the temporaries; when it completes, all are renamed into place, and if
   any rename fails the ones done are undone. If the block raises, nothing
-  is replaced. Temporaries never outlive the call.
+  is replaced. Temporaries never outlive the call, except when the
+  process is killed: then a `journal` lets `finish_interrupted` complete
+  the renames.
 
   Yields:
     {destination: temporary path}.
@@ -180,7 +248,7 @@ def staged(paths: Sequence[str]) -> Iterator[dict[str, str]]:
                              "away or choose another path")
       temps[path] = temp_beside(path)
     yield temps
-    _replace_all(temps)
+    _replace_all(temps, journal)
   finally:
     for tmp in temps.values():
       with contextlib.suppress(FileNotFoundError):

@@ -14,14 +14,24 @@ every row). Change any of them and a new entry is computed.
 
 Computation writes into `features.partial.npy` and records progress every
 few batches, so a killed run resumes where it stopped; `meta.json` is written
-last, by rename, and marks the entry complete.
+last, by rename, and marks the entry complete. It holds the sha256 of
+`features.npy` and `labels.npy`, checked on every load (about 0.1 s per
+100 MB, against minutes to compute them): an entry damaged by a machine
+crash or a bit flip is computed again, with a one-line notice, never used.
+
+Two runs sharing the cache take turns on an entry: the one computing it
+holds `<entry>.lock` (an flock, released even if the process is killed),
+and the other waits, then reads the finished entry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import weakref
 
 import keras
@@ -102,15 +112,66 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   """
   folder = entry_dir(bottleneck_dir, backbone, source, split,
                      image_size)
-  meta_path = os.path.join(folder, "meta.json")
-  if os.path.exists(meta_path):
-    return (*_load(folder), False)
   try:
-    os.makedirs(folder, exist_ok=True)
+    os.makedirs(bottleneck_dir, exist_ok=True)
   except OSError as e:
     raise QuickDrawError(
         f"cannot write to --bottleneck_dir {bottleneck_dir}: "
         f"{e.strerror or e}; pass a writable folder") from None
+  with _entry_lock(folder, split):
+    loaded = _load_checked(folder)
+    if loaded is not None:
+      return (*loaded, False)
+    return _compute(backbone, source, split, image_size, folder,
+                    batch_size, verbose)
+
+
+@contextlib.contextmanager
+def _entry_lock(folder: str, split: Split | str):
+  """Holds `<folder>.lock` while the entry is checked or computed."""
+  with open(folder + ".lock", "a") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info("Another run is computing the %s bottlenecks in %s; "
+                   "waiting for it", Split(split).value, folder)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _load_checked(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
+  """A complete entry whose files match their checksums; None when there
+  is none (a damaged one is removed, with a notice)."""
+  meta_path = os.path.join(folder, "meta.json")
+  if not os.path.exists(meta_path):
+    return None
+  try:
+    with open(meta_path) as f:
+      sums = json.load(f)["sha256"]
+    good = all(atomic_files.file_sha256(os.path.join(folder, name)) == sum_
+               for name, sum_ in sums.items())
+  except (OSError, ValueError, KeyError, TypeError):
+    good = False
+  if good:
+    try:
+      return _load(folder)
+    except (OSError, ValueError):
+      pass
+  logging.warning("%s: a damaged bottleneck cache entry (its checksum does "
+                  "not match); computing it again", folder)
+  shutil.rmtree(folder, ignore_errors=True)
+  return None
+
+
+def _compute(backbone: keras.Model, source: QuickDrawSource,
+             split: Split | str, image_size: int, folder: str,
+             batch_size: int, verbose: int
+             ) -> tuple[np.ndarray, np.ndarray, bool]:
+  meta_path = os.path.join(folder, "meta.json")
+  os.makedirs(folder, exist_ok=True)
 
   n = source.split_size(split)
   dim = int(backbone.output_shape[-1])
@@ -124,6 +185,20 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   if features is None or features.shape != (n, dim):
     done = 0  # Nothing to resume from (or an unexpected shape): start over.
     features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
+    # Reserve the space now: a full disk under a memory map would kill the
+    # process (SIGBUS) instead of raising.
+    try:
+      with open(partial, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.path.getsize(partial))
+    except OSError as e:
+      del features
+      os.unlink(partial)
+      if atomic_files.is_disk_full(e):
+        raise atomic_files.disk_full_error(
+            os.path.dirname(folder), f"the {Split(split).value} bottlenecks",
+            n * dim * 4, " (or pass --bottleneck_dir on another disk)"
+        ) from None
+      raise
   if done:
     logging.info("Resuming %s bottlenecks at %d of %d", Split(split).value,
                  done, n)
@@ -155,14 +230,24 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   del features
 
   labels = source.split_labels(split)
-  with atomic_files.atomic_path(os.path.join(folder, "labels.npy")) as tmp:
-    np.save(tmp, labels)
+  try:
+    with atomic_files.atomic_path(os.path.join(folder, "labels.npy")) as tmp:
+      np.save(tmp, labels)
+  except OSError as e:
+    if atomic_files.is_disk_full(e):
+      raise atomic_files.disk_full_error(
+          os.path.dirname(folder), f"the {Split(split).value} labels",
+          labels.nbytes) from None
+    raise
   os.replace(partial, os.path.join(folder, "features.npy"))
   atomic_files.write_text(meta_path, json.dumps({
       "format": _FORMAT, "split": Split(split).value, "drawings": n,
       "feature_dim": dim, "image_size": image_size,
       "architecture": backbone.name,
-      "categories": list(source.categories)}, indent=2) + "\n")
+      "categories": list(source.categories),
+      "sha256": {name: atomic_files.file_sha256(os.path.join(folder, name))
+                 for name in ("features.npy", "labels.npy")}},
+                                            indent=2) + "\n")
   if os.path.exists(progress_path):
     os.unlink(progress_path)
   return (*_load(folder), True)
@@ -186,11 +271,14 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
   if os.path.exists(path):
     try:
-      features = np.load(path)
-      if features.shape[0] == len(drawings):
-        return features
+      with open(path + ".sha256") as f:
+        if atomic_files.file_sha256(path) == f.read().strip():
+          features = np.load(path)
+          if features.shape[0] == len(drawings):
+            return features
     except (OSError, ValueError):
-      pass  # unreadable: computed again below
+      pass
+    logging.warning("%s: a damaged cache entry; computing it again", path)
   forward = compiled_forward(backbone, image_size)
   features = np.concatenate([
       np.asarray(forward(drawings[i:i + 256]), np.float32)
@@ -199,7 +287,11 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
     os.makedirs(bottleneck_dir, exist_ok=True)
     with atomic_files.atomic_path(path) as tmp:
       np.save(tmp, features)
+    atomic_files.write_text(path + ".sha256", atomic_files.file_sha256(path))
   except OSError as e:
+    if atomic_files.is_disk_full(e):
+      raise atomic_files.disk_full_error(bottleneck_dir, f"the {name} "
+                                         "features", features.nbytes) from None
     raise QuickDrawError(
         f"cannot write to --bottleneck_dir {bottleneck_dir}: "
         f"{e.strerror or e}; pass a writable folder") from None

@@ -5,7 +5,9 @@ moments and step count) and its dropout layers' random-number states are
 written to a fresh folder, which is renamed into
 place whole; then `state.json` is pointed at it by an atomic rename, and the
 previous folder is removed. A kill at any moment leaves `state.json` naming a
-complete checkpoint.
+complete checkpoint. `state.json` also holds the checkpoint files' sha256: a
+checkpoint damaged later (a machine crash, a truncated copy) is not loaded;
+the run says so in one line and starts over.
 
 The state also records a fingerprint of the settings that shape training; a
 run with other settings does not resume from it but starts over.
@@ -53,6 +55,14 @@ class Checkpoints:
     self.fingerprint = fingerprint
     self.writable = writable
 
+  def _state(self) -> dict | None:
+    try:
+      with open(os.path.join(self.folder, _STATE)) as f:
+        state = json.load(f)
+      return state if isinstance(state, dict) and "dir" in state else None
+    except (OSError, ValueError):
+      return None
+
   def latest(self) -> dict | None:
     """The last saved state, {"phase", "epoch", "dir"}, or None.
 
@@ -72,7 +82,17 @@ class Checkpoints:
           "%s holds a run with other settings; starting over (it is "
           "replaced at the end of the first epoch)", self.folder)
       return None
-    if not os.path.isdir(os.path.join(self.folder, state["dir"])):
+    folder = os.path.join(self.folder, str(state.get("dir")))
+    if not os.path.isdir(folder):
+      return None
+    try:
+      good = all(atomic_files.file_sha256(os.path.join(folder, name)) == sum_
+                 for name, sum_ in state["sha256"].items())
+    except (OSError, KeyError, AttributeError, TypeError):
+      good = False
+    if not good:
+      logging.warning("checkpoint %s is damaged (its checksum does not "
+                      "match); starting over", folder)
       return None
     return state
 
@@ -92,17 +112,24 @@ class Checkpoints:
       if states:
         np.save(os.path.join(tmp, _RNG),
                 np.stack([keras.ops.convert_to_numpy(v) for v in states]))
+      sums = {n: atomic_files.file_sha256(os.path.join(tmp, n))
+              for n in sorted(os.listdir(tmp))}
       shutil.rmtree(final, ignore_errors=True)
       os.replace(tmp, final)
     except OSError as e:
+      shutil.rmtree(tmp, ignore_errors=True)
+      if atomic_files.is_disk_full(e):
+        raise atomic_files.disk_full_error(
+            self.folder, "a checkpoint", 3 * sum(
+                int(np.prod(w.shape)) * 4 for w in model.weights)) from None
       raise QuickDrawError(
           f"cannot write checkpoint {final}: {e.strerror or e}; free space "
           "or pass a writable --output_dir") from None
-    previous = self.latest()
+    previous = self._state()
     atomic_files.write_text(
         os.path.join(self.folder, _STATE),
         json.dumps({"fingerprint": self.fingerprint, "phase": phase,
-                    "epoch": epoch, "dir": name}) + "\n")
+                    "epoch": epoch, "dir": name, "sha256": sums}) + "\n")
     if previous and previous["dir"] != name:
       shutil.rmtree(os.path.join(self.folder, previous["dir"]),
                     ignore_errors=True)

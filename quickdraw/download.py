@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
+from quickdraw import atomic_files
 from quickdraw.categories import Category
 from quickdraw.errors import QuickDrawError
 
@@ -86,12 +87,19 @@ def _manual_hint(category: Category, data_dir: str) -> str:
           f"'{data_dir}/') or pass --data_dir to a folder that has it")
 
 
+class _WriteError(Exception):
+  """Writing the download failed (not the connection)."""
+
+
 def _copy_verified(response: BinaryIO, out: BinaryIO, category: Category,
                    on_bytes: Callable[[int], None]) -> tuple[int, str]:
   digest = hashlib.sha256()
   done = 0
   while chunk := response.read(_CHUNK):
-    out.write(chunk)
+    try:
+      out.write(chunk)
+    except OSError as e:
+      raise _WriteError(e) from None
     digest.update(chunk)
     done += len(chunk)
     on_bytes(done)
@@ -138,6 +146,16 @@ def download_category(category: Category, data_dir: str,
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
           size, sha256 = _copy_verified(response, out, category,
                                         progress.update)
+      except _WriteError as e:
+        error = e.args[0]
+        if atomic_files.is_disk_full(error):
+          raise atomic_files.disk_full_error(
+              data_dir, category.filename, category.size,
+              "; or pass --samples_per_class to fetch only the rows used"
+          ) from None
+        raise QuickDrawError(
+            f"cannot write {category.filename} into {data_dir}: "
+            f"{error.strerror or error}; pass a writable --data_dir") from None
       except urllib.error.HTTPError as e:
         raise QuickDrawError(
             f"could not download {category.name!r} from {url}: HTTP {e.code} "

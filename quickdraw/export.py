@@ -581,6 +581,7 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       `preprocessing.canvas_to_drawings`, a path cannot be written, or a
       model needs ops TFLite does not build in; nothing is replaced.
   """
+  finish_interrupted_export(config.report_dir)
   calibrated = None
   if held_out is not None and calibration.softmax_layer(classifier):
     logging.info("Calibrating on %d held-out drawings", len(held_out[0]))
@@ -589,6 +590,26 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
         if calibrated else contextlib.nullcontext()):
     return _export(classifier, categories, config, check_drawings,
                    check_labels, representative, held_out, calibrated)
+
+
+JOURNAL = ".export.journal"
+
+
+def finish_interrupted_export(report_dir: str) -> int:
+  """Completes an export killed while renaming its files into place (its
+  journal in `report_dir` lists them), and says so: the run's files are
+  then all from that export, never a mix of two.
+
+  Returns:
+    How many files were still to rename (0: nothing was interrupted).
+  """
+  finished = atomic_files.finish_interrupted(os.path.join(report_dir,
+                                                          JOURNAL))
+  if finished:
+    print(f"quickdraw: the last export into {report_dir} was killed while "
+          f"renaming its files; finished it ({finished} files), so every "
+          "file is from that export")
+  return finished
 
 
 def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray) -> dict:
@@ -652,47 +673,57 @@ def _export(classifier, categories, config, check_drawings, check_labels,
         ASSET_MODEL, *ASSET_LABELS, MODEL_INFO,
         *([ASSET_GRAPH] if config.android_graph else []))}
 
-  with atomic_files.staged([*contents, report_path, *assets]) as temps:
-    for path, data in contents.items():
-      with open(temps[path], "wb") as f:
-        f.write(data)
-    report, reference = _check(classifier, categories, config, temps,
-                               check_drawings, check_labels, image_size,
-                               value_range)
-    report["architecture"] = architecture
-    if calibrated:
-      report["calibration"] = dict(calibrated, **_test_calibration(
-          reference, check_labels, calibrated["temperature"]))
-    if int8 is not None:
-      report["int8_float_layers"] = {
-          "layers": int8.float_layers,
-          "held_out_drawings": int(len(held_out[0])),
-          "held_out_loss_points": int8.held_out_loss,
-          "layer_errors": int8.layer_errors}
-    if assets:
-      variant = _app_variant(config, report)
-      sources = {ASSET_MODEL: config.tflite_path(variant, canvas=True),
-                 ASSET_GRAPH: config.output_graph,
-                 **{n: config.output_labels for n in ASSET_LABELS}}
-      for target, asset in assets.items():
-        data = (contents[sources[asset]] if asset in sources else
-                (json.dumps(assets_info(config, categories, image_size,
-                                        variant, value_range, architecture,
-                                        calibrated),
-                            indent=2) + "\n").encode())
-        with open(temps[target], "wb") as f:
+  try:
+    with atomic_files.staged([*contents, report_path, *assets],
+                             journal=os.path.join(config.report_dir,
+                                                  JOURNAL)) as temps:
+      for path, data in contents.items():
+        with open(temps[path], "wb") as f:
           f.write(data)
-      report["android_assets"] = {
-          "folder": os.path.expanduser(config.android_assets_dir),
-          "asked": config.android_model, "given": variant}
-    with open(temps[report_path], "w") as f:
-      f.write(json.dumps(report, indent=2) + "\n")
-  if assets:
-    logging.info("Wrote the app's files into %s", config.android_assets_dir)
-    stale = os.path.join(os.path.expanduser(config.android_assets_dir),
-                         ASSET_GRAPH)
-    if not config.android_graph and os.path.exists(stale):
-      os.unlink(stale)  # an earlier export's graph, of another model
+      report, reference = _check(classifier, categories, config, temps,
+                                 check_drawings, check_labels, image_size,
+                                 value_range)
+      report["architecture"] = architecture
+      if calibrated:
+        report["calibration"] = dict(calibrated, **_test_calibration(
+            reference, check_labels, calibrated["temperature"]))
+      if int8 is not None:
+        report["int8_float_layers"] = {
+            "layers": int8.float_layers,
+            "held_out_drawings": int(len(held_out[0])),
+            "held_out_loss_points": int8.held_out_loss,
+            "layer_errors": int8.layer_errors}
+      if assets:
+        variant = _app_variant(config, report)
+        sources = {ASSET_MODEL: config.tflite_path(variant, canvas=True),
+                   ASSET_GRAPH: config.output_graph,
+                   **{n: config.output_labels for n in ASSET_LABELS}}
+        for target, asset in assets.items():
+          data = (contents[sources[asset]] if asset in sources else
+                  (json.dumps(assets_info(config, categories, image_size,
+                                          variant, value_range, architecture,
+                                          calibrated),
+                              indent=2) + "\n").encode())
+          with open(temps[target], "wb") as f:
+            f.write(data)
+        report["android_assets"] = {
+            "folder": os.path.expanduser(config.android_assets_dir),
+            "asked": config.android_model, "given": variant}
+      with open(temps[report_path], "w") as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    if assets:
+      logging.info("Wrote the app's files into %s", config.android_assets_dir)
+      stale = os.path.join(os.path.expanduser(config.android_assets_dir),
+                           ASSET_GRAPH)
+      if not config.android_graph and os.path.exists(stale):
+        os.unlink(stale)  # an earlier export's graph, of another model
+  except OSError as e:
+    if not atomic_files.is_disk_full(e):
+      raise
+    # Nothing was replaced: the temporaries are gone with the block.
+    raise atomic_files.disk_full_error(
+        config.report_dir, "the export's files",
+        2 * sum(len(data) for data in contents.values())) from None
   return report
 
 

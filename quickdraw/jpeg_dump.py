@@ -133,12 +133,13 @@ def dump_category(source: QuickDrawSource, class_id: int,
   if not len(todo):
     return 0, len(rows)
 
-  drawings = source.files[class_id].drawings
   todo_rows = rows[todo]
 
   def read(positions):
-    # In file order, one fancy index per batch (positions are ascending).
-    return np.asarray(drawings[todo_rows[positions]]).reshape(-1, 28, 28, 1)
+    # In file order, one read per batch (positions are ascending); from a
+    # whole file or the row cache alike.
+    return source.read_rows(class_id, todo_rows[positions]).reshape(
+        -1, 28, 28, 1)
 
   def read_op(positions):
     images = tf.numpy_function(read, [positions], tf.uint8, stateful=False)
@@ -154,9 +155,16 @@ def dump_category(source: QuickDrawSource, class_id: int,
   for batch in ds:
     for data in batch.numpy():
       path = os.path.join(folder, names[todo[written]])
-      atomic_files.write_bytes(path, data)
+      try:
+        atomic_files.write_bytes(path, data)
+      except OSError as e:
+        if not atomic_files.is_disk_full(e):
+          raise
+        raise atomic_files.disk_full_error(
+            config.output_dir, f"the {len(todo) - written} images of "
+            f"{category!r} still to write", (len(todo) - written) *
+            len(data)) from None
       written += 1
-    source.files[class_id].release_pages()
     if bar:
       bar.update(len(rows) - len(todo) + written)
   return written, len(rows) - written

@@ -708,6 +708,8 @@ def _train_and_evaluate(data: DataConfig, config: TrainConfig,
           export.android_assets_dir)
   for flag, folder in folders.items():
     atomic_files.check_writable_folder(folder, f"--{flag}")
+  if chief:
+    export_lib.finish_interrupted_export(config.output_dir)
   with atomic_files.removed_if_empty_on_failure(
       [config.output_dir, config.path("summaries_dir")]):
     return _train_evaluate_save(data, config, callbacks, export, strategy,

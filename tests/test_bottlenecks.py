@@ -81,7 +81,12 @@ def test_cache_is_rebuilt_when_its_inputs_change(make_source, backbone,
   _, _, computed = bottlenecks.load_or_compute(net, source, split, SIZE,
                                                str(tmp_path), verbose=0)
   assert computed
-  assert len(os.listdir(tmp_path)) == 2
+  assert len(_entries(tmp_path)) == 2
+
+
+def _entries(folder):
+  """The cache's entries, without their lock files."""
+  return [n for n in os.listdir(folder) if not n.endswith(".lock")]
 
 
 def test_interrupted_computation_resumes(make_source, backbone, tmp_path,
@@ -97,7 +102,7 @@ def test_interrupted_computation_resumes(make_source, backbone, tmp_path,
   with pytest.raises(KeyboardInterrupt):
     bottlenecks.load_or_compute(backbone, source, "train", SIZE,
                                 str(tmp_path / "c"), batch_size=8, verbose=0)
-  [entry] = os.listdir(tmp_path / "c")
+  [entry] = _entries(tmp_path / "c")
   assert "meta.json" not in os.listdir(tmp_path / "c" / entry)
 
   counter = CountingForward(monkeypatch)
@@ -120,3 +125,53 @@ def test_unwritable_bottleneck_dir(make_source, backbone, tmp_path):
                                 str(blocker / "cache"), verbose=0)
   assert str(e.value) == (f"cannot write to --bottleneck_dir {blocker}/cache: "
                           "Not a directory; pass a writable folder")
+
+
+def test_a_damaged_entry_is_computed_again(make_source, backbone, tmp_path,
+                                           caplog, monkeypatch):
+  source = make_source()
+  reference, _, _ = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path), verbose=0)
+  reference = np.array(reference)
+  [entry] = _entries(tmp_path)
+  path = tmp_path / entry / "features.npy"
+  with open(path, "r+b") as f:  # 4 KB of noise in the middle, as reported
+    f.seek(path.stat().st_size // 2)
+    f.write(np.random.default_rng(0).bytes(4096))
+  counter = CountingForward(monkeypatch)
+  features, _, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path), verbose=0)
+  assert computed and counter.calls > 0
+  np.testing.assert_allclose(features, reference, atol=1e-6)
+  assert any("damaged bottleneck cache entry" in r.getMessage()
+             for r in caplog.records)
+  # Truncated (a machine crash), too.
+  with open(path, "r+b") as f:
+    f.truncate(path.stat().st_size // 3)
+  features, _, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path), verbose=0)
+  assert computed
+  np.testing.assert_allclose(features, reference, atol=1e-6)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_entry(make_source, backbone,
+                                                     tmp_path, monkeypatch):
+  import errno
+
+  def full(fd, offset, length):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(os, "posix_fallocate", full)
+  with pytest.raises(QuickDrawError) as e:
+    bottlenecks.load_or_compute(backbone, make_source(), "train", SIZE,
+                                str(tmp_path), verbose=0)
+  message = str(e.value)
+  assert message.startswith(f"no space left in {tmp_path} for the train "
+                            "bottlenecks (about ")
+  assert "MB needed" in message and "\n" not in message
+  [entry] = _entries(tmp_path)
+  assert os.listdir(tmp_path / entry) == []  # nothing a later run trusts
+  monkeypatch.undo()
+  _, _, computed = bottlenecks.load_or_compute(
+      backbone, make_source(), "train", SIZE, str(tmp_path), verbose=0)
+  assert computed
