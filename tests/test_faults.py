@@ -179,9 +179,15 @@ def test_two_runs_share_one_empty_bottleneck_cache(data_dir, tmp_path):
   for run, (out, err) in zip(runs, outputs):
     assert run.returncode == 0, err
     assert "Traceback" not in err
-  alone = train("alone", tmp_path / "own_cache")
-  out, err = alone.communicate(timeout=600)
-  assert alone.returncode == 0, err
+  from quickdraw.cli import train as train_cli
+  from absl import flags
+  from absl.testing import flagsaver
+  with flagsaver.flagsaver():  # the same command, alone, in this process
+    flags.FLAGS(["train", f"--data_dir={data_dir}",
+                 f"--categories={','.join(CATEGORIES)}", *TINY, "--noexport",
+                 f"--bottleneck_dir={tmp_path / 'own_cache'}",
+                 f"--output_dir={tmp_path / 'alone'}"])
+    train_cli.main(["train"])
   top1 = [json.loads((tmp_path / n / "run.json").read_text())["test"]["top1"]
           for n in ("a", "b", "alone")]
   assert top1[0] == top1[1] == top1[2]
