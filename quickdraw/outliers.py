@@ -59,6 +59,32 @@ def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
   return drawings
 
 
+def cached_junk_drawings(folder: str) -> np.ndarray:
+  """`junk_drawings()`, kept in `folder` (the bottleneck cache) with its
+  sha256, so that a rerun in a new process does not make them again."""
+  import hashlib
+  import os
+  from quickdraw import atomic_files
+  path = os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
+                      f"{CANVAS_SIDE}.npy")
+  try:
+    data = open(path, "rb").read()
+    with open(path + ".sha256") as f:
+      if hashlib.sha256(data).hexdigest() == f.read().strip():
+        return np.load(path)
+  except (OSError, ValueError):
+    pass
+  drawings = junk_drawings()
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with atomic_files.atomic_path(path) as tmp:
+      np.save(tmp, drawings)
+    atomic_files.write_text(path + ".sha256", atomic_files.file_sha256(path))
+  except OSError:
+    pass  # a cache only: made again next time
+  return drawings
+
+
 def per_batch(batch_size: int, share: float, replicas: int = 1) -> int:
   """Junk pictures added to each batch of `batch_size` drawings: `share`
   of it, a multiple of `replicas` so that the batch still splits evenly."""
