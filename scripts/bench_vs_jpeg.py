@@ -108,7 +108,8 @@ def old_route(source: QuickDrawSource, backbone: keras.Model, image_size: int,
       for split in Split:
         for row in source.split_rows(class_id, split):
           path = os.path.join(folder, f"{f.category}_{row}.jpg")
-          image = np.asarray(f.drawings[row]).reshape(28, 28, 1)
+          image = source.read_rows(class_id, np.array([row])).reshape(
+              28, 28, 1)
           with open(path, "wb") as out:
             out.write(tf.io.encode_jpeg(image, quality=95).numpy())
           files[split].append((class_id, path))
