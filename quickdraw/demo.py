@@ -243,11 +243,15 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
                    {"Retry-After": "1"})
         return
       try:
-        self._classify(length)
+        status, answer = self._classify(length)
       finally:
+        # Before the answer goes out: a client that has its answer may
+        # send the next drawing at once, and must find the slot free.
         in_flight.release()
+      self._json(status, answer)
 
-    def _classify(self, length: int) -> None:
+    def _classify(self, length: int) -> tuple[int, dict]:
+      """Reads, decodes and classifies the body: (status, JSON answer)."""
       self.connection.settimeout(BODY_TIMEOUT_S)
       try:
         body = self.rfile.read(length)
@@ -257,15 +261,13 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
         self.connection.settimeout(self.timeout)
       if len(body) < length:
         self.close_connection = True
-        self._error(400, f"the body ended after {len(body)} of the "
-                         f"{length} bytes its Content-Length gave")
-        return
+        return 400, {"error": f"the body ended after {len(body)} of the "
+                              f"{length} bytes its Content-Length gave"}
       try:
         picture = decode_picture(body)
       except ValueError as e:
-        self._error(413 if isinstance(e, TooLarge) else 400, str(e))
-        return
-      self._json(200, classifier.classify(picture))
+        return 413 if isinstance(e, TooLarge) else 400, {"error": str(e)}
+      return 200, classifier.classify(picture)
 
     def _not_allowed(self):
       self.close_connection = True
