@@ -59,12 +59,17 @@ def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
   return drawings
 
 
-def cached_junk_drawings(folder: str) -> np.ndarray:
-  """`junk_drawings()`, kept in `folder` (the bottleneck cache) with its
-  sha256, so that a rerun in a new process does not make them again."""
+def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
+  """`junk_drawings()`, kept with their sha256 in `folder` (default: Keras'
+  cache folder, `$KERAS_HOME` or `~/.keras`, under `quickdraw_junk`): they
+  depend on no data and no backbone, so every run on the machine shares
+  them and a new process does not make them again."""
   import hashlib
   import os
   from quickdraw import atomic_files
+  folder = os.path.expanduser(folder or os.path.join(
+      os.environ.get("KERAS_HOME", os.path.join("~", ".keras")),
+      "quickdraw_junk"))
   path = os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
                       f"{CANVAS_SIDE}.npy")
   try:

@@ -366,8 +366,7 @@ class _Run:
     if "drawings" not in self._junk:
       logging.info("Junk pictures for outlier exposure (%d per batch)",
                    self.junk_per_batch)
-      self._junk["drawings"] = outliers.cached_junk_drawings(
-          os.path.expanduser(self.config.bottleneck_dir))
+      self._junk["drawings"] = outliers.cached_junk_drawings()
     if features and "features" not in self._junk:
       self._junk["features"] = bottlenecks.drawings_features(
           self.backbone, self._junk["drawings"], self.data.image_size,
