@@ -16,7 +16,9 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from quickdraw.errors import QuickDrawError
 
@@ -131,6 +133,22 @@ def disk_full_error(folder: str, what: str, needed_bytes: int,
       f"run again, it goes on from what was complete{hint}")
 
 
+@contextlib.contextmanager
+def disk_full_is_an_error(folder: str, what: str,
+                          needed_bytes: int | Callable[[], int],
+                          hint: str = "") -> Iterator[None]:
+  """Turns a full disk inside the block into `disk_full_error`'s one
+  line (`needed_bytes` may be a function, asked when it happens); other
+  errors pass through."""
+  try:
+    yield
+  except OSError as e:
+    if not is_disk_full(e):
+      raise
+    needed = needed_bytes() if callable(needed_bytes) else needed_bytes
+    raise disk_full_error(folder, what, needed, hint) from None
+
+
 def file_sha256(path: str) -> str:
   """sha256 of a file, read 16 MB at a time."""
   digest = hashlib.sha256()
@@ -138,6 +156,41 @@ def file_sha256(path: str) -> str:
     while chunk := f.read(1 << 24):
       digest.update(chunk)
   return digest.hexdigest()
+
+
+def file_sums(folder: str, names: Sequence[str]) -> dict[str, str]:
+  """{name: sha256} of files in `folder`, to record beside them."""
+  return {name: file_sha256(os.path.join(folder, name)) for name in names}
+
+
+def sums_match(folder: str, sums: Mapping[str, str]) -> bool:
+  """Whether every file `file_sums` recorded still has its sha256 (False
+  for a missing file or a malformed record)."""
+  try:
+    return all(file_sha256(os.path.join(folder, name)) == digest
+               for name, digest in sums.items())
+  except (OSError, AttributeError, TypeError):
+    return False
+
+
+def save_checked_npy(path: str, array: np.ndarray) -> None:
+  """Writes `array` to `path` and its sha256 to `path`.sha256, each by
+  rename (see `load_checked_npy`)."""
+  with atomic_path(path) as tmp:
+    np.save(tmp, array)
+  write_text(path + ".sha256", file_sha256(path))
+
+
+def load_checked_npy(path: str) -> np.ndarray | None:
+  """`save_checked_npy`'s array, or None if it is missing or does not
+  match its sha256."""
+  try:
+    with open(path + ".sha256") as f:
+      if file_sha256(path) == f.read().strip():
+        return np.load(path)
+  except (OSError, ValueError):
+    pass
+  return None
 
 
 def finish_interrupted(journal: str) -> int:

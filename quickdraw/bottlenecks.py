@@ -150,9 +150,7 @@ def _load_checked(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
     return None
   try:
     with open(meta_path) as f:
-      sums = json.load(f)["sha256"]
-    good = all(atomic_files.file_sha256(os.path.join(folder, name)) == sum_
-               for name, sum_ in sums.items())
+      good = atomic_files.sums_match(folder, json.load(f)["sha256"])
   except (OSError, ValueError, KeyError, TypeError):
     good = False
   if good:
@@ -187,18 +185,16 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
     features = np.lib.format.open_memmap(partial, "w+", np.float32, (n, dim))
     # Reserve the space now: a full disk under a memory map would kill the
     # process (SIGBUS) instead of raising.
-    try:
-      with open(partial, "r+b") as f:
-        os.posix_fallocate(f.fileno(), 0, os.path.getsize(partial))
-    except OSError as e:
-      del features
-      os.unlink(partial)
-      if atomic_files.is_disk_full(e):
-        raise atomic_files.disk_full_error(
-            os.path.dirname(folder), f"the {Split(split).value} bottlenecks",
-            n * dim * 4, " (or pass --bottleneck_dir on another disk)"
-        ) from None
-      raise
+    with atomic_files.disk_full_is_an_error(
+        os.path.dirname(folder), f"the {Split(split).value} bottlenecks",
+        n * dim * 4, " (or pass --bottleneck_dir on another disk)"):
+      try:
+        with open(partial, "r+b") as f:
+          os.posix_fallocate(f.fileno(), 0, os.path.getsize(partial))
+      except OSError:
+        del features
+        os.unlink(partial)
+        raise
   if done:
     logging.info("Resuming %s bottlenecks at %d of %d", Split(split).value,
                  done, n)
@@ -230,23 +226,19 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   del features
 
   labels = source.split_labels(split)
-  try:
-    with atomic_files.atomic_path(os.path.join(folder, "labels.npy")) as tmp:
-      np.save(tmp, labels)
-  except OSError as e:
-    if atomic_files.is_disk_full(e):
-      raise atomic_files.disk_full_error(
-          os.path.dirname(folder), f"the {Split(split).value} labels",
-          labels.nbytes) from None
-    raise
+  with atomic_files.disk_full_is_an_error(
+      os.path.dirname(folder), f"the {Split(split).value} labels",
+      labels.nbytes), atomic_files.atomic_path(
+          os.path.join(folder, "labels.npy")) as tmp:
+    np.save(tmp, labels)
   os.replace(partial, os.path.join(folder, "features.npy"))
   atomic_files.write_text(meta_path, json.dumps({
       "format": _FORMAT, "split": Split(split).value, "drawings": n,
       "feature_dim": dim, "image_size": image_size,
       "architecture": backbone.name,
       "categories": list(source.categories),
-      "sha256": {name: atomic_files.file_sha256(os.path.join(folder, name))
-                 for name in ("features.npy", "labels.npy")}},
+      "sha256": atomic_files.file_sums(folder, ("features.npy",
+                                                "labels.npy"))},
                                             indent=2) + "\n")
   if os.path.exists(progress_path):
     os.unlink(progress_path)
@@ -270,14 +262,9 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   ).hexdigest()[:20]
   path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
   if os.path.exists(path):
-    try:
-      with open(path + ".sha256") as f:
-        if atomic_files.file_sha256(path) == f.read().strip():
-          features = np.load(path)
-          if features.shape[0] == len(drawings):
-            return features
-    except (OSError, ValueError):
-      pass
+    features = atomic_files.load_checked_npy(path)
+    if features is not None and features.shape[0] == len(drawings):
+      return features
     logging.warning("%s: a damaged cache entry; computing it again", path)
   forward = compiled_forward(backbone, image_size)
   features = np.concatenate([
@@ -285,13 +272,10 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
       for i in range(0, len(drawings), 256)])
   try:
     os.makedirs(bottleneck_dir, exist_ok=True)
-    with atomic_files.atomic_path(path) as tmp:
-      np.save(tmp, features)
-    atomic_files.write_text(path + ".sha256", atomic_files.file_sha256(path))
+    with atomic_files.disk_full_is_an_error(
+        bottleneck_dir, f"the {name} features", features.nbytes):
+      atomic_files.save_checked_npy(path, features)
   except OSError as e:
-    if atomic_files.is_disk_full(e):
-      raise atomic_files.disk_full_error(bottleneck_dir, f"the {name} "
-                                         "features", features.nbytes) from None
     raise QuickDrawError(
         f"cannot write to --bottleneck_dir {bottleneck_dir}: "
         f"{e.strerror or e}; pass a writable folder") from None

@@ -85,12 +85,7 @@ class Checkpoints:
     folder = os.path.join(self.folder, str(state.get("dir")))
     if not os.path.isdir(folder):
       return None
-    try:
-      good = all(atomic_files.file_sha256(os.path.join(folder, name)) == sum_
-                 for name, sum_ in state["sha256"].items())
-    except (OSError, KeyError, AttributeError, TypeError):
-      good = False
-    if not good:
+    if not atomic_files.sums_match(folder, state.get("sha256")):
       logging.warning("checkpoint %s is damaged (its checksum does not "
                       "match); starting over", folder)
       return None
@@ -112,13 +107,13 @@ class Checkpoints:
       if states:
         np.save(os.path.join(tmp, _RNG),
                 np.stack([keras.ops.convert_to_numpy(v) for v in states]))
-      sums = {n: atomic_files.file_sha256(os.path.join(tmp, n))
-              for n in sorted(os.listdir(tmp))}
+      sums = atomic_files.file_sums(tmp, sorted(os.listdir(tmp)))
       shutil.rmtree(final, ignore_errors=True)
       os.replace(tmp, final)
     except OSError as e:
       shutil.rmtree(tmp, ignore_errors=True)
       if atomic_files.is_disk_full(e):
+        # Weights plus Adam's two moments, float32.
         raise atomic_files.disk_full_error(
             self.folder, "a checkpoint", 3 * sum(
                 int(np.prod(w.shape)) * 4 for w in model.weights)) from None

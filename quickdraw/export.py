@@ -673,7 +673,10 @@ def _export(classifier, categories, config, check_drawings, check_labels,
         ASSET_MODEL, *ASSET_LABELS, MODEL_INFO,
         *([ASSET_GRAPH] if config.android_graph else []))}
 
-  try:
+  # On a full disk nothing is replaced: the temporaries go with the block.
+  with atomic_files.disk_full_is_an_error(
+      config.report_dir, "the export's files",
+      2 * sum(len(data) for data in contents.values())):
     with atomic_files.staged([*contents, report_path, *assets],
                              journal=os.path.join(config.report_dir,
                                                   JOURNAL)) as temps:
@@ -717,13 +720,6 @@ def _export(classifier, categories, config, check_drawings, check_labels,
                            ASSET_GRAPH)
       if not config.android_graph and os.path.exists(stale):
         os.unlink(stale)  # an earlier export's graph, of another model
-  except OSError as e:
-    if not atomic_files.is_disk_full(e):
-      raise
-    # Nothing was replaced: the temporaries are gone with the block.
-    raise atomic_files.disk_full_error(
-        config.report_dir, "the export's files",
-        2 * sum(len(data) for data in contents.values())) from None
   return report
 
 

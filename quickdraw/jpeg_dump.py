@@ -155,15 +155,11 @@ def dump_category(source: QuickDrawSource, class_id: int,
   for batch in ds:
     for data in batch.numpy():
       path = os.path.join(folder, names[todo[written]])
-      try:
+      left = len(todo) - written
+      with atomic_files.disk_full_is_an_error(
+          config.output_dir, f"the {left} images of {category!r} still to "
+          "write", left * len(data)):
         atomic_files.write_bytes(path, data)
-      except OSError as e:
-        if not atomic_files.is_disk_full(e):
-          raise
-        raise atomic_files.disk_full_error(
-            config.output_dir, f"the {len(todo) - written} images of "
-            f"{category!r} still to write", (len(todo) - written) *
-            len(data)) from None
       written += 1
     if bar:
       bar.update(len(rows) - len(todo) + written)

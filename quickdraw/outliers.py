@@ -18,10 +18,12 @@ scripts/README.md (the outlier-exposure experiment).
 """
 
 import functools
+import os
 
 import numpy as np
 import tensorflow as tf
 
+from quickdraw import atomic_files
 from quickdraw import canvases
 from quickdraw import preprocessing
 
@@ -64,27 +66,18 @@ def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
   cache folder, `$KERAS_HOME` or `~/.keras`, under `quickdraw_junk`): they
   depend on no data and no backbone, so every run on the machine shares
   them and a new process does not make them again."""
-  import hashlib
-  import os
-  from quickdraw import atomic_files
   folder = os.path.expanduser(folder or os.path.join(
       os.environ.get("KERAS_HOME", os.path.join("~", ".keras")),
       "quickdraw_junk"))
   path = os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
                       f"{CANVAS_SIDE}.npy")
-  try:
-    data = open(path, "rb").read()
-    with open(path + ".sha256") as f:
-      if hashlib.sha256(data).hexdigest() == f.read().strip():
-        return np.load(path)
-  except (OSError, ValueError):
-    pass
+  drawings = atomic_files.load_checked_npy(path)
+  if drawings is not None:
+    return drawings
   drawings = junk_drawings()
   try:
     os.makedirs(folder, exist_ok=True)
-    with atomic_files.atomic_path(path) as tmp:
-      np.save(tmp, drawings)
-    atomic_files.write_text(path + ".sha256", atomic_files.file_sha256(path))
+    atomic_files.save_checked_npy(path, drawings)
   except OSError:
     pass  # a cache only: made again next time
   return drawings

@@ -178,16 +178,11 @@ class RowCache:
     drawings = np.ascontiguousarray(drawings[order], np.uint8)
     name = f"{rows[0]}-{len(rows)}-{_digest(rows, drawings)}.npz"
     path = os.path.join(self.folder, name)
-    try:
-      with atomic_files.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-          np.savez(f, rows=rows, drawings=drawings)
-    except OSError as e:
-      if not atomic_files.is_disk_full(e):
-        raise
-      raise atomic_files.disk_full_error(
-          os.path.dirname(self.folder), f"rows of {self.category.name!r}",
-          drawings.nbytes) from None
+    with atomic_files.disk_full_is_an_error(
+        os.path.dirname(self.folder), f"rows of {self.category.name!r}",
+        drawings.nbytes), atomic_files.atomic_path(path) as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, rows=rows, drawings=drawings)
 
 
 def _digest(rows: np.ndarray, drawings: np.ndarray) -> str:

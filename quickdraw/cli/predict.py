@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from quickdraw import inference, tflite_metadata, visualize
 from quickdraw.cli import common
