@@ -184,6 +184,140 @@ def redraw(drawings: np.ndarray, size: int, seed: int = 0,
   return canvases
 
 
+def centre_lines(drawing: np.ndarray, upscale: int = 4) -> np.ndarray:
+  """A 28x28 drawing's strokes as the centre line a pen traced.
+
+  The drawing is upsampled, its ink (above 35% of full strength) thinned
+  to a one-pixel skeleton (scikit-image), and each pair of neighbouring
+  skeleton pixels becomes a segment; a lone pixel becomes a dot.
+
+  Args:
+    drawing: uint8 (784,) or (28, 28), light ink on black.
+    upscale: How finely the centre line follows the strokes.
+
+  Returns:
+    float32 (n, 4) segments (y0, x0, y1, x1) in the drawing's pixel units
+    (0 to 28), n >= 0.
+  """
+  from skimage.morphology import skeletonize  # only for pen-drawn canvases
+  side = 28 * upscale
+  big = tf.image.resize(np.asarray(drawing, np.float32).reshape(28, 28, 1),
+                        (side, side)).numpy()[..., 0]
+  skeleton = skeletonize(big >= 0.35 * 255)
+  ys, xs = np.nonzero(skeleton)
+  segments = []
+  padded = np.pad(skeleton, 1)
+  # Each neighbour pair once: right, down, and both downward diagonals.
+  for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+    linked = padded[ys + 1 + dy, xs + 1 + dx]
+    segments.append(np.stack([ys[linked], xs[linked], ys[linked] + dy,
+                              xs[linked] + dx], 1))
+  lone = ~(padded[ys, xs] | padded[ys, xs + 1] | padded[ys, xs + 2]
+           | padded[ys + 1, xs] | padded[ys + 1, xs + 2] | padded[ys + 2, xs]
+           | padded[ys + 2, xs + 1] | padded[ys + 2, xs + 2])
+  segments.append(np.stack([ys[lone], xs[lone], ys[lone], xs[lone]], 1))
+  return (np.concatenate(segments).astype(np.float32) + 0.5) / upscale
+
+
+def draw_with_pen(segments: np.ndarray, size: int, pen: float,
+                  box: tuple[float, float, float],
+                  supersample: int = 4) -> np.ndarray:
+  """Ink coverage of centre lines drawn as an app's pen draws them.
+
+  Round caps and joins, anti-aliased (drawn at `supersample` times the
+  size, then averaged down), the pen's width fixed in canvas pixels
+  whatever the drawing's size, as on a phone.
+
+  Args:
+    segments: `centre_lines`' output.
+    size: The square canvas's side.
+    pen: The pen's width in canvas pixels.
+    box: (top, left, side): where the centre lines' bounding box goes, its
+      longer side scaled to `side` pixels, the shorter one centred.
+
+  Returns:
+    float32 (size, size) coverage in [0, 1].
+  """
+  from PIL import Image, ImageDraw  # only for pen-drawn canvases
+  k = supersample
+  image = Image.new("L", (size * k, size * k), 0)
+  if len(segments):
+    draw = ImageDraw.Draw(image)
+    points = segments.reshape(-1, 2)
+    low, high = points.min(0), points.max(0)
+    top, left, side = box
+    scale = side / max(float((high - low).max()), 1e-6)
+    offset = np.array([top, left]) + (side - (high - low) * scale) / 2
+    canvas_points = ((points - low) * scale + offset) * k
+    width = max(1.0, pen * k)
+    radius = width / 2
+    for y0, x0, y1, x1 in canvas_points.reshape(-1, 4):
+      if (y0, x0) != (y1, x1):
+        draw.line([(x0, y0), (x1, y1)], fill=255, width=round(width))
+    for y, x in np.unique(canvas_points.round(1), axis=0):
+      draw.ellipse([x - radius, y - radius, x + radius, y + radius],
+                   fill=255)
+  coverage = np.asarray(image, np.float32).reshape(size, k, size, k)
+  return coverage.mean((1, 3)) / 255.0
+
+
+# The pen-drawn canvas suite's axes (`pen_suite`): pen widths as a share of
+# the canvas's side, themes, and where and how large the doodle is drawn
+# (the share of the canvas its box spans, and whether it is centred).
+SUITE_PENS = {"thin": 0.015, "medium": 0.03, "thick": 0.06}
+SUITE_THEMES = ("white", "dark", "light_grey")
+SUITE_PLACES = {"centred": (0.5, 0.75, True), "off_centre": (0.35, 0.5, False),
+                "small": (0.2, 0.3, False)}
+
+
+def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """QuickDraw drawings re-drawn with a pen, as app canvases of every kind.
+
+  Each drawing's centre line (`centre_lines`) is drawn again with a round,
+  anti-aliased pen (`draw_with_pen`). The pens, themes and places of
+  SUITE_PENS, SUITE_THEMES and SUITE_PLACES are crossed and dealt out in
+  turn (drawing i gets pen i % 3, theme i // 3 % 3, place i // 9 % 3), so
+  that every class meets every kind of canvas and each axis can be read
+  on its own. Sizes and positions within a place are drawn from `seed`.
+
+  Args:
+    drawings: uint8 (N, 784) or (N, 28, 28), light ink on black.
+    size: The canvas side.
+    seed: Seeds the sizes and positions.
+
+  Returns:
+    (uint8 (N, size, size, 3) RGB canvases, {"pen", "theme", "place"}:
+    each an (N,) array of the canvas's kind on that axis).
+  """
+  drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28)
+  rng = np.random.default_rng(seed)
+  pens, places = list(SUITE_PENS), list(SUITE_PLACES)
+  canvases = np.empty((len(drawings), size, size, 3), np.uint8)
+  kinds = {"pen": [], "theme": [], "place": []}
+  for i, drawing in enumerate(drawings):
+    pen = pens[i % 3]
+    theme = SUITE_THEMES[i // 3 % 3]
+    place = places[i // 9 % 3]
+    low, high, centred = SUITE_PLACES[place]
+    width = SUITE_PENS[pen] * size
+    side = rng.uniform(low, high) * size
+    # The box holds the centre line; the pen's half-width goes round it.
+    room = size - side - width
+    if centred:
+      top, left = room / 2 + rng.uniform(-0.05, 0.05, 2) * size
+    else:
+      # Towards a corner: within a fifth of the free room from two edges.
+      near = rng.uniform(0, 0.2 * room, 2)
+      top, left = np.where(rng.uniform(size=2) < 0.5, near, room - near)
+    coverage = draw_with_pen(centre_lines(drawing), size, width,
+                             (top + width / 2, left + width / 2, side))
+    canvases[i] = paint(coverage, THEMES[theme])
+    for axis, kind in (("pen", pen), ("theme", theme), ("place", place)):
+      kinds[axis].append(kind)
+  return canvases, {axis: np.array(k) for axis, k in kinds.items()}
+
+
 JUNK_KINDS = ("noise", "gradient", "texture", "scribble", "text")
 
 

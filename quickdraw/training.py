@@ -48,6 +48,7 @@ MODEL_FILENAME = "model.keras"
 RUN_FILENAME = "run.json"  # the run's settings: {"data", "train", ...}
 HELD_OUT_DRAWINGS = 1000  # calibration and int8's float layers use these
 _MISCLASSIFIED_SHOWN = 64
+HEAD_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +70,10 @@ class TrainConfig:
     how_many_training_steps: retrain.py's name: if above 0, train the head
       for this many batches instead (rounded up to whole epochs).
     train_batch_size: Drawings per training batch.
-    learning_rate: Adam's initial learning rate for the head; it decays to
-      zero along a cosine over the head's steps.
+    learning_rate: Adam's learning rate for the head (its initial one
+      under a decaying `head_schedule`).
+    head_schedule: "constant", or "cosine": decaying to zero along a
+      cosine over the head's steps.
     label_smoothing: Share of each target spread evenly over the classes
       (Szegedy et al. 2016): the model is not pushed to certainty on
       drawings that look alike, and its scores are less overconfident.
@@ -108,6 +111,10 @@ class TrainConfig:
     mixed_precision: Compute in float16 (float32 weights and softmax), for
       GPUs with tensor cores; saved and exported models are float32.
     verbose: 1 shows Keras progress bars; 2 one line per epoch; 0 nothing.
+    train_seed: Seeds the weights' initialisation, dropout, the order of
+      the head's training batches and the junk drawn into them; -1 for the
+      data's seed. The drawings and their split stay the data's: runs that
+      differ only here measure how much training alone moves a figure.
   """
   architecture: str = "mobilenet_v2_1.0_224"
   weights: str = "imagenet"
@@ -119,6 +126,7 @@ class TrainConfig:
   how_many_training_steps: int = 0
   train_batch_size: int = 100
   learning_rate: float = 0.001
+  head_schedule: str = "cosine"
   label_smoothing: float = 0.1
   dropout: float = 0.2
   junk_share: float = 0.1
@@ -135,6 +143,7 @@ class TrainConfig:
   tpu: str = ""
   mixed_precision: bool = False
   verbose: int = 1
+  train_seed: int = -1
 
   def __post_init__(self):
     model_lib.parse_architecture(self.architecture)  # fails early if bad
@@ -164,6 +173,9 @@ class TrainConfig:
     if self.strategy not in distribute.STRATEGIES:
       raise QuickDrawError(f"--strategy={self.strategy}; use one of "
                            f"{', '.join(distribute.STRATEGIES)}")
+    if self.head_schedule not in HEAD_SCHEDULES:
+      raise QuickDrawError(f"--head_schedule={self.head_schedule}; use "
+                           f"{' or '.join(HEAD_SCHEDULES)}")
     if self.upsample not in ("auto", "host", "device"):
       raise QuickDrawError(
           f"--upsample={self.upsample}; use auto, host or device")
@@ -171,6 +183,10 @@ class TrainConfig:
       raise QuickDrawError(
           f"--min_accuracy={self.min_accuracy} is outside [0, 1]; pass a "
           "fraction such as 0.85")
+
+  def seed_for(self, data: DataConfig) -> int:
+    """The seed of training's own randomness (`train_seed`)."""
+    return data.seed if self.train_seed < 0 else self.train_seed
 
   def path(self, name: str) -> str:
     """`output_labels`, `output_graph` or `summaries_dir`, defaults filled."""
@@ -513,12 +529,13 @@ class _Run:
         features, labels = self.bottlenecks(Split.TRAIN)
         train_data = input_pipeline.feature_dataset(
             features, labels, config.train_batch_size, shuffle=True,
-            seed=self.data.seed, epochs=None, first_epoch=start,
+            seed=config.seed_for(self.data), epochs=None, first_epoch=start,
             drop_remainder=self.drop_remainder)
         if self.junk_per_batch:
           train_data = outliers.add_junk(
               train_data, self.junk(features=True), self.junk_per_batch,
-              outliers.TRAIN_SEED + self.data.seed, start * steps)
+              outliers.TRAIN_SEED + config.seed_for(self.data),
+              start * steps)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)
@@ -534,9 +551,11 @@ class _Run:
       # around at the full rate (measured: +0.5 points of frozen top-1 for
       # MobileNetV2 on 22 categories); the schedule follows the optimizer's
       # step count, which checkpoints restore.
-      _compile(model, keras.optimizers.schedules.CosineDecay(
-          config.learning_rate, max(1, epochs * steps)),
-               config.label_smoothing,
+      rate = config.learning_rate
+      if config.head_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate,
+                                                      max(1, epochs * steps))
+      _compile(model, rate, config.label_smoothing,
                steps_per_execution(steps) if bundle else 1)
       if resume and resume["phase"] == "head":
         self.checkpoints.restore(resume, model)
@@ -665,7 +684,7 @@ def train_and_evaluate(
         "tells categories apart, so name at least two")
   # First: multi-worker and TPU strategies set up the runtime.
   strategy = distribute.make_strategy(config.strategy, config.tpu)
-  keras.utils.set_random_seed(data.seed)
+  keras.utils.set_random_seed(config.seed_for(data))
   checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
   worker = distribute.worker_index(strategy)
   if not worker:

@@ -68,9 +68,13 @@ flags.DEFINE_integer(
     "Drawings per training batch.", lower_bound=1)
 flags.DEFINE_float(
     "learning_rate", _DEFAULTS.learning_rate,
-    "Adam's initial learning rate for the head, decaying to zero along a "
-    "cosine (retrain.py used plain gradient descent at 0.01; Adam at 0.001 "
-    "converges in fewer steps).")
+    "Adam's learning rate for the head, the initial one under "
+    "--head_schedule=cosine (retrain.py used plain gradient descent at "
+    "0.01; Adam at 0.001 converges in fewer steps).")
+flags.DEFINE_enum(
+    "head_schedule", _DEFAULTS.head_schedule, list(training.HEAD_SCHEDULES),
+    "The head's learning rate over its steps: constant, or cosine (decaying "
+    "to zero).")
 flags.DEFINE_float(
     "label_smoothing", _DEFAULTS.label_smoothing,
     "Share of each training target spread over the other classes, for the "
@@ -135,6 +139,10 @@ flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
     "below this fraction.")
+flags.DEFINE_integer(
+    "train_seed", _DEFAULTS.train_seed,
+    "Seeds training alone (initialisation, dropout, the head's batch order "
+    "and junk); -1 uses --seed. The drawings and their split follow --seed.")
 flags.DEFINE_boolean(
     "export", True,
     "After training, export the frozen graph, TFLite files and (with "
