@@ -48,7 +48,7 @@ MODEL_FILENAME = "model.keras"
 RUN_FILENAME = "run.json"  # the run's settings: {"data", "train", ...}
 HELD_OUT_DRAWINGS = 1000  # calibration and int8's float layers use these
 _MISCLASSIFIED_SHOWN = 64
-HEAD_SCHEDULES = ("constant", "cosine")
+HEAD_SCHEDULES = ("constant", "cosine", "hold_cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +72,10 @@ class TrainConfig:
     train_batch_size: Drawings per training batch.
     learning_rate: Adam's learning rate for the head (its initial one
       under a decaying `head_schedule`).
-    head_schedule: "constant", or "cosine": decaying to zero along a
-      cosine over the head's steps.
+    head_schedule: "constant"; "cosine": decaying to zero along a cosine
+      over the head's steps; "hold_cosine": held for two thirds of them,
+      then a cosine to zero (scripts/README.md, "bench_head_defaults.py",
+      has the measurements behind the default).
     label_smoothing: Share of each target spread evenly over the classes
       (Szegedy et al. 2016): the model is not pushed to certainty on
       drawings that look alike, and its scores are less overconfident.
@@ -126,7 +128,7 @@ class TrainConfig:
   how_many_training_steps: int = 0
   train_batch_size: int = 100
   learning_rate: float = 0.001
-  head_schedule: str = "cosine"
+  head_schedule: str = "hold_cosine"
   label_smoothing: float = 0.1
   dropout: float = 0.2
   junk_share: float = 0.1
@@ -251,6 +253,23 @@ def head_schedule(num_train: int, config: TrainConfig,
   if config.how_many_training_steps:
     return math.ceil(config.how_many_training_steps / steps), steps
   return config.epochs, steps
+
+
+def head_learning_rate(config: TrainConfig, total_steps: int
+                       ) -> float | keras.optimizers.schedules.LearningRateSchedule:
+  """The head's learning rate over its steps (`TrainConfig.head_schedule`)."""
+  rate = config.learning_rate
+  total_steps = max(1, total_steps)
+  if config.head_schedule == "cosine":
+    return keras.optimizers.schedules.CosineDecay(rate, total_steps)
+  if config.head_schedule == "hold_cosine":
+    # Held for the first two thirds (a "warm-up" from the rate to itself),
+    # then a cosine to zero over the last third.
+    hold = (2 * total_steps) // 3
+    return keras.optimizers.schedules.CosineDecay(
+        rate, max(1, total_steps - hold), warmup_target=rate,
+        warmup_steps=hold)
+  return rate
 
 
 def fingerprint(data: DataConfig, config: TrainConfig) -> str:
@@ -551,10 +570,7 @@ class _Run:
       # around at the full rate (measured: +0.5 points of frozen top-1 for
       # MobileNetV2 on 22 categories); the schedule follows the optimizer's
       # step count, which checkpoints restore.
-      rate = config.learning_rate
-      if config.head_schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate,
-                                                      max(1, epochs * steps))
+      rate = head_learning_rate(config, epochs * steps)
       _compile(model, rate, config.label_smoothing,
                steps_per_execution(steps) if bundle else 1)
       if resume and resume["phase"] == "head":

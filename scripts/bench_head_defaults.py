@@ -8,7 +8,7 @@
 
 Trains the frozen route's head once per variant (each a set of TrainConfig
 fields over the flags' settings, from one shared bottleneck cache, no
-export) and prints, per variant and --seeds seed: npy test top-1, and top-1
+export) and prints, per variant and --data_seeds seed: npy test top-1, and top-1
 on the test drawings re-drawn with a pen as app canvases
 (`canvases.pen_suite`: 1.5% / 3% / 6% pens, white / dark / grey, centred /
 off-centre / small), fitted to the app model's 256 px input and put through
@@ -37,7 +37,8 @@ from quickdraw.splits import Split
 FLAGS = flags.FLAGS
 flags.DEFINE_string("variants", "default:", "name:field=value,field=value; "
                     "... (TrainConfig fields).")
-flags.DEFINE_list("seeds", ["0"], "Data seeds (split and sampling).")
+flags.DEFINE_list("data_seeds", ["0"], "--seed of each run: the drawings, "
+                  "their split and training.")
 flags.DEFINE_integer("canvas_drawings", 1000, "Test drawings re-drawn.")
 
 
@@ -78,7 +79,7 @@ def main(argv: Sequence[str]) -> None:
   base = dataclasses.replace(base, verbose=0)
   variants = parse_variants(FLAGS.variants)
   rows = []
-  for seed in [int(s) for s in FLAGS.seeds]:
+  for seed in [int(s) for s in FLAGS.data_seeds]:
     data = dataclasses.replace(common.data_config_from_flags(), seed=seed)
     source = QuickDrawSource.open(data)
     features = None

@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from quickdraw import canvases, export, inference, preprocessing
+from quickdraw.quality import mediapipe_scores
 from quickdraw.cli import common
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
@@ -46,26 +47,6 @@ flags.DEFINE_integer("canvas_side", 512, "Side of the re-drawn canvases.",
 flags.DEFINE_integer("drawings", 1000, "Test drawings re-drawn per theme "
                      "(spread over the split).", lower_bound=1)
 flags.DEFINE_integer("junk", 200, "Junk pictures per kind.", lower_bound=1)
-
-
-def mediapipe_scores(path: str, pictures: np.ndarray,
-                     categories: Sequence[str]) -> np.ndarray:
-  """(N, classes) scores as MediaPipe's ImageClassifier gives them."""
-  import mediapipe as mp
-  from mediapipe.tasks import python as mp_tasks
-  from mediapipe.tasks.python import vision
-  options = vision.ImageClassifierOptions(
-      base_options=mp_tasks.BaseOptions(model_asset_path=path),
-      max_results=len(categories))
-  index = {c: i for i, c in enumerate(categories)}
-  scores = np.zeros((len(pictures), len(categories)), np.float32)
-  with vision.ImageClassifier.create_from_options(options) as classifier:
-    for i, picture in enumerate(pictures):
-      image = mp.Image(image_format=mp.ImageFormat.SRGB,
-                       data=np.ascontiguousarray(picture))
-      for c in classifier.classify(image).classifications[0].categories:
-        scores[i, index[c.category_name]] = c.score
-  return scores
 
 
 def too_little_ink(pictures: np.ndarray) -> np.ndarray:

@@ -573,4 +573,4 @@ def test_each_report_row_has_its_own_loss(exported):
         artifacts["canvas_float32"]["canvas_top1"] - canvas["canvas_top1"]))
   text = export.format_report(report)
   assert "canvas_* rows (the app's model)" in text
-  assert "re-drawn as an app's canvas" in text
+  assert "re-drawn with a pen as app canvases" in text

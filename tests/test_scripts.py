@@ -146,3 +146,17 @@ def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):
                  "faster end to end (target >= 5x)"):
     assert figure in out
   assert not (tmp_path / "work").exists()  # scratch removed
+
+
+def test_bench_head_defaults_runs(data_dir, tmp_path, capsys):
+  bench = script("bench_head_defaults")
+  with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path),
+                           variants="default:;constant:head_schedule=constant",
+                           testing_percentage=20, canvas_drawings=27):
+    bench.main(["bench_head_defaults"])
+  out = capsys.readouterr().out
+  rows = [l for l in out.splitlines() if l.startswith("| ")]
+  assert [r.split("|")[1].strip() for r in rows] == ["default", "constant"]
+  for row in rows:  # npy and canvas top-1, then per pen and place
+    cells = [float(c) for c in row.split("|")[2:-1]]
+    assert len(cells) == 8 and all(0 <= c <= 1 for c in cells)

@@ -73,8 +73,10 @@ flags.DEFINE_float(
     "0.01; Adam at 0.001 converges in fewer steps).")
 flags.DEFINE_enum(
     "head_schedule", _DEFAULTS.head_schedule, list(training.HEAD_SCHEDULES),
-    "The head's learning rate over its steps: constant, or cosine (decaying "
-    "to zero).")
+    "The head's learning rate over its steps: constant; cosine (decaying to "
+    "zero from the first step); or hold_cosine (held for two thirds of the "
+    "steps, then a cosine to zero: converged in short runs, settled at the "
+    "end; scripts/README.md has the measurements).")
 flags.DEFINE_float(
     "label_smoothing", _DEFAULTS.label_smoothing,
     "Share of each training target spread over the other classes, for the "
