@@ -227,7 +227,37 @@ def test_how_many_training_steps_rounds_up_to_epochs(tmp_path):
       5, 250)
 
 
+def test_head_schedules(tmp_path):
+  def rates(schedule):
+    rate = training.head_learning_rate(
+        train_config(tmp_path, head_schedule=schedule, learning_rate=0.01),
+        300)
+    return [float(rate(step)) if callable(rate) else rate
+            for step in (0, 100, 199, 250, 299)]
+  assert rates("constant") == [0.01] * 5
+  cosine = rates("cosine")
+  assert cosine[0] == pytest.approx(0.01) and cosine[1] < 0.008
+  # Held for two thirds of the steps, then halfway down at five sixths.
+  held = rates("hold_cosine")
+  assert held[:3] == pytest.approx([0.01] * 3)
+  assert held[3] == pytest.approx(0.005, abs=1e-4) and held[4] < 1e-5
+
+
+def test_train_seed_moves_training_not_the_split(data_dir, tmp_path):
+  data = data_config(data_dir, seed=3)
+  assert train_config(tmp_path).seed_for(data) == 3
+  assert train_config(tmp_path, train_seed=0).seed_for(data) == 0
+  runs = [training.train_and_evaluate(
+      data, train_config(tmp_path, name=f"seed{seed}", train_seed=seed,
+                         epochs=1)) for seed in (0, 1)]
+  # The same test drawings, other weights.
+  assert runs[0].report["drawings"] == runs[1].report["drawings"]
+  assert not np.array_equal(runs[0].classifier.get_weights()[-1],
+                            runs[1].classifier.get_weights()[-1])
+
+
 @pytest.mark.parametrize("overrides, message", [
+    (dict(head_schedule="linear"), "--head_schedule=linear; use constant"),
     (dict(min_accuracy=1.5), "--min_accuracy=1.5 is outside [0, 1]"),
     (dict(architecture="mobilenet_3.0_224"),
      "--architecture=mobilenet_3.0_224 is not a backbone quickdraw offers"),
