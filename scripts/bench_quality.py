@@ -46,7 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(REPO, "scripts", "quality_baseline.json")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("weights_dir", None, "Folder of Keras' no-top weight "
+common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
                     "files (the reference runs' backbones').")
 # --output_dir (quickdraw's): the runs go in a folder each, beside a shared
 # bottlenecks/ folder.
@@ -61,12 +61,12 @@ flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags for "
 flags.DEFINE_list("seeds", ["0"], "--train_seed of each run (the drawings "
                   "and split stay the same); the gate compares each seed's "
                   "figures.")
-flags.DEFINE_string("baseline", BASELINE, "The baseline to compare with, "
+common.DEFINE_path("baseline", BASELINE, "The baseline to compare with, "
                     "or to write.")
 flags.DEFINE_boolean("write_baseline", False, "Write the baseline from "
                      "these runs (at every --seeds seed) instead of "
                      "comparing.")
-flags.DEFINE_string("score", None, "Score this trained and exported run "
+common.DEFINE_path("score", None, "Score this trained and exported run "
                     "folder instead of training.")
 flags.DEFINE_string("compare_as", None, "With --score: the reference run "
                     "whose baseline to compare with.")

@@ -27,16 +27,51 @@ from quickdraw.training import RUN_FILENAME, TrainConfig
 FLAGS = flags.FLAGS
 _DEFAULTS = DataConfig()
 
+
+class PathParser(flags.ArgumentParser):
+  """A path flag's value: `~` and `$VARIABLES` expanded as it is parsed.
+
+  In one place, so that no command can forget it: a shell leaves `~`
+  alone after `=` (`--output_dir=~/runs`), and a folder literally named
+  `~` is one `rm -rf ~` away from a lost home.
+  """
+  syntactic_help = "a path; ~ and $VARIABLES are expanded"
+
+  def parse(self, argument):
+    if argument is None:
+      return None
+    return os.path.expandvars(os.path.expanduser(str(argument)))
+
+  def flag_type(self) -> str:
+    return "path"
+
+
+class _PathFlag(flags.Flag):
+  """Shows a default under the home folder as `~/...` in --help."""
+
+  def _get_parsed_value_as_string(self, value):
+    home = os.path.expanduser("~")
+    if isinstance(value, str) and value.startswith(home + os.sep):
+      value = "~" + value[len(home):]
+    return super()._get_parsed_value_as_string(value)
+
+
+def DEFINE_path(name: str, default: str | None, help: str,  # noqa: N802
+                **args) -> flags.FlagHolder:
+  """A string flag for a file or folder (see `PathParser`)."""
+  return flags.DEFINE_flag(_PathFlag(PathParser(), flags.ArgumentSerializer(),
+                                     name, default, help, **args))
+
 flags.DEFINE_list(
     "categories", [],
     "Official QuickDraw category names, comma-separated, in the order of the "
     "model's outputs; quote names with spaces: --categories=cat,dog,"
     "\"smiley face\". See --list_categories.")
-flags.DEFINE_string(
+DEFINE_path(
     "categories_file", None,
     "A text file with one category name per line (# starts a comment); used "
     "instead of --categories.")
-flags.DEFINE_string(
+DEFINE_path(
     "data_dir", DEFAULT_DATA_DIR,
     "Folder with <category>.npy (or full_numpy_bitmap_<category>.npy) files, "
     "shape (N, 784) uint8. Missing categories are downloaded into it.")
@@ -74,7 +109,7 @@ flags.DEFINE_integer(
     "--architecture. Another size runs the architecture's weights at that "
     "size (configs/accurate.flags fine-tunes 224 px weights at 128).",
     lower_bound=0)
-flags.DEFINE_string(
+DEFINE_path(
     "output_dir", TrainConfig.output_dir,
     "Folder for what a run writes: model, labels, evaluation, pictures.")
 flags.DEFINE_boolean(

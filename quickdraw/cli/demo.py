@@ -27,7 +27,7 @@ from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
 flags.declare_key_flag("output_dir")
-flags.DEFINE_string(
+common.DEFINE_path(
     "model", None,
     "A canvas .tflite to answer with; default: the one --output_dir's "
     "export gave the Android assets (model_canvas*.tflite).")

@@ -30,11 +30,11 @@ FLAGS = flags.FLAGS
 # settings come from the run's run.json.
 flags.declare_key_flag("output_dir")
 
-flags.DEFINE_string(
+common.DEFINE_path(
     "output_labels", training.TrainConfig.output_labels,
     "Labels file, one category per line in the model's output order; empty "
     "for <output_dir>/retrained_labels.txt.")
-flags.DEFINE_string(
+common.DEFINE_path(
     "output_graph", training.TrainConfig.output_graph,
     "Frozen inference graph (retrain.py's retrained_graph.pb): input node "
     "'input' float32 [batch, S, S, 3] in the backbone's input range ([-1, 1] "
@@ -42,7 +42,7 @@ flags.DEFINE_string(
     "says which), output node "
     "--final_tensor_name (softmax); empty for <output_dir>/retrained_graph.pb.")
 
-flags.DEFINE_string(
+common.DEFINE_path(
     "output_tflite", "",
     "The network as float32 TFLite; empty for <output_dir>/model.tflite. "
     "Input 'input' float32 [1, S, S, 3] in the backbone's input range (its "
@@ -59,7 +59,7 @@ flags.DEFINE_string(
     "final_tensor_name", export.inference.FINAL_TENSOR_NAME,
     "Name of the output node in the frozen graph (retrain.py's flag).")
 _DEFAULTS = export.ExportConfig("", "", "", "")
-flags.DEFINE_string(
+common.DEFINE_path(
     "android_assets_dir", "",
     "An Android app's assets folder (.../app/src/main/assets): receives "
     "model.tflite (the canvas model of --android_model, with its labels "

@@ -41,10 +41,10 @@ from quickdraw.cli import export as export_cli  # noqa: F401 (--final_tensor_nam
 from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None,
+common.DEFINE_path("model", None,
                     "The artifact: .tflite (a canvas model or the network), "
                     ".pb (frozen graph) or .keras.")
-flags.DEFINE_string("labels", None,
+common.DEFINE_path("labels", None,
                     "A labels file, one name per line in output order; "
                     "empty: the labels inside a .tflite, else "
                     "retrained_labels.txt or labels.txt beside --model.")
@@ -55,7 +55,7 @@ flags.DEFINE_float("score_threshold", None,
                    "default: the threshold in model_info.json beside "
                    "--model (none: every answer is given). 0 turns it off.",
                    lower_bound=0.0, upper_bound=1.0)
-flags.DEFINE_string("save_drawings", None,
+common.DEFINE_path("save_drawings", None,
                     "A PNG file to write: the 28x28 drawings the model saw, "
                     "one per input, captioned with its answer.")
 

@@ -38,22 +38,22 @@ flags.adopt_module_key_flags(common)  # so --help lists the data flags
 flags.adopt_module_key_flags(export_cli)  # and the export flags
 _DEFAULTS = training.TrainConfig()
 
-flags.DEFINE_string(
+common.DEFINE_path(
     "weights", _DEFAULTS.weights,
     "Backbone weights: imagenet (downloaded once into --model_dir), none "
     "(random, for tests), or a path to the architecture's own Keras no-top "
     ".h5 file, e.g. mobilenet_1_0_224_tf_no_top.h5 for mobilenet_1.0_224. "
     "Keras trains each input size separately: a file named for another "
     "variant is refused.")
-flags.DEFINE_string(
+common.DEFINE_path(
     "model_dir", _DEFAULTS.model_dir,
     "Keras' cache folder for downloaded weights (they go in its models/); "
     "empty for ~/.keras.")
-flags.DEFINE_string(
+common.DEFINE_path(
     "bottleneck_dir", _DEFAULTS.bottleneck_dir,
     "Cache of each drawing's backbone features, reused by every run with the "
     "same backbone, image size and drawings.")
-flags.DEFINE_string(
+common.DEFINE_path(
     "summaries_dir", _DEFAULTS.summaries_dir,
     "TensorBoard logs; empty for <output_dir>/logs.")
 flags.DEFINE_integer(
