@@ -72,6 +72,8 @@ FLOAT_TOLERANCE = 1e-3
 PREPROCESSING_TOLERANCE = 2 / 255 + FLOAT_TOLERANCE
 MODEL_INFO = inference.MODEL_INFO
 REPORT = "export_report.json"
+# The run's Keras model (training.MODEL_FILENAME), written again calibrated.
+KERAS_MODEL = "model.keras"
 CANVAS_TENSOR = "canvas"  # the app model's input, before it is renamed
 PREPROCESSED_TENSOR = "preprocessed"  # where preprocessing meets the network
 # The app's canvas side: MediaPipe resizes the app's bitmap to it. Large
@@ -595,6 +597,16 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
 JOURNAL = ".export.journal"
 
 
+def _keras_bytes(classifier) -> bytes:
+  """`classifier` as a .keras file's bytes (saved without its optimizer)."""
+  import tempfile
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, KERAS_MODEL)
+    classifier.save(path, include_optimizer=False)
+    with open(path, "rb") as f:
+      return f.read()
+
+
 def finish_interrupted_export(report_dir: str) -> int:
   """Completes an export killed while renaming its files into place (its
   journal in `report_dir` lists them), and says so: the run's files are
@@ -662,6 +674,11 @@ def _export(classifier, categories, config, check_drawings, check_labels,
         canvas_model_bytes(preprocess, networks[mode], name, nothing_drawn),
         categories,
         canvas=True, size=config.canvas_size, final_tensor_name=name)
+  if calibrated:
+    # The Keras model with the same calibrated scores as every other
+    # artifact, so that model_info.json's threshold means the same for it.
+    contents[os.path.join(config.report_dir, KERAS_MODEL)] = _keras_bytes(
+        classifier)
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
       model_info(config, categories, image_size, value_range, architecture,
                  calibrated), indent=2) + "\n").encode()

@@ -495,6 +495,14 @@ def test_export_command_reexports_a_trained_run(data_dir, tmp_path, capsys):
   assert report["artifacts"]["tflite_float32"]["top1_agreement"] == 1.0
   assert report["artifacts"]["frozen_graph"]["top1_agreement"] == 1.0
   assert (out / "model_dynamic.tflite").exists()
+  # model.keras is saved again calibrated: predict's threshold means the
+  # same for it as for every other artifact.
+  drawings = synthetic.make_drawings(2, 8)
+  keras_scores = inference.predict_drawings(
+      inference.load_predictor(str(out / "model.keras")), drawings)
+  tflite_scores = inference.predict_drawings(
+      inference.load_predictor(str(out / "model.tflite")), drawings)
+  np.testing.assert_allclose(keras_scores, tflite_scores, atol=1e-4)
 
   # The app's files: recorded with the run, written there again by default.
   assets = tmp_path / "app" / "assets"
