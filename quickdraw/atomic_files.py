@@ -210,7 +210,11 @@ def finish_interrupted(journal: str) -> int:
     pairs = []  # written half: no rename had started
   finished = 0
   for path, tmp in pairs:
-    if os.path.exists(tmp):
+    if tmp is None:  # a file the transaction removes
+      if os.path.lexists(path):
+        os.unlink(path)
+        finished += 1
+    elif os.path.exists(tmp):
       os.replace(tmp, path)
       finished += 1
   os.unlink(journal)
@@ -222,8 +226,10 @@ def _backup_name(path: str) -> str:
   return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.previous")
 
 
-def _replace_all(temps: dict[str, str], journal: str | None = None) -> None:
-  """Renames each temporary onto its destination; all or none.
+def _replace_all(temps: dict[str, str], journal: str | None = None,
+                 removed: Sequence[str] = ()) -> None:
+  """Renames each temporary onto its destination, and removes each of
+  `removed` that exists; all or none.
 
   A destination that already exists is first linked (or copied) to a
   backup beside it, so that if a later rename fails, every file replaced so
@@ -238,10 +244,13 @@ def _replace_all(temps: dict[str, str], journal: str | None = None) -> None:
   done: list[tuple[str, str | None]] = []
   backups: list[str] = []
   pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+  # A removal is a pair with no temporary (None in the journal).
+  changes = list(temps.items()) + [(path, None) for path in removed
+                                   if os.path.lexists(path)]
   if journal:
-    write_text(journal, json.dumps(list(temps.items())))
+    write_text(journal, json.dumps(changes))
   try:
-    for path, tmp in temps.items():
+    for path, tmp in changes:
       if pause and done:
         time.sleep(pause)
       backup = None
@@ -252,7 +261,10 @@ def _replace_all(temps: dict[str, str], journal: str | None = None) -> None:
         except OSError:  # a filesystem without hard links
           shutil.copy2(path, backup)
         backups.append(backup)
-      os.replace(tmp, path)
+      if tmp is None:
+        os.unlink(path)
+      else:
+        os.replace(tmp, path)
       done.append((path, backup))
   except OSError as e:
     for replaced, backup in reversed(done):
@@ -274,9 +286,10 @@ def _replace_all(temps: dict[str, str], journal: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def staged(paths: Sequence[str],
-           journal: str | None = None) -> Iterator[dict[str, str]]:
-  """Temporary files beside each of `paths`, renamed in together.
+def staged(paths: Sequence[str], journal: str | None = None,
+           removed: Sequence[str] = ()) -> Iterator[dict[str, str]]:
+  """Temporary files beside each of `paths`, renamed in together, and the
+  files of `removed` (that exist) removed in the same transaction.
 
   Every destination is checked and given its temporary before the block
   runs, so an unwritable one fails first. The block writes (and may check)
@@ -301,7 +314,7 @@ def staged(paths: Sequence[str],
                              "away or choose another path")
       temps[path] = temp_beside(path)
     yield temps
-    _replace_all(temps, journal)
+    _replace_all(temps, journal, removed)
   finally:
     for tmp in temps.values():
       with contextlib.suppress(FileNotFoundError):

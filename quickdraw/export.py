@@ -694,9 +694,19 @@ def _export(classifier, categories, config, check_drawings, check_labels,
   with atomic_files.disk_full_is_an_error(
       config.report_dir, "the export's files",
       2 * sum(len(data) for data in contents.values())):
+    # Variants an earlier export wrote and this one does not (another
+    # --quantize) would sit beside the new model, of another model: gone
+    # in the same transaction. So is the assets' graph with
+    # --noandroid_graph.
+    stale = [config.tflite_path(mode, canvas)
+             for mode in MODES if mode not in config.modes
+             for canvas in (False, True)]
+    if config.android_assets_dir and not config.android_graph:
+      stale.append(os.path.join(
+          os.path.expanduser(config.android_assets_dir), ASSET_GRAPH))
     with atomic_files.staged([*contents, report_path, *assets],
-                             journal=os.path.join(config.report_dir,
-                                                  JOURNAL)) as temps:
+                             journal=os.path.join(config.report_dir, JOURNAL),
+                             removed=stale) as temps:
       for path, data in contents.items():
         with open(temps[path], "wb") as f:
           f.write(data)
@@ -733,10 +743,6 @@ def _export(classifier, categories, config, check_drawings, check_labels,
         f.write(json.dumps(report, indent=2) + "\n")
     if assets:
       logging.info("Wrote the app's files into %s", config.android_assets_dir)
-      stale = os.path.join(os.path.expanduser(config.android_assets_dir),
-                           ASSET_GRAPH)
-      if not config.android_graph and os.path.exists(stale):
-        os.unlink(stale)  # an earlier export's graph, of another model
   return report
 
 

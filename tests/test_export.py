@@ -530,6 +530,11 @@ def test_export_command_reexports_a_trained_run(data_dir, tmp_path, capsys):
     export_cli.main(["export"])
   assert "are left as they were" in capsys.readouterr().out
   assert (assets / "model.tflite").read_bytes() == second
+  # Variants this export did not write are gone, not left beside it.
+  for name in ("model_int8.tflite", "model_canvas_int8.tflite",
+               "model_dynamic.tflite", "model_canvas_dynamic.tflite"):
+    assert not (out / name).exists(), name
+  assert (out / "model_canvas.tflite").exists()
 
   # An app using MediaPipe does not need the legacy graph.
   assert (assets / "retrained_graph.pb").exists()

@@ -236,3 +236,39 @@ def test_a_kill_between_the_exports_renames(data_dir, tmp_path):
   for artifact in report["artifacts"].values():
     assert os.path.getsize(artifact["path"]) == artifact["bytes"]
   assert export.finish_interrupted_export(str(out)) == 0  # nothing left
+
+
+def test_a_transaction_removes_files_all_or_none(tmp_path, monkeypatch):
+  from quickdraw import atomic_files
+  new, old = tmp_path / "new.txt", tmp_path / "old.txt"
+  old.write_text("an earlier export's")
+  with atomic_files.staged([str(new)], removed=[str(old),
+                                                str(tmp_path / "none")]) as t:
+    with open(t[str(new)], "w") as f:
+      f.write("this export's")
+  assert new.read_text() == "this export's" and not old.exists()
+
+  # A rename that fails puts the removed file back.
+  old.write_text("an earlier export's")
+  real = os.replace
+
+  def failing(src, dst):
+    if str(dst).endswith("late.txt"):
+      raise OSError(28, "No space left on device")
+    return real(src, dst)
+
+  monkeypatch.setattr(atomic_files.os, "replace", failing)
+  with pytest.raises(QuickDrawError):
+    with atomic_files.staged([str(new), str(tmp_path / "late.txt")],
+                             removed=[str(old)]) as t:
+      for path in t.values():
+        with open(path, "w") as f:
+          f.write("x")
+  assert old.read_text() == "an earlier export's"
+  monkeypatch.setattr(atomic_files.os, "replace", real)
+
+  # A journal from a killed transaction finishes its removals too.
+  journal = tmp_path / "journal"
+  journal.write_text(json.dumps([[str(old), None]]))
+  assert atomic_files.finish_interrupted(str(journal)) == 1
+  assert not old.exists() and not journal.exists()

@@ -103,6 +103,28 @@ def test_main_writes_model_labels_and_report(data_dir, tmp_path):
   assert {"head/train", "head/validation", "images"} <= events
 
 
+def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
+                                                        capsys):
+  out, assets = tmp_path / "out", tmp_path / "app" / "assets"
+  settings = dict(
+      data_dir=data_dir, download=False, samples_per_class=60,
+      architecture="mobilenet_0.25_128", image_size=SIZE, weights="none",
+      epochs=1, train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
+      output_dir=str(out), check_drawings=20, check_canvases=8,
+      canvas_size=64)
+  with flagsaver.flagsaver(categories=list(CATEGORIES[:3]),
+                           android_assets_dir=str(assets), **settings):
+    train_cli.main(["train"])
+  capsys.readouterr()
+  with flagsaver.flagsaver(categories=list(CATEGORIES), **settings):
+    train_cli.main(["train"])
+  assert f"The app's files go to {assets} again" in capsys.readouterr().out
+  # The app's folder holds the new four-class model, and the run keeps it.
+  assert (assets / "labels.txt").read_text().split() == list(CATEGORIES)
+  run = json.loads((out / "run.json").read_text())
+  assert run["export"]["android_assets_dir"] == str(assets)
+
+
 def test_second_run_trains_from_the_cache(data_dir, tmp_path, monkeypatch):
   first = training.train_and_evaluate(data_config(data_dir),
                                       train_config(tmp_path, "a"))

@@ -127,6 +127,23 @@ def export_config_from_flags(output_dir: str, output_graph: str = "",
       representative_drawings=FLAGS.representative_drawings)
 
 
+def android_assets_dir(run: dict | None) -> str:
+  """Where the app's files go: --android_assets_dir, else the folder that
+  `run` (a run.json, or None) recorded, saying so; "" with
+  --noandroid_assets. An app's folder is never left holding the model of
+  an earlier run of the same --output_dir without a word."""
+  recorded = (run or {}).get("export", {}).get("android_assets_dir", "")
+  assets = ((FLAGS.android_assets_dir or recorded) if FLAGS.android_assets
+            else "")
+  if assets and not FLAGS.android_assets_dir:
+    print(f"The app's files go to {recorded} again, as recorded with the "
+          "run (--noandroid_assets leaves them alone)")
+  elif recorded and not assets:
+    print(f"The app's files in {recorded} are left as they were "
+          "(--noandroid_assets): they hold the earlier model")
+  return assets
+
+
 def main(argv: Sequence[str]) -> None:
   if common.list_categories_or_check_args(argv):
     return
@@ -140,15 +157,7 @@ def main(argv: Sequence[str]) -> None:
   config = export_config_from_flags(
       out, FLAGS.output_graph or run["train"].get("output_graph", ""),
       FLAGS.output_labels or run["train"].get("output_labels", ""))
-  recorded = run.get("export", {}).get("android_assets_dir", "")
-  assets = ((FLAGS.android_assets_dir or recorded) if FLAGS.android_assets
-            else "")
-  if assets and not FLAGS.android_assets_dir:
-    print(f"The app's files go to {recorded} again, as recorded with the "
-          "run (--noandroid_assets leaves them alone)")
-  elif recorded and not assets:
-    print(f"The app's files in {recorded} are left as they were "
-          "(--noandroid_assets)")
+  assets = android_assets_dir(run)
   config = dataclasses.replace(config, android_assets_dir=assets)
   report = training.export_run(data, config, os.path.join(
       out, training.MODEL_FILENAME))

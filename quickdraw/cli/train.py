@@ -32,6 +32,7 @@ from absl import flags, logging
 from quickdraw import distribute, training
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli
+from quickdraw.errors import QuickDrawError
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common)  # so --help lists the data flags
@@ -165,9 +166,16 @@ def main(argv: Sequence[str]) -> None:
     return
   config = train_config_from_flags()
   data = common.data_config_from_flags()
-  export = (export_cli.export_config_from_flags(
-      config.output_dir, config.output_graph, config.output_labels)
-            if FLAGS.export else None)
+  export = None
+  if FLAGS.export:
+    try:  # an earlier run in the same folder: its app folder gets this one
+      earlier = common.read_run(config.output_dir)[0]
+    except QuickDrawError:
+      earlier = None
+    export = dataclasses.replace(
+        export_cli.export_config_from_flags(
+            config.output_dir, config.output_graph, config.output_labels),
+        android_assets_dir=export_cli.android_assets_dir(earlier))
   result = training.train_and_evaluate(data, config, export=export)
   logging.info("Epochs run: %s", result.epochs_run)
   if not result.chief:
