@@ -799,6 +799,8 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
   if export is not None:
     export_report = export_run(data, export, classifier=run.classifier,
                                source=source)
+    if "android_assets" in export_report:
+      record_export(config.output_dir, export, export_report)
     print(export_lib.format_report(export_report))
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
                      export_report, chief)
@@ -826,12 +828,27 @@ def _save(run: _Run, report: dict,
                config.path("output_labels"))
 
 
-def recorded_export(export: export_lib.ExportConfig | None) -> dict:
-  """What run.json records of an export: where the app's files went."""
+def recorded_export(export: export_lib.ExportConfig | None,
+                    report: dict | None = None) -> dict:
+  """What run.json records of an export: where the app's files went, and
+  which variant they got (the export `report`'s, which is float32 when the
+  asked-for one lost too much)."""
   assets = export.android_assets_dir if export else ""
+  model = export.android_model if export else ""
+  if report and "android_assets" in report:
+    model = report["android_assets"]["given"]
   return {"android_assets_dir": os.path.abspath(os.path.expanduser(assets))
-          if assets else "",
-          "android_model": export.android_model if export else ""}
+          if assets else "", "android_model": model}
+
+
+def record_export(output_dir: str, export: export_lib.ExportConfig,
+                  report: dict) -> None:
+  """Writes `recorded_export` into the run's run.json."""
+  path = os.path.join(output_dir, RUN_FILENAME)
+  with open(path) as f:
+    run = json.load(f)
+  run["export"] = recorded_export(export, report)
+  atomic_files.write_text(path, json.dumps(run, indent=2) + "\n")
 
 
 def _write_samples(run: _Run) -> None:

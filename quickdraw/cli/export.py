@@ -15,13 +15,12 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 from absl import flags
 
-from quickdraw import atomic_files, export, training
+from quickdraw import export, training
 from quickdraw.cli import common
 from quickdraw.errors import QuickDrawError
 
@@ -163,9 +162,7 @@ def main(argv: Sequence[str]) -> None:
       out, training.MODEL_FILENAME))
   print(export.format_report(report))
   if assets:
-    run["export"] = training.recorded_export(config)
-    atomic_files.write_text(os.path.join(out, training.RUN_FILENAME),
-                            json.dumps(run, indent=2) + "\n")
+    training.record_export(out, config, report)
 
 
 def run() -> None:
