@@ -194,8 +194,12 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
       self.send_header("Content-Type", content_type)
       self.send_header("Content-Length", str(len(body)))
       self.send_header("Cache-Control", "no-store")
-      self.end_headers()
-      self.wfile.write(body)
+      try:
+        self.end_headers()
+        self.wfile.write(body)
+      except (BrokenPipeError, ConnectionResetError):
+        # The browser closed the page mid-answer: nothing to tell anyone.
+        self.close_connection = True
 
     def _json(self, status: int, value) -> None:
       self._send(status, json.dumps(value).encode(), "application/json")

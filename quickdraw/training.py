@@ -449,9 +449,10 @@ class _Run:
     weights_path = model_lib.resolve_weights(named, config.weights,
                                              config.model_dir or None)
     if data.image_size != named.image_size and weights_path:
-      logging.warning("--image_size=%d differs from %s's %d: the pretrained "
-                      "features are tuned to %d", data.image_size, named.name,
-                      named.image_size, named.image_size)
+      # Said, not warned: configs/accurate.flags does it on purpose.
+      logging.info("Running %s's weights (trained at %d px) at "
+                   "--image_size=%d", named.name, named.image_size,
+                   data.image_size)
     self.architecture = dataclasses.replace(named, image_size=data.image_size)
     self.value_range = self.architecture.input_range
     self.backbone = model_lib.build_backbone(self.architecture, weights_path)
@@ -587,6 +588,8 @@ class _Run:
 
   def fine_tune(self, resume: dict | None) -> None:
     config = self.config
+    logging.info("Fine-tuning the backbone's top %d layers for %d epochs",
+                 config.fine_tune_layers, config.fine_tune_epochs)
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
     steps = input_pipeline.batches_per_epoch(
         self.source.split_size(Split.TRAIN), config.train_batch_size,
@@ -823,9 +826,6 @@ def _save(run: _Run, report: dict,
                   # quickdraw-export writes the app's files here again.
                   "export": recorded_export(export)},
                  indent=2) + "\n")
-  logging.info("Saved %s and %s", os.path.join(config.output_dir,
-                                               MODEL_FILENAME),
-               config.path("output_labels"))
 
 
 def recorded_export(export: export_lib.ExportConfig | None,

@@ -239,6 +239,7 @@ def test_predict_answers_the_good_files_beside_a_bad_one(exported, tmp_path,
     with pytest.raises(QuickDrawError) as e:
       predict_cli.main(["predict"] + paths)
   assert "2 of 4 inputs could not be read" in str(e.value)
+  assert "the others were classified" in str(e.value)
   captured = capsys.readouterr()
   errors = captured.err.splitlines()
   assert len(errors) == 2
@@ -247,6 +248,11 @@ def test_predict_answers_the_good_files_beside_a_bad_one(exported, tmp_path,
   assert [a.split(": ")[0] for a in answers] == [paths[0], paths[3]]
   assert all(a.rsplit(": ", 1)[1].startswith(CATEGORIES[class_id])
              for a in answers)
+  with flagsaver.flagsaver(model=exported.tflite_path("float32", canvas=True)):
+    with pytest.raises(QuickDrawError) as alone:
+      predict_cli.main(["predict", str(tmp_path / "notes.txt")])
+  # No "others" when there were none.
+  assert str(alone.value) == "1 of 1 inputs could not be read (above)"
 
 
 def test_predict_says_not_sure_under_the_threshold(exported, tmp_path,

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from quickdraw import bottlenecks, training
+from quickdraw import bottlenecks, inference, training
 from quickdraw.cli import train as train_cli
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
@@ -118,7 +118,12 @@ def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
   capsys.readouterr()
   with flagsaver.flagsaver(categories=list(CATEGORIES), **settings):
     train_cli.main(["train"])
-  assert f"The app's files go to {assets} again" in capsys.readouterr().out
+  said = capsys.readouterr().out
+  assert f"The app's files go to {assets} again" in said
+  # The threshold the Kotlin code needs, said at the end.
+  threshold = inference.score_threshold_for(str(out / "model.tflite"))
+  assert said.rstrip().endswith(
+      f"The app's score threshold (setScoreThreshold): {threshold:.3f}")
   # The app's folder holds the new four-class model, and the run keeps it.
   assert (assets / "labels.txt").read_text().split() == list(CATEGORIES)
   run = json.loads((out / "run.json").read_text())

@@ -179,8 +179,10 @@ def main(argv: Sequence[str]) -> None:
     visualize.write_png(FLAGS.save_drawings, grid)
     print(f"Wrote the drawings the model saw to {FLAGS.save_drawings}")
   if errors:
-    raise QuickDrawError(f"{len(errors)} of {len(inputs)} inputs could not "
-                         "be read (above); the others were classified")
+    raise QuickDrawError(
+        f"{len(errors)} of {len(inputs)} inputs could not be read (above)"
+        + ("; the others were classified" if len(errors) < len(inputs)
+           else ""))
 
 
 def run() -> None:

@@ -177,18 +177,24 @@ def main(argv: Sequence[str]) -> None:
             config.output_dir, config.output_graph, config.output_labels),
         android_assets_dir=export_cli.android_assets_dir(earlier))
   result = training.train_and_evaluate(data, config, export=export)
-  logging.info("Epochs run: %s", result.epochs_run)
+  logging.info("Epochs run: %s", ", ".join(
+      f"{phase.replace('_', '-')} {count}"
+      for phase, count in result.epochs_run.items()))
   if not result.chief:
     print(f"Worker done; the chief wrote {config.output_dir}; test top-1 "
           f"{result.report['top1']:.4f}")
     return
-  canvas = ""
+  canvas = threshold = ""
   if result.export_report:
     canvas = (f"; on test drawings re-drawn as app canvases "
               f"{result.export_report['keras']['canvas_top1']:.4f}")
+    calibrated = result.export_report.get("calibration")
+    if calibrated:
+      threshold = (f"\nThe app's score threshold (setScoreThreshold): "
+                   f"{calibrated['score_threshold']:.3f}")
   print(f"Wrote {config.output_dir}/model.keras and "
         f"{config.path('output_labels')}; test top-1 "
-        f"{result.report['top1']:.4f}{canvas}")
+        f"{result.report['top1']:.4f}{canvas}{threshold}")
 
 
 def run() -> None:
