@@ -171,10 +171,16 @@ def download_category(category: Category, data_dir: str,
     if size != category.size or sha256 != category.sha256:
       got = f"{size} bytes, sha256 {sha256[:16]}..."
       want = f"{category.size} bytes, sha256 {category.sha256[:16]}..."
+      # From a mirror, another try fetches the same file: say what is
+      # wrong with it. From the official storage, a transfer went wrong.
+      advice = (f"the mirror's {category.filename} is not the official file "
+                "(a subset, or another version); point --download_base_url "
+                "at a full copy of the official files, or "
+                if base_url else "try again, or ")
       raise QuickDrawError(
           f"download of {category.name!r} from {url} does not match the "
           f"official record (got {got}, expected {want}); nothing was kept; "
-          f"try again, or {_manual_hint(category, data_dir)}")
+          f"{advice}{_manual_hint(category, data_dir)}")
     os.replace(tmp, dest)
   except BaseException:
     # Whatever went wrong (including Ctrl-C), leave no partial file behind.

@@ -121,8 +121,10 @@ def test_checksum_or_size_mismatch_keeps_nothing(mirror, server, tmp_path,
   assert str(e.value).startswith(
       f"download of 'cat' from {server}/cat.npy does not match the official "
       f"record (got {good.size} bytes, sha256 {good.sha256[:16]}..., expected "
-      f"{bad.size} bytes, sha256 {bad.sha256[:16]}...); nothing was kept; try "
-      "again, or fetch it yourself")
+      f"{bad.size} bytes, sha256 {bad.sha256[:16]}...); nothing was kept; the "
+      "mirror's cat.npy is not the official file (a subset, or another "
+      "version); point --download_base_url at a full copy of the official "
+      "files, or fetch it yourself")
   assert os.listdir(tmp_path) == []
 
 
