@@ -48,3 +48,14 @@ def test_every_path_flag_expands_home_and_variables(tmp_path):
     assert not EXPECTED & set(found["strings"]), found["strings"]
     seen |= set(found["paths"])
   assert seen == EXPECTED
+
+
+def test_help_lists_flagfile_and_the_files_train_writes():
+  result = subprocess.run(
+      [sys.executable, "-m", "quickdraw.cli.train", "--help"],
+      capture_output=True, text=True, cwd=REPO)
+  assert result.returncode == 0, result.stderr
+  assert "--flagfile:" in result.stdout  # not only under --helpfull
+  for written in ("model.keras", "run.json", "model_canvas.tflite",
+                  "model_info.json", "<--android_assets_dir>/"):
+    assert written in result.stdout, written

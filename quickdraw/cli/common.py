@@ -276,6 +276,11 @@ def run_app(main: Callable[[Sequence[str]], None], module_name: str) -> None:
   """
   for flag in FLAGS.get_key_flags_for_module(module_name):
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  # absl lists --flagfile (one of its special flags) only under
+  # --helpfull; every command takes one.
+  from absl.flags import _helpers  # the special flags' one home
+  FLAGS.register_key_flag_for_module(sys.argv[0],
+                                     _helpers.SPECIAL_FLAGS["flagfile"])
   # absl prints the __main__ module's docstring as the usage text.
   sys.modules["__main__"].__doc__ = sys.modules[module_name].__doc__
   app.run(guarded(main), flags_parser=parse_flags)

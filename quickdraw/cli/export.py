@@ -3,9 +3,11 @@
 Reads <output_dir>/model.keras and run.json (written by quickdraw-train),
 and writes the frozen graph, labels, TFLite files and model_info.json, checks
 each artifact against the Keras model on held-out test drawings (which is
-why the data must still be readable), and copies the app's files into
---android_assets_dir if given. quickdraw-train runs the same export at the
-end of training.
+why the data must still be readable), and writes the app's files into
+--android_assets_dir, or else into the folder the run recorded (the last
+export's; --noandroid_assets leaves it alone). Variants an earlier export
+wrote and this one does not are removed. quickdraw-train runs the same
+export at the end of training.
 
 Examples:
   quickdraw-export --output_dir=runs/quickstart --quantize=int8 \\

@@ -5,11 +5,18 @@ features (optionally fine-tuning the backbone's top layers afterwards),
 evaluates it on the held-out test split, and writes to --output_dir:
 
   model.keras              the classifier (images in the backbone's input
-                           range -> softmax)
+                           range -> softmax), calibrated by the export
   retrained_labels.txt     one category per line, in output order
   evaluation.json          test top-1, top-3 and per-class accuracy
   confusion_matrix.json/.png, misclassified.png, training_inputs.png
+  run.json                 the run's settings, and where the app's files went
   logs/                    TensorBoard: losses, accuracy, the pictures
+and then exports (--noexport skips it; see quickdraw-export):
+  retrained_graph.pb       the frozen graph (retrain.py's)
+  model.tflite, model_canvas.tflite (+ _<mode> variants of --quantize)
+  model_info.json, export_report.json
+  <--android_assets_dir>/  model.tflite (the app's canvas model, labels
+                           inside), labels.txt, model_info.json
 
 A run that is interrupted resumes at its last finished epoch when started
 again with the same flags. retrain.py's flags keep their meaning
