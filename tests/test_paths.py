@@ -54,8 +54,8 @@ def test_help_lists_flagfile_and_the_files_train_writes():
   result = subprocess.run(
       [sys.executable, "-m", "quickdraw.cli.train", "--help"],
       capture_output=True, text=True, cwd=REPO)
-  assert result.returncode == 0, result.stderr
-  assert "--flagfile:" in result.stdout  # not only under --helpfull
+  # (absl's --help exits with status 1.)
+  assert "--flagfile:" in result.stdout, result.stderr  # not only under --helpfull
   for written in ("model.keras", "run.json", "model_canvas.tflite",
                   "model_info.json", "<--android_assets_dir>/"):
     assert written in result.stdout, written
