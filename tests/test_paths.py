@@ -59,3 +59,31 @@ def test_help_lists_flagfile_and_the_files_train_writes():
   for written in ("model.keras", "run.json", "model_canvas.tflite",
                   "model_info.json", "<--android_assets_dir>/"):
     assert written in result.stdout, written
+
+
+def test_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+  from quickdraw.cli import common
+  import pytest
+  from quickdraw.errors import QuickDrawError
+  shipped = os.path.join(common.CONFIG_DIR, "quickstart.flags")
+  assert os.path.exists(shipped)
+  assert {"quickstart", "accurate", "retrain_compat", "smoke"} <= set(
+      common.shipped_configs())
+  monkeypatch.chdir(tmp_path)  # no configs/ here
+  assert common.with_configs(
+      ["train", "--config=quickstart", "--epochs=3"]) == [
+          "train", f"--flagfile={shipped}", "--epochs=3"]
+  assert common.with_configs(["train", "--config", "quickstart.flags"]) == [
+      "train", f"--flagfile={shipped}"]
+  assert common.with_configs(
+      ["train", "--flagfile=configs/quickstart.flags"]) == [
+          "train", f"--flagfile={shipped}"]
+  # A flagfile of the user's own is left alone, even one named alike.
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "quickstart.flags").write_text("--epochs=1\n")
+  assert common.with_configs(
+      ["train", "--flagfile=configs/quickstart.flags"]) == [
+          "train", "--flagfile=configs/quickstart.flags"]
+  with pytest.raises(QuickDrawError) as e:
+    common.with_configs(["train", "--config=quikstart"])
+  assert "no such config; use one of accurate, quickstart" in str(e.value)

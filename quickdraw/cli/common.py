@@ -112,6 +112,16 @@ flags.DEFINE_integer(
 DEFINE_path(
     "output_dir", TrainConfig.output_dir,
     "Folder for what a run writes: model, labels, evaluation, pictures.")
+# The flagfiles shipped inside the package (the checkout's configs/ is a
+# link to them), found by name from any folder.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "configs")
+flags.DEFINE_string(
+    "config", None,
+    "A flagfile shipped with quickdraw, by name, from any folder: "
+    "quickstart, accurate, retrain_compat or smoke (read where it stands, "
+    "like --flagfile; later flags override it). --flagfile=configs/NAME.flags "
+    "finds them from any folder too.")
 flags.DEFINE_boolean(
     "list_categories", False,
     "Print the 345 official category names and exit.")
@@ -248,12 +258,51 @@ def parse_flags(argv: list[str]) -> list[str]:
   message is kept whole, "Did you mean" suggestions included.
   """
   try:
-    return FLAGS(argv)
-  except flags.Error as e:
+    return FLAGS(with_configs(argv))
+  except (flags.Error, QuickDrawError) as e:
     message = " ".join(str(e).split())
     print(f"{program_name()}: error: {message} (see --help)",
           file=sys.stderr)
     sys.exit(1)
+
+
+def shipped_configs() -> list[str]:
+  """The names of the flagfiles in CONFIG_DIR."""
+  return sorted(n[:-len(".flags")] for n in os.listdir(CONFIG_DIR)
+                if n.endswith(".flags"))
+
+
+def with_configs(argv: list[str]) -> list[str]:
+  """`argv` with each `--config=NAME` turned into the shipped flagfile, in
+  its place, and a `--flagfile=.../configs/NAME.flags` that does not exist
+  here (the README's, run outside the checkout) pointed at the shipped one.
+
+  Raises:
+    QuickDrawError: --config names no shipped config.
+  """
+  out, args = list(argv[:1]), list(argv[1:])
+  while args:
+    arg = args.pop(0)
+    name = None
+    if arg in ("--config", "-config") and args:
+      name = args.pop(0)
+    elif arg.startswith(("--config=", "-config=")):
+      name = arg.split("=", 1)[1]
+    if name is not None:
+      name = name[:-len(".flags")] if name.endswith(".flags") else name
+      if name not in shipped_configs():
+        raise QuickDrawError(
+            f"--config={name}: no such config; use one of "
+            f"{', '.join(shipped_configs())}, or --flagfile=FILE")
+      arg = f"--flagfile={os.path.join(CONFIG_DIR, name + '.flags')}"
+    elif arg.startswith("--flagfile="):
+      path = os.path.expanduser(arg.split("=", 1)[1])
+      shipped = os.path.join(CONFIG_DIR, os.path.basename(path))
+      if (not os.path.exists(path) and os.path.basename(os.path.dirname(
+          path)) == "configs" and os.path.exists(shipped)):
+        arg = f"--flagfile={shipped}"
+    out.append(arg)
+  return out
 
 
 def program_name() -> str:
