@@ -20,22 +20,50 @@ from quickdraw import preprocessing
 from quickdraw.errors import QuickDrawError
 
 
-def composite_over_white(picture: np.ndarray) -> np.ndarray:
+def composite_over_white(picture: np.ndarray,
+                         background: tuple[int, int, int] = (255, 255, 255)
+                         ) -> np.ndarray:
   """(H, W, C) uint8 with C = 2 (grey, alpha) or 4 (RGBA) -> opaque pixels.
 
-  Transparent pixels become white, the colour an empty canvas shows: black
-  ink on a transparent canvas reads as black ink on white. Pictures without
-  alpha are returned as they are.
+  Transparent pixels become `background`, by default white, the colour an
+  empty canvas shows: black ink on a transparent canvas reads as black ink
+  on white (a dark theme's white ink needs its dark background). Pictures
+  without alpha are returned as they are.
   """
   if picture.shape[-1] not in (2, 4):
     return picture
   alpha = picture[..., -1:].astype(np.float32) / 255.0
   colour = picture[..., :-1].astype(np.float32)
-  return np.round(colour * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+  paper = np.asarray(background, np.float32)
+  if colour.shape[-1] == 1:  # grey: the background's grey level
+    paper = paper.mean(keepdims=True)
+  return np.round(colour * alpha + paper * (1.0 - alpha)).astype(np.uint8)
 
 
-def read_picture(path: str) -> np.ndarray:
-  """A PNG, JPEG, GIF or BMP file as opaque (H, W, 1 or 3) uint8 pixels.
+def parse_colour(text: str) -> tuple[int, int, int]:
+  """`#RRGGBB`, `RRGGBB`, `#RGB` or a name (white, black) -> RGB.
+
+  Raises:
+    QuickDrawError: not a colour.
+  """
+  names = {"white": "#FFFFFF", "black": "#000000"}
+  value = names.get(text.strip().lower(), text.strip()).lstrip("#")
+  if len(value) == 3:
+    value = "".join(c * 2 for c in value)
+  try:
+    if len(value) != 6:
+      raise ValueError
+    return tuple(int(value[i:i + 2], 16) for i in (0, 2, 4))
+  except ValueError:
+    raise QuickDrawError(f"--background={text}: not a colour; pass #RRGGBB "
+                         "(e.g. #121212), white or black") from None
+
+
+def read_picture(path: str,
+                 background: tuple[int, int, int] = (255, 255, 255)
+                 ) -> np.ndarray:
+  """A PNG, JPEG, GIF or BMP file as opaque (H, W, 1 or 3) uint8 pixels, a
+  transparent one composited over `background`.
 
   Raises:
     QuickDrawError: the file is not a picture.
@@ -45,7 +73,7 @@ def read_picture(path: str) -> np.ndarray:
                                  expand_animations=False).numpy()
   except tf.errors.OpError:
     raise QuickDrawError(f"{path}: not a PNG or JPEG image") from None
-  return composite_over_white(picture)
+  return composite_over_white(picture, background)
 
 
 def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:

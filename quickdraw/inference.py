@@ -328,7 +328,8 @@ def score_threshold_for(model_path: str) -> float | None:
   return float(value) if isinstance(value, (int, float)) else None
 
 
-def read_inputs(paths: Sequence[str], errors: list[str] | None = None
+def read_inputs(paths: Sequence[str], errors: list[str] | None = None,
+                background: tuple[int, int, int] = (255, 255, 255)
                 ) -> tuple[list[str], list[np.ndarray]]:
   """Reads pictures (PNG, JPEG, ...) and `.npy` rows.
 
@@ -336,6 +337,7 @@ def read_inputs(paths: Sequence[str], errors: list[str] | None = None
     paths: The files.
     errors: If given, a bad file's one-line error is appended here and the
       other files are still read; if None, the first bad file raises.
+    background: The colour a transparent picture is composited over.
 
   Returns:
     (names, pictures): a name per picture (the file, or `file[row]` for
@@ -348,7 +350,7 @@ def read_inputs(paths: Sequence[str], errors: list[str] | None = None
   names, pictures = [], []
   for path in paths:
     try:
-      read = _read_input(path)
+      read = _read_input(path, background)
     except QuickDrawError as e:
       if errors is None:
         raise
@@ -359,8 +361,12 @@ def read_inputs(paths: Sequence[str], errors: list[str] | None = None
   return names, pictures
 
 
-def _read_input(path: str) -> tuple[list[str], list[np.ndarray]]:
+def _read_input(path: str, background: tuple[int, int, int]
+                ) -> tuple[list[str], list[np.ndarray]]:
   """One file's (names, pictures) for `read_inputs`."""
+  if os.path.isdir(path):
+    raise QuickDrawError(f"{path}: a folder; pass the pictures in it, e.g. "
+                         f"{os.path.join(path, '*.png')}")
   if not os.path.isfile(path):
     raise QuickDrawError(f"{path}: no such file; pass PNG, JPEG or .npy "
                          "files")
@@ -378,7 +384,7 @@ def _read_input(path: str) -> tuple[list[str], list[np.ndarray]]:
           "784 pixels (N, 784) or (N, 28, 28)")
     rows = np.asarray(rows).reshape(-1, 28, 28, 1)
     return [f"{path}[{i}]" for i in range(len(rows))], list(rows)
-  return [path], [canvases.read_picture(path)]
+  return [path], [canvases.read_picture(path, background)]
 
 
 def classify_pictures(predictor: Predictor, pictures: Sequence[np.ndarray]

@@ -204,6 +204,36 @@ def test_predict_composites_a_transparent_canvas_over_white(exported,
     np.testing.assert_array_equal(transparent.drawing, opaque.drawing)
 
 
+def test_predict_background_for_a_dark_themes_transparent_canvas(
+    exported, tmp_path, capsys):
+  class_id, picture = next(canvases())  # black ink on white
+  ink = picture[..., :1] < 128
+  # White ink on a transparent canvas: a dark theme's export.
+  rgba = np.concatenate([np.full_like(picture, 255),
+                         np.where(ink, 255, 0).astype(np.uint8)], -1)
+  _write_png(tmp_path / "dark_theme.png", rgba)
+  model = exported.tflite_path("float32", canvas=True)
+  with flagsaver.flagsaver(model=model):
+    predict_cli.main(["predict", str(tmp_path / "dark_theme.png")])
+  # Over white, white ink is nothing; the hint names --background.
+  said = capsys.readouterr().out
+  assert "blank" in said and "--background=" in said
+  with flagsaver.flagsaver(model=model, background="#121212"):
+    predict_cli.main(["predict", str(tmp_path / "dark_theme.png")])
+  said = capsys.readouterr().out
+  assert "blank" not in said and CATEGORIES[class_id] in said
+  with flagsaver.flagsaver(model=model, background="dark"):
+    with pytest.raises(QuickDrawError) as e:
+      predict_cli.main(["predict", str(tmp_path / "dark_theme.png")])
+  assert "--background=dark: not a colour" in str(e.value)
+  # A folder is said to be one.
+  with flagsaver.flagsaver(model=model):
+    with pytest.raises(QuickDrawError):
+      predict_cli.main(["predict", str(tmp_path)])
+  assert f"{tmp_path}: a folder; pass the pictures in it" in (
+      capsys.readouterr().err)
+
+
 def test_predict_warns_on_a_blank_canvas(exported, tmp_path, capsys):
   _write_png(tmp_path / "white.png", np.full((300, 300, 3), 255, np.uint8))
   _write_png(tmp_path / "clear.png", np.zeros((300, 300, 4), np.uint8))

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags
 
-from quickdraw import inference, tflite_metadata, visualize
+from quickdraw import canvases, inference, tflite_metadata, visualize
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli  # noqa: F401 (--final_tensor_name)
 from quickdraw.errors import QuickDrawError
@@ -55,6 +55,11 @@ flags.DEFINE_float("score_threshold", None,
                    "default: the threshold in model_info.json beside "
                    "--model (none: every answer is given). 0 turns it off.",
                    lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_string(
+    "background", "white",
+    "The colour a transparent picture is composited over: the app canvas's "
+    "own, e.g. #121212 for a dark theme's light ink (#RRGGBB, white or "
+    "black).")
 common.DEFINE_path("save_drawings", None,
                     "A PNG file to write: the 28x28 drawings the model saw, "
                     "one per input, captioned with its answer.")
@@ -107,7 +112,9 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
             top_k: int = 3,
             final_tensor_name: str = inference.FINAL_TENSOR_NAME,
             errors: list[str] | None = None,
-            score_threshold: float | None = None) -> list[Prediction]:
+            score_threshold: float | None = None,
+            background: tuple[int, int, int] = (255, 255, 255)
+            ) -> list[Prediction]:
   """Classifies each input picture (or `.npy` row).
 
   Args:
@@ -115,13 +122,14 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
       recommended threshold (`inference.score_threshold_for`), if any.
     errors: If given, each unreadable input's one-line error goes here and
       the other inputs are classified; if None, the first one raises.
+    background: What a transparent picture is composited over.
 
   Raises:
     QuickDrawError: bad model or labels, or (without `errors`) input.
   """
   predictor = inference.load_predictor(model_path, final_tensor_name)
   labels = find_labels(model_path, labels_path)
-  names, pictures = inference.read_inputs(inputs, errors)
+  names, pictures = inference.read_inputs(inputs, errors, background)
   if not names:
     return []
   drawings, probabilities = inference.classify_pictures(predictor, pictures)
@@ -140,6 +148,17 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
   return results
 
 
+def _has_alpha(path: str) -> bool:
+  """Whether a picture file has transparency (a .npy row has none)."""
+  from PIL import Image  # only for this hint
+  try:
+    with Image.open(path) as image:
+      return image.mode in ("RGBA", "LA", "PA") or (
+          "transparency" in image.info)
+  except (OSError, ValueError):
+    return False
+
+
 def main(argv: Sequence[str]) -> None:
   inputs = argv[1:]
   if not inputs:
@@ -150,16 +169,23 @@ def main(argv: Sequence[str]) -> None:
     raise QuickDrawError("pass --model=PATH: a .tflite, .pb or .keras file "
                          "that quickdraw-train wrote")
   errors = []
+  background = canvases.parse_colour(FLAGS.background)
   results = predict(FLAGS.model, FLAGS.labels, inputs, FLAGS.top_k,
-                    FLAGS.final_tensor_name, errors, FLAGS.score_threshold)
+                    FLAGS.final_tensor_name, errors, FLAGS.score_threshold,
+                    background)
   # A bad file gets its line, and the others their answers all the same.
   for error in errors:
     print(f"{common.program_name()}: error: {error}", file=sys.stderr)
   for r in results:
     answers = ", ".join(f"{c} {p:.3f}" for c, p in r.top)
     if not r.top:
+      hint = "draw bigger or darker"
+      if _has_alpha(r.name):
+        hint += (f"; it is transparent, so it was put on "
+                 f"{FLAGS.background}: for light ink pass --background= its "
+                 "canvas's colour (e.g. #121212)")
       print(f"{r.name}: blank: no ink found, or too little to classify (a "
-            "dot, a tick), so no guess; draw bigger or darker")
+            f"dot, a tick), so no guess; {hint}")
     elif not r.sure:
       print(f"{r.name}: not sure (no score reaches the threshold): {answers}")
     else:
