@@ -25,7 +25,12 @@ def test_main_writes_summary_and_sample_grid(data_dir, tmp_path, capsys):
     prepare.main(["prepare"])
   table = capsys.readouterr().out
   assert table.splitlines()[0].split() == [
-      "category", "rows_in_file", "used", "train", "validation", "test"]
+      "category", "rows_in_file", "used", "train", "validation", "test",
+      "file"]
+  # Each category's row ends in its file, as the README says.
+  first = table.splitlines()[1]
+  assert first.split()[0] == CATEGORIES[0]
+  assert first.endswith(os.path.join(data_dir, f"{CATEGORIES[0]}.npy"))
   assert table.splitlines()[-2].split()[:3] == ["total", "1200", "400"]
   summary = json.loads((out / "data_summary.json").read_text())
   assert [c["category"] for c in summary["categories"]] == list(CATEGORIES)

@@ -36,19 +36,22 @@ flags.DEFINE_integer(
     "samples_per_row", 8,
     "Training drawings shown per category in data_samples.png.", lower_bound=1)
 
-_COLUMNS = ("category", "rows_in_file", "used", "train", "validation", "test")
+_COLUMNS = ("category", "rows_in_file", "used", "train", "validation", "test",
+            "file")
+_COUNTS = _COLUMNS[1:-1]
 
 
 def format_table(summary: list[dict[str, object]]) -> str:
   """The per-category summary as an aligned text table with a total row."""
-  total = {c: sum(int(r[c]) for r in summary) for c in _COLUMNS[1:]}
+  total = {c: sum(int(r[c]) for r in summary) for c in _COUNTS}
   rows = [_COLUMNS] + [tuple(str(r[c]) for c in _COLUMNS)
                        for r in summary] + [("total",) + tuple(
-                           str(total[c]) for c in _COLUMNS[1:])]
+                           str(total[c]) for c in _COUNTS) + ("",)]
   widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
-  return "\n".join(
-      "  ".join(v.ljust(w) if i == 0 else v.rjust(w)
-                for i, (v, w) in enumerate(zip(r, widths))) for r in rows)
+  # Names and paths left-aligned, counts right-aligned.
+  return "\n".join("  ".join(
+      v.ljust(w) if _COLUMNS[i] in ("category", "file") else v.rjust(w)
+      for i, (v, w) in enumerate(zip(r, widths))).rstrip() for r in rows)
 
 
 def sample_grid(source: QuickDrawSource, per_row: int) -> np.ndarray:
