@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import weakref
 
 import keras
@@ -213,12 +214,19 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   if bar:
     bar.update(done)
   infer = compiled_forward(backbone, image_size)
+  # In a log file (verbose 2: one line at the end), a line every 10% too:
+  # this is the longest phase of a first run.
+  tenth, started = 10 * done // max(n, 1), time.monotonic()
   for b, (images, _) in enumerate(ds.skip(first_batch), start=first_batch):
     out = np.asarray(infer(images))
     features[done:done + len(out)] = out
     done += len(out)
     if bar:
       bar.update(done)
+    if verbose == 2 and 10 * done // n > tenth and done < n:
+      tenth = 10 * done // n
+      logging.info("  %d%% (%d of %d drawings, %.0f s)", 100 * done // n,
+                   done, n, time.monotonic() - started)
     if (b + 1) % _PROGRESS_EVERY == 0:
       features.flush()
       atomic_files.write_text(progress_path, json.dumps({"done": done}))

@@ -175,3 +175,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_entry(make_source, backbone,
   _, _, computed = bottlenecks.load_or_compute(
       backbone, make_source(), "train", SIZE, str(tmp_path), verbose=0)
   assert computed
+
+
+def test_a_log_file_gets_a_progress_line_every_tenth(make_source, backbone,
+                                                     tmp_path, caplog):
+  """verbose=2 (output not a terminal): besides Keras' one line at the
+  end, a line each time another tenth of the split is done."""
+  import logging as std_logging
+  caplog.set_level(std_logging.INFO)
+  _, labels, _ = bottlenecks.load_or_compute(
+      backbone, make_source(), "train", SIZE, str(tmp_path), batch_size=16,
+      verbose=2)
+  lines = [r.getMessage() for r in caplog.records
+           if "drawings," in r.getMessage()]
+  assert 5 <= len(lines) <= 9, lines
+  assert lines[0].lstrip().split("%")[0].isdigit()
+  assert f"of {len(labels)} drawings" in lines[-1]
