@@ -127,8 +127,8 @@ def misclassified_grid(drawings: np.ndarray, labels: np.ndarray,
       drawings, captions, columns=8,
       title=f"Test drawings the model got wrong ({len(drawings)} shown)",
       legend="Each tile: a test drawing; first line: its true category; "
-      "'said': the model's answer and its score. The weakest classes come "
-      "first.")
+      "'said': the model's answer and its score. Each class's first "
+      "mistake, in label order, then each class's second, and so on.")
 
 
 def write_report(output_dir: str, report: dict, categories: Sequence[str],

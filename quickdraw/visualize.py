@@ -85,9 +85,11 @@ def grid_figure(images: np.ndarray, captions: Sequence[str], *,
   rows = -(-count // columns)
   lines = max((_wrap(c).count("\n") + 1 for c in captions), default=1)
   cell_h = 1.25 + 0.16 * lines
-  height = cell_h * rows + 1.05  # inches: tiles, title and legend
+  caption_h = 0.16 * lines + 0.05  # the last row's captions hang below it
+  # Inches: tiles, title, the last captions and the legend.
+  height = cell_h * rows + 1.05 + caption_h
   figure = _figure(1.35 * columns + 0.3, height)
-  top, bottom = 1 - 0.45 / height, 0.6 / height
+  top, bottom = 1 - 0.45 / height, (0.6 + caption_h) / height
   grid = figure.add_gridspec(rows, columns, top=top, bottom=bottom,
                              left=0.02, right=0.98, hspace=0.16 * lines + 0.1)
   for i, (image, caption) in enumerate(zip(images, captions)):

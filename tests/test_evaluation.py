@@ -97,6 +97,20 @@ def test_grid_captions_are_whole_and_the_grid_has_a_legend():
   assert "T" in texts and "Each tile: something" in texts
 
 
+def test_the_legend_sits_below_the_last_rows_captions():
+  figure = visualize.grid_figure(
+      np.zeros((16, 784), np.uint8),
+      ["alarm clock\nsaid: smiley face 55%"] * 16, columns=8,
+      title="T", legend="Each tile: something. " * 12)
+  figure.canvas.draw()
+  renderer = figure.canvas.get_renderer()
+  legend = [t for t in figure.texts if t.get_text().startswith("Each tile")]
+  top_of_legend = legend[0].get_window_extent(renderer).y1
+  lowest_caption = min(a.xaxis.label.get_window_extent(renderer).y0
+                       for a in figure.axes)
+  assert top_of_legend < lowest_caption  # display y grows upwards
+
+
 def test_pick_mistakes_spreads_over_classes():
   labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
   predictions = np.array([1, 1, 1, 0, 0, 0, 2, 0])
