@@ -2,11 +2,14 @@
 
 An Android app classifies its drawing canvas: a picture far larger than
 28x28, usually dark ink on white, strokes several pixels wide, the doodle
-anywhere on it. `redraw` makes such canvases from QuickDraw's 28x28
-drawings (for the export's checks and the benchmarks); `read_picture` reads
-a PNG or JPEG as an app's opaque RGB canvas (an alpha channel composited
-over white, as an Android ARGB canvas must be before classifying); and
-`fit_canvas` brings any picture to a canvas model's fixed input size.
+anywhere on it. `pen_suite` makes such canvases from QuickDraw's 28x28
+drawings by drawing each one's centre line again with an app's round pen,
+in several widths, themes and places (the export's check and the quality
+gate); `redraw` upscales and thickens them instead (the theme benchmarks);
+`read_picture` reads a PNG or JPEG as an app's opaque RGB canvas (an alpha
+channel composited over white, or the canvas's own colour, as an Android
+ARGB canvas must be before classifying); and `fit_canvas` brings any
+picture to a canvas model's fixed input size.
 """
 
 from __future__ import annotations
@@ -321,7 +324,7 @@ def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28)
   rng = np.random.default_rng(seed)
   pens, places = list(SUITE_PENS), list(SUITE_PLACES)
-  canvases = np.empty((len(drawings), size, size, 3), np.uint8)
+  pictures = np.empty((len(drawings), size, size, 3), np.uint8)
   kinds = {"pen": [], "theme": [], "place": []}
   for i, drawing in enumerate(drawings):
     pen = pens[i % 3]
@@ -340,10 +343,10 @@ def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
       top, left = np.where(rng.uniform(size=2) < 0.5, near, room - near)
     coverage = draw_with_pen(centre_lines(drawing), size, width,
                              (top + width / 2, left + width / 2, side))
-    canvases[i] = paint(coverage, THEMES[theme])
+    pictures[i] = paint(coverage, THEMES[theme])
     for axis, kind in (("pen", pen), ("theme", theme), ("place", place)):
       kinds[axis].append(kind)
-  return canvases, {axis: np.array(k) for axis, k in kinds.items()}
+  return pictures, {axis: np.array(k) for axis, k in kinds.items()}
 
 
 JUNK_KINDS = ("noise", "gradient", "texture", "scribble", "text")

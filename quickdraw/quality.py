@@ -86,7 +86,7 @@ JUNK_PER_KIND = 60
 CANVAS_SIDE = 512
 
 
-def train_command(name: str, run: ReferenceRun, *, repo: str, data_dir: str,
+def train_command(run: ReferenceRun, *, repo: str, data_dir: str,
                   weights_dir: str, output_dir: str, seed: int = 0,
                   extra: Sequence[str] = ()) -> list[str]:
   """The quickdraw-train arguments of a reference run (after the program).
