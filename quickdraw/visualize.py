@@ -51,6 +51,16 @@ def _heading(figure, title: str, legend: str) -> None:
                 ha="center", va="bottom", fontsize=8, color="#444444")
 
 
+def short_name(name: str, width: int = 16) -> str:
+  """A file name that fits a caption line whole: a long one keeps its
+  start and end (the extension) around an ellipsis, rather than being
+  broken mid-word over two lines."""
+  if len(name) <= width:
+    return name
+  tail = max(4, (width - 1) // 3)
+  return name[:width - 1 - tail] + "\u2026" + name[-tail:]
+
+
 def _wrap(caption: str, width: int = 16) -> str:
   return "\n".join(textwrap.fill(line, width) for line in caption.split("\n"))
 

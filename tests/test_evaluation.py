@@ -118,3 +118,12 @@ def test_pick_mistakes_spreads_over_classes():
   assert evaluation.pick_mistakes(labels, predictions, 4).tolist() == [
       0, 4, 7, 1]
   assert evaluation.pick_mistakes(labels, labels, 4).tolist() == []
+
+
+def test_long_file_names_fit_a_caption_line_whole():
+  assert visualize.short_name("cat.png") == "cat.png"
+  short = visualize.short_name("my_very_long_drawing_of_a_cat_03.png")
+  assert len(short) == 16 and short.endswith("3.png") and "\u2026" in short
+  assert short.startswith("my_very_lo")
+  # The caption wrapper leaves it on one line.
+  assert "\n" not in visualize._wrap(short)

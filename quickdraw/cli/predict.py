@@ -193,7 +193,7 @@ def main(argv: Sequence[str]) -> None:
   if FLAGS.save_drawings and results:
     grid = visualize.captioned_grid(
         np.stack([r.drawing for r in results]),
-        [os.path.basename(r.name) + "\n" + (
+        [visualize.short_name(os.path.basename(r.name)) + "\n" + (
             (f"{r.top[0][0]} {100 * r.top[0][1]:.0f}%" if r.sure else
              f"not sure ({r.top[0][0]}?)") if r.top else "blank")
          for r in results],
