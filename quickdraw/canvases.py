@@ -79,12 +79,35 @@ def read_picture(path: str,
   return composite_over_white(picture, background)
 
 
-def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
-  """A picture as a canvas model's (height, width, 3) uint8 input.
+# A picture whose padded square would be longer than this is shrunk first
+# (with antialiasing): a 60000x8 strip padded to a square would need
+# gigabytes. Phone canvases are far smaller and go as the app sends them.
+MAX_SQUARE_SIDE = 8192
 
-  Padded to the input's aspect ratio with its border's colour first, so the
-  doodle keeps its shape (stretching, as MediaPipe does with a canvas of
-  another shape, would distort it), then resized with antialiasing.
+
+def resize_as_mediapipe(picture: np.ndarray, height: int,
+                        width: int) -> np.ndarray:
+  """(H, W, 3) uint8 -> (height, width, 3) uint8, resized as MediaPipe's
+  ImageClassifier resizes an app's bitmap to the model's input: bilinear,
+  with pixel corners aligned at the origin and no antialiasing (OpenCV's
+  warpAffine; TensorFlow's ResizeBilinear without half-pixel centres)."""
+  resized = tf.raw_ops.ResizeBilinear(
+      images=tf.cast(picture[None], tf.float32), size=[height, width],
+      align_corners=False, half_pixel_centers=False)[0]
+  return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+
+
+def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+  """A picture as a canvas model's (height, width, 3) uint8 input, as an
+  app hands it to MediaPipe.
+
+  Padded to the input's aspect ratio with its border's colour first (the
+  README's Kotlin pads the same way: stretching, as MediaPipe does with a
+  canvas of another shape, would distort the doodle), then resized as
+  MediaPipe resizes (`resize_as_mediapipe`), so that a score here is the
+  app's: on pen-drawn canvases of 512 and 1080 px the scores matched
+  MediaPipe's within 0.002 (an antialiased resize was up to 0.28 off, and
+  changed 7% of the answers).
   """
   picture = np.asarray(picture)
   if picture.ndim == 2:
@@ -92,10 +115,8 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   if picture.shape[-1] == 1:
     picture = np.repeat(picture, 3, -1)
   h, w = picture.shape[:2]
-  if h > height or w > width:
-    # Shrunk first, then padded: padding a 60000x8 strip to a square
-    # would need gigabytes.
-    scale = min(height / h, width / w)
+  if max(h, w) > MAX_SQUARE_SIDE:
+    scale = MAX_SQUARE_SIDE / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     picture = np.clip(np.round(tf.image.resize(
         picture, size, antialias=True).numpy()), 0, 255).astype(np.uint8)
@@ -113,8 +134,7 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
     picture = padded
   if picture.shape[:2] == (height, width):
     return picture
-  resized = tf.image.resize(picture, (height, width), antialias=True)
-  return np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
+  return resize_as_mediapipe(picture, height, width)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,3 +101,25 @@ def test_quickstart_flagfile_end_to_end(tmp_path):
                                      theme="white")).max(1) >= threshold)
   print(f"junk under {threshold}: {below:.2f}; real at or above: {real:.2f}")
   assert below >= JUNK_BELOW and real >= REAL_ABOVE
+  # quickdraw-predict (and the demo) bring a picture to the app model's
+  # input as MediaPipe does: the same scores, so the same side of the
+  # threshold. Square canvases of several sizes, and a portrait one that
+  # the app pads first (as the README's Kotlin does). Measured: within
+  # 0.002 at 512 and 1080 px, 0.009 at 300 (an antialiased resize was up
+  # to 0.28 off).
+  from quickdraw import quality
+  model = str(out / "android_assets" / "model.tflite")
+  predictor = inference.load_predictor(model)
+  categories = source.categories
+  for side in (300, 512, 1080):
+    pictures = canvases.pen_suite(drawings[:30], side, seed=side)[0]
+    ours = inference.classify_pictures(predictor, list(pictures))[1]
+    np.testing.assert_allclose(
+        ours, quality.mediapipe_scores(model, pictures, categories),
+        atol=0.03)
+  tall = np.full((900, 500, 3), 255, np.uint8)
+  tall[200:700] = canvases.pen_suite(drawings[:1], 500)[0][0]
+  ours = inference.classify_pictures(predictor, [tall])[1]
+  np.testing.assert_allclose(ours, quality.mediapipe_scores(
+      model, canvases.fit_canvas(tall, 900, 900)[None], categories),
+                             atol=0.03)
