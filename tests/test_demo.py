@@ -387,3 +387,24 @@ def test_drawing_in_a_real_browser(server, tmp_path):
     assert not any("404" in m for m in logs), logs
   finally:
     driver.quit()
+
+
+def test_a_browser_that_closes_mid_answer_is_dropped_quietly():
+  """The page closed while its answer was on the way: no traceback."""
+  handler_class = demo.make_handler(classifier=None)
+  handler = handler_class.__new__(handler_class)
+
+  class Closed:
+    def write(self, data):
+      raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+      pass
+
+  handler.wfile = Closed()
+  handler.request_version = "HTTP/1.1"
+  handler.requestline = "POST /classify HTTP/1.1"
+  handler.command = "POST"
+  handler.close_connection = False
+  handler._json(200, {"top": []})  # raises nothing
+  assert handler.close_connection
