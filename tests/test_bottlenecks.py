@@ -182,7 +182,9 @@ def test_a_log_file_gets_a_progress_line_every_tenth(make_source, backbone,
   """verbose=2 (output not a terminal): besides Keras' one line at the
   end, a line each time another tenth of the split is done."""
   import logging as std_logging
-  caplog.set_level(std_logging.INFO)
+  # On absl's own logger: another test in the same process may have left
+  # absl's verbosity at warnings.
+  caplog.set_level(std_logging.INFO, logger="absl")
   _, labels, _ = bottlenecks.load_or_compute(
       backbone, make_source(), "train", SIZE, str(tmp_path), batch_size=16,
       verbose=2)

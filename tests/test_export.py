@@ -372,6 +372,7 @@ def test_a_variant_over_the_loss_limit_never_reaches_the_app(
                 **kwargs)
 
   monkeypatch.setattr(export, "int8_bytes", int8_of_the_wrong_model)
+  caplog.set_level("WARNING", logger="absl")  # whatever absl was left at
   config = config_for(tmp_path, android_model="int8",
                       android_assets_dir=str(tmp_path / "assets"),
                       canvas_size=CANVAS, check_canvases=20)
