@@ -37,7 +37,8 @@ class ReferenceRun:
   """A fixed training command of the gate.
 
   Attributes:
-    flagfile: A config under configs/, or "" for the defaults.
+    flagfile: A shipped config (quickdraw/configs/), or "" for the
+      defaults.
     architecture: The backbone; its weights come from --weights_dir.
     categories: What it trains on.
     flags: Further flags, after the flagfile's.
@@ -86,7 +87,7 @@ JUNK_PER_KIND = 60
 CANVAS_SIDE = 512
 
 
-def train_command(run: ReferenceRun, *, repo: str, data_dir: str,
+def train_command(run: ReferenceRun, *, data_dir: str,
                   weights_dir: str, output_dir: str, seed: int = 0,
                   extra: Sequence[str] = ()) -> list[str]:
   """The quickdraw-train arguments of a reference run (after the program).
@@ -101,7 +102,7 @@ def train_command(run: ReferenceRun, *, repo: str, data_dir: str,
                              run.architecture).weights_filename)
   args = []
   if run.flagfile:
-    args.append(f"--flagfile={os.path.join(repo, 'configs', run.flagfile)}")
+    args.append(f"--config={run.flagfile.removesuffix('.flags')}")
   quoted = ",".join(f'"{c}"' if " " in c else c for c in run.categories)
   args += [f"--architecture={run.architecture}", f"--weights={weights}",
            f"--categories={quoted}", f"--data_dir={data_dir}", "--nodownload",

@@ -28,7 +28,8 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import numpy as np
 from absl import flags
 
-from quickdraw import canvases, export, inference, preprocessing, training
+from quickdraw import (backbones, canvases, export, inference, preprocessing,
+                       training)
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli
 from quickdraw.data_source import QuickDrawSource
@@ -59,7 +60,6 @@ def parse_variants(text: str) -> dict[str, dict]:
 
 def canvas_features(classifier, source, image_size, value_range, count):
   backbone = classifier.layers[1]
-  head = classifier.layers[2]
   drawings, labels = export.drawings_from_split(source, Split.TEST, count)
   pictures, kinds = canvases.pen_suite(drawings, 512, seed=0)
   fitted = np.stack([canvases.fit_canvas(p, 256, 256) for p in pictures])
@@ -70,7 +70,7 @@ def canvas_features(classifier, source, image_size, value_range, count):
       np.asarray(backbone(inference.to_model_input(
           seen[i:i + 100], image_size, value_range), training=False))
       for i in range(0, len(seen), 100)])
-  return features, labels, kinds, head
+  return features, labels, kinds
 
 
 def main(argv: Sequence[str]) -> None:
@@ -90,8 +90,7 @@ def main(argv: Sequence[str]) -> None:
       result = training.train_and_evaluate(data, config)
       classifier = result.classifier
       if features is None:
-        from quickdraw import backbones
-        features, labels, kinds, _ = canvas_features(
+        features, labels, kinds = canvas_features(
             classifier, source, data.image_size,
             backbones.input_range_of(classifier), FLAGS.canvas_drawings)
       right = np.asarray(classifier.layers[2](features)).argmax(1) == labels

@@ -80,7 +80,7 @@ def train(name: str, seed: int) -> str:
   run = quality.REFERENCE_RUNS[name]
   out = os.path.abspath(os.path.join(FLAGS.output_dir, f"{name}_seed{seed}"))
   args = quality.train_command(
-      run, repo=REPO, data_dir=os.path.expanduser(FLAGS.data_dir),
+      run, data_dir=os.path.expanduser(FLAGS.data_dir),
       weights_dir=os.path.expanduser(FLAGS.weights_dir), output_dir=out,
       seed=seed, extra=FLAGS.train_flags.split())
   done = os.path.join(out, "quality_command.json")
