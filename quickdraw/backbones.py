@@ -57,6 +57,8 @@ class Family:
       top, average pooling, random weights.
     after_loading: Adjusts a model once its ImageNet weights are loaded,
       where Keras' own constructor does more than load the file.
+    hidden: Never listed (--help, errors, `all_names`): the test-only
+      entry, which a user who types its name still gets.
   """
   key: str
   title: str
@@ -67,6 +69,7 @@ class Family:
   weights_url: str
   constructor: Callable[[tuple[int, int, int], float, str], keras.Model]
   after_loading: Callable[[keras.Model], None] | None = None
+  hidden: bool = False
 
   def sizes_for(self, alpha: str) -> tuple[int, ...]:
     return self.sizes.get(alpha, self.sizes.get("", ()))
@@ -161,6 +164,22 @@ def _efficientnet_imagenet_scaling(model: keras.Model) -> None:
   stem.kernel.assign(keras.ops.convert_to_numpy(stem.kernel) * scale)
 
 
+def _tiny(shape, alpha, name):
+  """A test backbone, as flax tests its loop with `_ResNet1`: two
+  convolutions with batch norm, so that the workflow (caches, resume,
+  fine-tuning, export, every command) runs in seconds, not on a MobileNet."""
+  del alpha  # one width
+  inputs = keras.Input(shape)
+  x = inputs
+  for filters in (8, 16):
+    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same",
+                            use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  return keras.Model(inputs, x, name=name)
+
+
 _V2_SIZES = (96, 128, 160, 192, 224)
 _V3_SIZES = (96, 128, 160, 192, 224)
 
@@ -185,6 +204,10 @@ FAMILIES: tuple[Family, ...] = (
            lambda alpha, size: "efficientnetb0_notop.h5",
            "https://storage.googleapis.com/keras-applications/",
            _efficientnet_b0, _efficientnet_imagenet_scaling),
+    # Tests only (random weights; no file is published for it).
+    Family("test_tiny", "Test backbone", (), {"": (32, 64)},
+           preprocessing.SIGNED_RANGE, lambda alpha, size: "",
+           "", _tiny, hidden=True),
 )
 _BY_KEY = {f.key: f for f in FAMILIES}
 # Longest keys first: "mobilenet_v3_small_minimalistic_224" must not be
@@ -274,14 +297,15 @@ def parse_architecture(name: str) -> Architecture:
 def names_help() -> str:
   """The name forms, one clause per family, for errors and --help."""
   parts = []
-  for family in FAMILIES:
+  listed = [f for f in FAMILIES if not f.hidden]
+  for family in listed:
     if family.alphas:
       sizes = sorted({s for a in family.alphas for s in family.sizes_for(a)})
       parts.append(f"{family.key}_<alpha>_<size> (alpha "
                    f"{', '.join(family.alphas)}; size "
                    f"{', '.join(map(str, sizes))})")
-  keys = [f.key for f in FAMILIES if not f.alphas]
-  sizes = sorted({s for f in FAMILIES if not f.alphas
+  keys = [f.key for f in listed if not f.alphas]
+  sizes = sorted({s for f in listed if not f.alphas
                   for s in f.sizes_for("")})
   parts.append(f"{' / '.join(keys)} + _<size> (size "
                f"{', '.join(map(str, sizes))})")
@@ -290,7 +314,8 @@ def names_help() -> str:
 
 def all_names() -> list[str]:
   """Every `--architecture` name quickdraw offers."""
-  return [n for family in FAMILIES for n in family.names()]
+  return [n for family in FAMILIES if not family.hidden
+          for n in family.names()]
 
 
 def architecture_of_weights_file(filename: str) -> list[str]:

@@ -205,7 +205,8 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   # drawings and the compiled forward pass upsamples them: 784 bytes a
   # drawing cross tf.data instead of 600 KB, and on two cores the backbone
   # no longer competes with tf.data's threads.
-  ds = input_pipeline.make_dataset(source, split, batch_size, shuffle=False)
+  ds = input_pipeline.make_dataset(source, split, batch_size, shuffle=False,
+                                   value_range=None)
   ds = ds.with_options(input_pipeline.untuned())
   first_batch = done // batch_size
   done = first_batch * batch_size

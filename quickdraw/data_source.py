@@ -275,3 +275,18 @@ class QuickDrawSource:
         "used": self.num_selected(i),
         **{s.value: int(per_split[s][i]) for s in splits.Split},
     } for i, f in enumerate(self.files)]
+
+
+def drawings_from_split(source: QuickDrawSource, split: splits.Split | str,
+                        count: int) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `count` drawings spread evenly over a split (which is sorted by
+  class, so every class has its share).
+
+  Returns:
+    (uint8 (n, 784) drawings, int64 (n,) labels).
+  """
+  size = source.split_size(split)
+  n = min(count, size)
+  positions = np.linspace(0, size - 1, n).round().astype(np.int64)
+  drawings, labels = source.read_positions(split, np.unique(positions))
+  return drawings, labels.astype(np.int64)

@@ -44,6 +44,7 @@ import tensorflow as tf
 from PIL import Image
 
 from quickdraw import canvases, inference, tflite_metadata
+from quickdraw.export import contracts
 from quickdraw.errors import QuickDrawError
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a 1024x1024 canvas as PNG is well under
@@ -84,7 +85,7 @@ class Classifier:
             f"--model={model_path} has no labels inside; re-export it with "
             "quickdraw-export") from None
     self._lock = threading.Lock()
-    self.score_threshold = inference.score_threshold_for(model_path) or 0.0
+    self.score_threshold = contracts.score_threshold_for(model_path) or 0.0
     # The first calls set up the interpreter and TensorFlow's kernels (about
     # a second): before the server answers anyone. The page's canvas is
     # 512 px.

@@ -15,7 +15,6 @@ training did.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,9 +24,10 @@ import tensorflow as tf
 
 from quickdraw import canvases, preprocessing, quiet
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import contracts
+# The tensors' names are the export's contract; re-exported for callers.
+from quickdraw.export.config import FINAL_TENSOR_NAME, INPUT_NAME
 
-INPUT_NAME = "input"
-FINAL_TENSOR_NAME = "final_result"
 
 
 class Predictor:
@@ -61,7 +61,7 @@ class KerasPredictor(Predictor):
     from quickdraw import backbones
     # model.keras names quickdraw's registered loss (label smoothing), which
     # must be importable for the file to load, even uncompiled.
-    from quickdraw import training  # noqa: F401
+    from quickdraw import losses  # noqa: F401
     self.path = path
     self.model = model if model is not None else keras.models.load_model(
         path, compile=False)
@@ -83,13 +83,13 @@ class FrozenGraphPredictor(Predictor):
     path: The `.pb` file.
     final_tensor_name: Its output node.
     input_range: What its input takes; None reads the `model_info.json`
-      beside it (`graph_input_range`).
+      beside it (`contracts.graph_input_range`).
   """
 
   def __init__(self, path: str, final_tensor_name: str = FINAL_TENSOR_NAME,
                input_range: tuple[float, float] | None = None):
     self.path = path
-    self.input_range = input_range or graph_input_range(path)
+    self.input_range = input_range or contracts.graph_input_range(path)
     graph_def = tf.compat.v1.GraphDef()
     with open(path, "rb") as f:
       graph_def.ParseFromString(f.read())
@@ -243,28 +243,8 @@ def read_labels(path: str) -> list[str]:
                          "labels file written beside the model") from None
 
 
-def graph_input_range(path: str) -> tuple[float, float]:
-  """What a frozen graph written by the export takes: the input range in
-  the `model_info.json` beside it (the run's folder and the Android assets
-  both have one); [-1, 1], retrain.py's contract, without one."""
-  info_path = os.path.join(os.path.dirname(os.path.abspath(path)),
-                           "model_info.json")
-  try:
-    with open(info_path) as f:
-      info = json.load(f)
-  except (OSError, ValueError):
-    return preprocessing.SIGNED_RANGE
-  contract = info.get("drawing_input") or info.get("frozen_graph", {}).get(
-      "input", {})
-  value_range = contract.get("value_range")
-  if isinstance(value_range, list) and len(value_range) == 2:
-    return float(value_range[0]), float(value_range[1])
-  return preprocessing.SIGNED_RANGE
-
-
-def to_model_input(drawings: np.ndarray, image_size: int,
-                   value_range: tuple[float, float] = preprocessing.SIGNED_RANGE
-                   ) -> np.ndarray:
+def to_model_input(drawings: np.ndarray, image_size: int, *,
+                   value_range: tuple[float, float]) -> np.ndarray:
   """uint8 (N, 784) or (N, 28, 28) drawings -> float32 (N, S, S, 3) in
   `value_range`."""
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28, 1)
@@ -286,7 +266,7 @@ def predict_drawings(predictor: Predictor, drawings: np.ndarray,
   training `chunk` at a time (1,000 model inputs at 224 px take 600 MB)."""
   return np.concatenate([
       predictor(to_model_input(drawings[i:i + chunk], predictor.image_size,
-                               predictor.input_range))
+                               value_range=predictor.input_range))
       for i in range(0, len(drawings), chunk)])
 
 
@@ -309,23 +289,6 @@ def drawing_from_image(image: np.ndarray) -> np.ndarray:
     image = image[..., None]
   drawing = preprocessing.canvas_to_drawings(image[None, ..., :3])
   return drawing.numpy()[0].astype(np.uint8)
-
-
-MODEL_INFO = "model_info.json"
-
-
-def score_threshold_for(model_path: str) -> float | None:
-  """The score threshold the export recommends for a model: from the
-  model_info.json beside it (a run's folder, or the app's assets), if it
-  has one."""
-  path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
-                      MODEL_INFO)
-  try:
-    with open(path) as f:
-      value = json.load(f).get("output", {}).get("score_threshold")
-  except (OSError, ValueError, AttributeError):
-    return None
-  return float(value) if isinstance(value, (int, float)) else None
 
 
 def read_inputs(paths: Sequence[str], errors: list[str] | None = None,

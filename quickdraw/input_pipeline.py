@@ -216,7 +216,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  epochs: int | None = 1, first_epoch: int = 0,
                  drop_remainder: bool = False, augment: bool = False,
                  stream: bool | None = None,
-                 value_range: tuple[float, float] = preprocessing.SIGNED_RANGE,
+                 value_range: tuple[float, float] | None,
                  junk: np.ndarray | None = None, junk_per_batch: int = 0
                  ) -> tf.data.Dataset:
   """The input pipeline for one split.
@@ -238,7 +238,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
     stream: Read block by block without an index (`stream_batches`); None
       streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
     value_range: The images' values: the backbone's input range
-      (`backbones`).
+      (`backbones`); None only without `image_size` (uint8 drawings).
     junk: uint8 (N, 28, 28, 1) drawings that are none of the classes
       (`outliers`), for training.
     junk_per_batch: Junk drawings appended to each batch, with label
@@ -266,6 +266,8 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
   seed = source.config.seed
   first_batch = first_epoch * batches_per_epoch(num_examples, batch_size,
                                                 drop_remainder)
+  if image_size is not None and value_range is None:
+    raise ValueError("images need a value_range (the backbone's input range)")
   if junk is not None:
     ds = outliers.add_junk(ds, junk, junk_per_batch,
                            outliers.TRAIN_SEED + seed, first_batch)

@@ -188,7 +188,7 @@ class DrawingsToImages(keras.layers.Layer):
   """
 
   def __init__(self, image_size: int, augment: bool = False, seed: int = 0,
-               value_range=preprocessing.SIGNED_RANGE, **kwargs):
+               *, value_range: tuple[float, float], **kwargs):
     super().__init__(**kwargs)
     self.image_size = image_size
     self.augment = augment
@@ -223,7 +223,7 @@ def build_device_classifier(classifier: keras.Model, augment: bool = False,
   """
   drawings = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
   images = DrawingsToImages(int(classifier.input_shape[1]), augment, seed,
-                            backbones.input_range_of(classifier),
+                            value_range=backbones.input_range_of(classifier),
                             name="drawings_to_images")(drawings)
   return keras.Model(drawings, classifier(images),
                      name="quickdraw_device_classifier")

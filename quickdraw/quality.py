@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from quickdraw import canvases, inference
+from quickdraw import canvases, run_files
+from quickdraw.export import contracts
 from quickdraw.errors import QuickDrawError
 
 # The retrain route's ten categories (the issue that made this gate measured
@@ -181,11 +182,9 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     other categories); calibration_error (test ECE after calibration);
     int8_loss_points (when an int8 variant was exported).
   """
-  from quickdraw import export
-  from quickdraw.cli import common
-  from quickdraw.data_source import QuickDrawSource
+  from quickdraw.data_source import QuickDrawSource, drawings_from_split
   from quickdraw.splits import Split
-  run, data = common.read_run(output_dir)
+  run, data = run_files.read_run(output_dir)
   assets = os.path.join(output_dir, "android_assets")
   if not os.path.isdir(assets):
     assets = run.get("export", {}).get("android_assets_dir", "")
@@ -194,14 +193,14 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     raise QuickDrawError(f"{model} is missing; export the run with "
                          "--android_assets_dir")
   # None for runs exported before calibration: no refusal figures then.
-  threshold = inference.score_threshold_for(model)
+  threshold = contracts.score_threshold_for(model)
   with open(os.path.join(output_dir, "export_report.json")) as f:
     report = json.load(f)
   source = QuickDrawSource.open(data)
   figures = {"npy_top1": float(run["test"]["top1"])}
 
-  drawings, labels = export.drawings_from_split(source, Split.TEST,
-                                                canvas_drawings)
+  drawings, labels = drawings_from_split(source, Split.TEST,
+                                         canvas_drawings)
   pictures, kinds = canvases.pen_suite(drawings, CANVAS_SIDE, seed=0)
   scores = mediapipe_scores(model, pictures, source.categories)
   right = scores.argmax(1) == labels

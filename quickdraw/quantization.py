@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 
 from quickdraw import inference, quiet
-from quickdraw.preprocessing import SIGNED_RANGE
 
 # Ops whose quantization error is ranked (the ones with weights; pooling and
 # softmax follow their inputs' scales).
@@ -62,15 +61,15 @@ class Int8Result:
   layer_errors: dict[str, float]
 
 
-def representative_dataset(drawings: np.ndarray, image_size: int,
-                           value_range: tuple[float, float] = SIGNED_RANGE
+def representative_dataset(drawings: np.ndarray, image_size: int, *,
+                           value_range: tuple[float, float]
                            ) -> Callable[[], Iterator[list[np.ndarray]]]:
   """A converter's representative-dataset factory: uint8 drawings as model
   inputs (in the network's `value_range`), one at a time."""
   def generate():
     for i in range(0, len(drawings), 64):
       batch = inference.to_model_input(drawings[i:i + 64], image_size,
-                                       value_range)
+                                       value_range=value_range)
       for x in batch:
         yield [x[None]]
   return generate
@@ -90,9 +89,8 @@ def _layer_errors(debugger) -> dict[str, float]:
   return errors
 
 
-def predictions(model: bytes, drawings: np.ndarray,
-                value_range: tuple[float, float] = SIGNED_RANGE
-                ) -> np.ndarray:
+def predictions(model: bytes, drawings: np.ndarray, *,
+                value_range: tuple[float, float]) -> np.ndarray:
   """A TFLite network's top-1 class for each drawing."""
   predictor = inference.TFLitePredictor("", num_threads=os.cpu_count(),
                                         model_content=model,
@@ -104,9 +102,8 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
                  representative: np.ndarray, held_out: np.ndarray,
                  held_out_labels: np.ndarray, float_classes: np.ndarray,
                  loss_target: float, costs: dict[str, int] | None = None,
-                 candidates: int = 5, max_float_layers: int = 3,
-                 value_range: tuple[float, float] = SIGNED_RANGE
-                 ) -> Int8Result:
+                 candidates: int = 5, max_float_layers: int = 3, *,
+                 value_range: tuple[float, float]) -> Int8Result:
   """Converts to int8, keeping the fewest layers in float that it needs.
 
   The `candidates` layers with the largest quantization error are the
@@ -140,7 +137,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
   """
   converter.optimizations = [tf.lite.Optimize.DEFAULT]
   converter.representative_dataset = representative_dataset(
-      representative, image_size, value_range)
+      representative, image_size, value_range=value_range)
   # int8 kernels first; float kernels for the layers kept in float.
   converter.target_spec.supported_ops = [
       tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -148,8 +145,8 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
     warnings.filterwarnings("ignore", "Statistics for quantized inputs")
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
-        debug_dataset=representative_dataset(held_out[:DEBUG_DRAWINGS],
-                                             image_size, value_range))
+        debug_dataset=representative_dataset(
+            held_out[:DEBUG_DRAWINGS], image_size, value_range=value_range))
     errors = _layer_errors(debugger)
   suspects = sorted(errors, key=errors.get, reverse=True)[:candidates]
 
@@ -161,7 +158,7 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
       debugger.options = tf.lite.experimental.QuantizationDebugOptions(
           denylisted_nodes=float_layers or None)
       model = debugger.get_nondebug_quantized_model()
-    classes = predictions(model, held_out, value_range)
+    classes = predictions(model, held_out, value_range=value_range)
     return (100 * np.mean(classes == float_classes),
             float_top1 - 100 * np.mean(classes == held_out_labels), model)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -34,180 +33,15 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
-                       evaluation, inference, input_pipeline, outliers,
-                       preprocessing, visualize)
-from quickdraw import export as export_lib
+                       evaluation, inference, input_pipeline,
+                       outliers, run_files, schedules, visualize)
 from quickdraw import model as model_lib
-from quickdraw.config import DataConfig
+from quickdraw.config import DataConfig, TrainConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
-DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
-MODEL_FILENAME = "model.keras"
-RUN_FILENAME = "run.json"  # the run's settings: {"data", "train", ...}
-HELD_OUT_DRAWINGS = 1000  # calibration and int8's float layers use these
 _MISCLASSIFIED_SHOWN = 64
-HEAD_SCHEDULES = ("constant", "cosine", "hold_cosine")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """How to build, train, evaluate and save the classifier.
-
-  Attributes:
-    architecture: The backbone (`backbones`): retrain.py's
-      `mobilenet_<alpha>_<size>`, `mobilenet_v2_<alpha>_<size>`,
-      `mobilenet_v3_small_<size>`, ... The default, MobileNetV2 1.0, is
-      the quickstart's (README.md, "Backbones", says why).
-    weights: "imagenet", "none" (random init, for tests), or a path to the
-      architecture's Keras no-top `.h5` weights.
-    model_dir: Keras' cache folder for downloaded weights; "" for `~/.keras`.
-    bottleneck_dir: The bottleneck cache, shared by runs.
-    output_dir: Where the model, labels, report and checkpoints go.
-    summaries_dir: TensorBoard logs; "" for `<output_dir>/logs`.
-    epochs: Passes over the training split for the head.
-    how_many_training_steps: retrain.py's name: if above 0, train the head
-      for this many batches instead (rounded up to whole epochs).
-    train_batch_size: Drawings per training batch.
-    learning_rate: Adam's learning rate for the head (its initial one
-      under a decaying `head_schedule`).
-    head_schedule: "constant"; "cosine": decaying to zero along a cosine
-      over the head's steps; "hold_cosine": held for two thirds of them,
-      then a cosine to zero (scripts/README.md, "bench_head_defaults.py",
-      has the measurements behind the default).
-    label_smoothing: Share of each target spread evenly over the classes
-      (Szegedy et al. 2016): the model is not pushed to certainty on
-      drawings that look alike, and its scores are less overconfident.
-    dropout: Dropout rate before the head's dense layer.
-    junk_share: Junk pictures (`outliers`: noise, gradients, textures,
-      scribbles, text through the canvas preprocessing) added to each
-      training batch, as a share of its drawings, with a uniform target:
-      the model learns to give them no confident answer, so an app's
-      score threshold turns them away. 0 trains on drawings alone.
-    fine_tune_layers: Top backbone layers with trainable weights
-      (`backbones.fine_tune_candidates`: convolutions and dense layers,
-      never batch norm) to unfreeze after the head has trained; 0 skips
-      fine-tuning.
-    fine_tune_learning_rate: Adam's peak learning rate while fine-tuning,
-      reached after a warm-up over the first 5% of its steps; it then
-      decays to zero along a cosine.
-    fine_tune_epochs: Passes over the training images while fine-tuning.
-    fine_tune_augment: Random rotations, zooms and shifts of the training
-      drawings while fine-tuning only. Images flow through the backbone
-      then anyway, so it costs little, and the head keeps its cache.
-    augment: Random rotations, zooms and shifts of training drawings, for
-      the head and fine-tuning; bypasses the bottleneck cache.
-    min_accuracy: Fail, saving no model, if test top-1 is below this.
-    upsample: Where drawings are upsampled (and augmented) when images flow
-      into the model (fine-tuning, augmentation): "host" in tf.data,
-      "device" in the model's first layer on the accelerator, "auto" device
-      when a GPU is present. Bottlenecks always upsample in their compiled
-      forward pass.
-    output_labels: Labels file; "" for `<output_dir>/retrained_labels.txt`.
-    output_graph: Frozen graph path (written by the export step); "" for
-      `<output_dir>/retrained_graph.pb`.
-    strategy: "default", "mirrored", "multi_worker" or "tpu" (see
-      `distribute`); `train_batch_size` is the global batch.
-    tpu: The TPU's name or grpc:// address, for `strategy="tpu"`.
-    mixed_precision: Compute in float16 (float32 weights and softmax), for
-      GPUs with tensor cores; saved and exported models are float32.
-    verbose: 1 shows Keras progress bars; 2 one line per epoch; 0 nothing.
-    train_seed: Seeds the weights' initialisation, dropout, the order of
-      the head's training batches and the junk drawn into them; -1 for the
-      data's seed. The drawings and their split stay the data's: runs that
-      differ only here measure how much training alone moves a figure.
-  """
-  architecture: str = "mobilenet_v2_1.0_224"
-  weights: str = "imagenet"
-  model_dir: str = ""
-  bottleneck_dir: str = DEFAULT_BOTTLENECK_DIR
-  output_dir: str = os.path.join("runs", "quickdraw")
-  summaries_dir: str = ""
-  epochs: int = 30
-  how_many_training_steps: int = 0
-  train_batch_size: int = 100
-  learning_rate: float = 0.001
-  head_schedule: str = "hold_cosine"
-  label_smoothing: float = 0.1
-  dropout: float = 0.2
-  junk_share: float = 0.1
-  fine_tune_layers: int = 0
-  fine_tune_learning_rate: float = 1e-4
-  fine_tune_epochs: int = 2
-  fine_tune_augment: bool = False
-  augment: bool = False
-  min_accuracy: float = 0.0
-  upsample: str = "auto"
-  output_labels: str = ""
-  output_graph: str = ""
-  strategy: str = "default"
-  tpu: str = ""
-  mixed_precision: bool = False
-  verbose: int = 1
-  train_seed: int = -1
-
-  def __post_init__(self):
-    model_lib.parse_architecture(self.architecture)  # fails early if bad
-    for name in ("epochs", "how_many_training_steps", "fine_tune_layers",
-                 "fine_tune_epochs"):
-      if getattr(self, name) < 0:
-        raise QuickDrawError(f"--{name}={getattr(self, name)} is negative")
-    if self.epochs == 0 and self.how_many_training_steps == 0:
-      raise QuickDrawError(
-          "--epochs=0 trains nothing; pass --epochs or "
-          "--how_many_training_steps")
-    if self.train_batch_size < 1:
-      raise QuickDrawError(
-          f"--train_batch_size={self.train_batch_size}; pass at least 1")
-    for name in ("learning_rate", "fine_tune_learning_rate"):
-      if not getattr(self, name) > 0:
-        raise QuickDrawError(f"--{name}={getattr(self, name)}; pass a "
-                             "positive rate such as 0.001")
-    if not 0 <= self.dropout < 1:
-      raise QuickDrawError(f"--dropout={self.dropout} is outside [0, 1)")
-    if not 0 <= self.junk_share <= 1:
-      raise QuickDrawError(f"--junk_share={self.junk_share} is outside "
-                           "[0, 1]; pass a share such as 0.1, or 0 for none")
-    if not 0 <= self.label_smoothing < 1:
-      raise QuickDrawError(f"--label_smoothing={self.label_smoothing} is "
-                           "outside [0, 1); pass a share such as 0.1")
-    if self.strategy not in distribute.STRATEGIES:
-      raise QuickDrawError(f"--strategy={self.strategy}; use one of "
-                           f"{', '.join(distribute.STRATEGIES)}")
-    if self.head_schedule not in HEAD_SCHEDULES:
-      raise QuickDrawError(f"--head_schedule={self.head_schedule}; use "
-                           f"{' or '.join(HEAD_SCHEDULES)}")
-    if self.upsample not in ("auto", "host", "device"):
-      raise QuickDrawError(
-          f"--upsample={self.upsample}; use auto, host or device")
-    if not 0 <= self.min_accuracy <= 1:
-      raise QuickDrawError(
-          f"--min_accuracy={self.min_accuracy} is outside [0, 1]; pass a "
-          "fraction such as 0.85")
-
-  def seed_for(self, data: DataConfig) -> int:
-    """The seed of training's own randomness (`train_seed`)."""
-    return data.seed if self.train_seed < 0 else self.train_seed
-
-  def path(self, name: str) -> str:
-    """`output_labels`, `output_graph` or `summaries_dir`, defaults filled."""
-    return output_path(self.output_dir, name, getattr(self, name))
-
-
-# Where the path settings point when left empty, inside --output_dir.
-_DEFAULT_NAMES = {"output_labels": "retrained_labels.txt",
-                  "output_graph": "retrained_graph.pb",
-                  "output_tflite": "model.tflite", "summaries_dir": "logs"}
-
-
-def output_path(output_dir: str, name: str, value: str = "") -> str:
-  """The path setting `name` ("output_labels", "output_graph",
-  "output_tflite" or "summaries_dir"): `value`, or its default file in
-  `output_dir` when `value` is empty."""
-  if value:
-    return os.path.expanduser(value)
-  return os.path.join(output_dir, _DEFAULT_NAMES[name])
 
 
 @dataclasses.dataclass
@@ -221,7 +55,6 @@ class TrainResult:
     epochs_run: Epochs trained by this call, per phase ("head",
       "fine_tune"); fewer than configured when it resumed.
     bottlenecks_computed: Splits whose bottlenecks this call computed.
-    export_report: The export's checks, when it exported.
     chief: False on a non-chief worker, whose files went to a scratch
       folder that is gone (the chief wrote the run's files).
   """
@@ -229,7 +62,6 @@ class TrainResult:
   report: dict
   epochs_run: dict[str, int]
   bottlenecks_computed: list[str]
-  export_report: dict | None = None
   chief: bool = True
 
 
@@ -238,44 +70,6 @@ def upsample_on_device(upsample: str) -> bool:
   if upsample == "auto":
     return bool(tf.config.list_physical_devices("GPU"))
   return upsample == "device"
-
-
-def head_schedule(num_train: int, config: TrainConfig,
-                  drop_remainder: bool = False) -> tuple[int, int]:
-  """(epochs, steps per epoch) for the head.
-
-  An epoch is one pass over the training split; `how_many_training_steps`
-  is rounded up to whole epochs so that every epoch sees every drawing once
-  (all but the remainder, with `drop_remainder`).
-  """
-  steps = input_pipeline.batches_per_epoch(num_train, config.train_batch_size,
-                                           drop_remainder)
-  if config.how_many_training_steps:
-    return math.ceil(config.how_many_training_steps / steps), steps
-  return config.epochs, steps
-
-
-def head_learning_rate(config: TrainConfig, total_steps: int
-                       ) -> float | keras.optimizers.schedules.LearningRateSchedule:
-  """The head's learning rate over its steps (`TrainConfig.head_schedule`).
-
-  Decaying to zero lets the last epochs settle instead of bouncing around
-  at the full rate; decaying from the first step halves what a short run
-  learns (at 10 epochs a v1 head lost 2 points of canvas top-1 to it).
-  Holding the rate first does both (scripts/README.md has the table).
-  """
-  rate = config.learning_rate
-  total_steps = max(1, total_steps)
-  if config.head_schedule == "cosine":
-    return keras.optimizers.schedules.CosineDecay(rate, total_steps)
-  if config.head_schedule == "hold_cosine":
-    # Held for the first two thirds (a "warm-up" from the rate to itself),
-    # then a cosine to zero over the last third.
-    hold = (2 * total_steps) // 3
-    return keras.optimizers.schedules.CosineDecay(
-        rate, max(1, total_steps - hold), warmup_target=rate,
-        warmup_steps=hold)
-  return rate
 
 
 def fingerprint(data: DataConfig, config: TrainConfig) -> str:
@@ -289,76 +83,6 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
                                "verbose")})
   return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()
                         ).hexdigest()[:16]
-
-
-@keras.saving.register_keras_serializable(package="quickdraw")
-class SparseCrossentropy(keras.losses.Loss):
-  """Cross-entropy of class indices with label smoothing (Keras' sparse
-  cross-entropy has no smoothing, and one-hot labels would cost every
-  pipeline a change). A label of `outliers.JUNK_LABEL` has a uniform
-  target."""
-
-  def __init__(self, label_smoothing: float = 0.0,
-               name: str = "sparse_crossentropy", **kwargs):
-    super().__init__(name=name, **kwargs)
-    self.label_smoothing = label_smoothing
-
-  def call(self, y_true, y_pred):
-    classes = keras.ops.shape(y_pred)[-1]
-    labels = keras.ops.cast(keras.ops.reshape(y_true, (-1, 1)), "int32")
-    targets = keras.ops.where(
-        labels == outliers.JUNK_LABEL,
-        keras.ops.ones_like(y_pred) / keras.ops.cast(classes, y_pred.dtype),
-        keras.ops.one_hot(labels[:, 0], classes, dtype=y_pred.dtype))
-    return keras.losses.categorical_crossentropy(
-        targets, y_pred, label_smoothing=self.label_smoothing)
-
-  def get_config(self):
-    return {**super().get_config(), "label_smoothing": self.label_smoothing}
-
-
-@keras.saving.register_keras_serializable(package="quickdraw")
-class DrawingAccuracy(keras.metrics.SparseCategoricalAccuracy):
-  """Top-1 over the drawings of a batch: junk (`outliers`) has no right
-  answer, and counting it wrong would pull training accuracy down by the
-  junk's share."""
-
-  def __init__(self, name: str = "accuracy", **kwargs):
-    super().__init__(name=name, **kwargs)
-
-  def update_state(self, y_true, y_pred, sample_weight=None):
-    drawing = keras.ops.cast(
-        keras.ops.reshape(y_true, (-1,)) != outliers.JUNK_LABEL, "float32")
-    if sample_weight is not None:
-      drawing = drawing * keras.ops.cast(
-          keras.ops.reshape(sample_weight, (-1,)), "float32")
-    return super().update_state(y_true, y_pred, sample_weight=drawing)
-
-
-def _compile(model: keras.Model,
-             learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-             label_smoothing: float = 0.0,
-             steps_per_execution: int = 1) -> None:
-  # Weighted, so that the zero-weight padding of multi-replica evaluation
-  # batches (input_pipeline.pad_batches) does not count.
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                loss=SparseCrossentropy(label_smoothing),
-                weighted_metrics=[DrawingAccuracy()],
-                steps_per_execution=steps_per_execution)
-
-
-def steps_per_execution(steps_per_epoch: int, most: int = 32) -> int:
-  """Steps to run per call into TensorFlow: the largest divisor of
-  `steps_per_epoch` up to `most`.
-
-  A head step on cached features takes well under a millisecond of
-  compute, so the per-call overhead dominates; bundling steps removes it.
-  It must divide the epoch: Keras 3 runs whole bundles, and on an endless
-  dataset a bundle across the epoch's end would take the next epoch's
-  batches (and a resumed run would see other ones).
-  """
-  return max(d for d in range(1, min(most, steps_per_epoch) + 1)
-             if steps_per_epoch % d == 0)
 
 
 def _predict(model: keras.Model, ds: tf.data.Dataset) -> np.ndarray:
@@ -540,7 +264,8 @@ class _Run:
   def train_head(self, resume: dict | None) -> None:
     config = self.config
     num_train = self.source.split_size(Split.TRAIN)
-    epochs, steps = head_schedule(num_train, config, self.drop_remainder)
+    epochs, steps = schedules.head_schedule(num_train, config,
+                                            self.drop_remainder)
     start = resume["epoch"] if resume and resume["phase"] == "head" else 0
     if resume and resume["phase"] != "head":
       start = epochs  # the head finished before the checkpointed phase
@@ -575,9 +300,10 @@ class _Run:
       bundle = not config.augment and self.replicas == 1
       # The schedule (`head_learning_rate`) follows the optimizer's step
       # count, which checkpoints restore.
-      rate = head_learning_rate(config, epochs * steps)
-      _compile(model, rate, config.label_smoothing,
-               steps_per_execution(steps) if bundle else 1)
+      rate = schedules.head_learning_rate(config, epochs * steps)
+      schedules.compile_model(
+          model, rate, config.label_smoothing,
+          schedules.steps_per_execution(steps) if bundle else 1)
       if resume and resume["phase"] == "head":
         self.checkpoints.restore(resume, model)
       elif resume:
@@ -594,10 +320,6 @@ class _Run:
     steps = input_pipeline.batches_per_epoch(
         self.source.split_size(Split.TRAIN), config.train_batch_size,
         self.drop_remainder)
-    # A short warm-up, then a cosine to zero: the head's first large
-    # gradients reach ImageNet's weights gently (at a constant rate the
-    # first epoch lost ground it took the rest to win back), and the last
-    # epochs settle.
     total = steps * config.fine_tune_epochs
     augment = config.augment or config.fine_tune_augment
     model = self.image_model
@@ -607,9 +329,9 @@ class _Run:
         # The same weights behind an augmenting first layer.
         model = model_lib.build_device_classifier(self.classifier, True,
                                                   self.data.seed)
-      _compile(model, keras.optimizers.schedules.CosineDecay(
-          0.0, total, warmup_target=config.fine_tune_learning_rate,
-          warmup_steps=max(1, total // 20)), config.label_smoothing)
+      schedules.compile_model(
+          model, schedules.fine_tune_learning_rate(config, total),
+          config.label_smoothing)
       if resume and resume["phase"] == "fine_tune":
         self.checkpoints.restore(resume, model)
         start = resume["epoch"]
@@ -634,65 +356,20 @@ class _Run:
     return probabilities, self.source.split_labels(Split.TEST)
 
 
-def export_run(data: DataConfig, config: export_lib.ExportConfig,
-               model_path: str | None = None,
-               classifier: keras.Model | None = None,
-               source: QuickDrawSource | None = None) -> dict:
-  """Exports a trained classifier, checked on the test split.
-
-  Args:
-    data: The run's data settings (for the check and calibration drawings).
-    config: Where and how to export.
-    model_path: A saved `model.keras`, when `classifier` is not given.
-    classifier: The model itself.
-    source: The opened data, if already at hand.
-
-  Returns:
-    The export report (see `export.export_model`).
-  """
-  if classifier is None:
-    try:
-      classifier = keras.models.load_model(model_path, compile=False)
-    except Exception as e:  # Keras raises several kinds for a bad file
-      lines = str(e).strip().splitlines()
-      raise QuickDrawError(
-          f"{model_path} is not a Keras model that loads ("
-          f"{lines[0] if lines else type(e).__name__}); train the run again "
-          "with quickdraw-train") from None
-  source = source or QuickDrawSource.open(data)
-  # Drawings, upsampled a chunk at a time inside the export's checks.
-  drawings, labels = export_lib.drawings_from_split(
-      source, Split.TEST, config.check_drawings)
-  representative = None
-  if "int8" in config.quantize:
-    representative = export_lib.drawings_from_split(
-        source, Split.TRAIN, config.representative_drawings)[0]
-  # Where the scores are calibrated and int8 picks the layers it keeps in
-  # float: drawings the model was not trained on, never the test drawings
-  # it is judged on.
-  held_out = export_lib.drawings_from_split(
-      source, Split.VALIDATION if source.split_size(Split.VALIDATION)
-      else Split.TRAIN, HELD_OUT_DRAWINGS)
-  return export_lib.export_model(classifier, source.categories, config,
-                                 drawings, labels, representative, held_out)
-
-
 def train_and_evaluate(
     data: DataConfig, config: TrainConfig,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    export: export_lib.ExportConfig | None = None) -> TrainResult:
+    callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
   """Trains, evaluates on the test split, and saves a classifier.
 
   Writes to `config.output_dir`: `model.keras`, the labels file, the
   evaluation files (see `evaluation`), `training_inputs.png`, `run.json` (the
-  settings) and, while training, `checkpoints/`.
+  settings) and, while training, `checkpoints/`. Exporting is the caller's
+  next step (`export.flow.export_run`, as quickdraw-train does).
 
   Args:
     data: Which drawings, split how, at what input size.
     config: Model and training settings.
     callbacks: Extra Keras callbacks for every `fit` (after checkpointing).
-    export: If given, export the trained model (frozen graph, TFLite,
-      Android assets), checked against Keras, after saving it.
 
   Returns:
     The trained model and its test report.
@@ -711,7 +388,7 @@ def train_and_evaluate(
   checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
   worker = distribute.worker_index(strategy)
   if not worker:
-    return _train_and_evaluate(data, config, callbacks, export, strategy,
+    return _train_and_evaluate(data, config, callbacks, strategy,
                                checkpoint_dir)
   # Not the chief: the same work, with files written to a private scratch
   # folder, deleted at the end. Checkpoints are read from the chief's
@@ -722,7 +399,7 @@ def train_and_evaluate(
         config, output_dir=scratch, summaries_dir="", output_labels="",
         output_graph="", verbose=0, bottleneck_dir=os.path.join(
             config.bottleneck_dir, f"worker-{worker}"))
-    return _train_and_evaluate(data, config, callbacks, None, strategy,
+    return _train_and_evaluate(data, config, callbacks, strategy,
                                checkpoint_dir, chief=False)
   finally:
     shutil.rmtree(scratch, ignore_errors=True)
@@ -730,7 +407,6 @@ def train_and_evaluate(
 
 def _train_and_evaluate(data: DataConfig, config: TrainConfig,
                         callbacks: Sequence[keras.callbacks.Callback],
-                        export: export_lib.ExportConfig | None,
                         strategy: tf.distribute.Strategy, checkpoint_dir: str,
                         chief: bool = True) -> TrainResult:
   # Every place the run writes, checked now (not after an hour of
@@ -741,26 +417,16 @@ def _train_and_evaluate(data: DataConfig, config: TrainConfig,
              "bottleneck_dir": os.path.expanduser(config.bottleneck_dir),
              "output_labels": os.path.dirname(
                  os.path.abspath(config.path("output_labels")))}
-  if export is not None:
-    folders.update(
-        output_graph=os.path.dirname(os.path.abspath(export.output_graph)),
-        output_tflite=os.path.dirname(os.path.abspath(export.output_tflite)))
-    if export.android_assets_dir:
-      folders["android_assets_dir"] = os.path.expanduser(
-          export.android_assets_dir)
   for flag, folder in folders.items():
     atomic_files.check_writable_folder(folder, f"--{flag}")
-  if chief:
-    export_lib.finish_interrupted_export(config.output_dir)
   with atomic_files.removed_if_empty_on_failure(
       [config.output_dir, config.path("summaries_dir")]):
-    return _train_evaluate_save(data, config, callbacks, export, strategy,
+    return _train_evaluate_save(data, config, callbacks, strategy,
                                 checkpoint_dir, chief)
 
 
 def _train_evaluate_save(data: DataConfig, config: TrainConfig,
                          callbacks: Sequence[keras.callbacks.Callback],
-                         export: export_lib.ExportConfig | None,
                          strategy: tf.distribute.Strategy,
                          checkpoint_dir: str, chief: bool) -> TrainResult:
   run = _Run(data, config, callbacks, strategy, checkpoint_dir, chief)
@@ -779,14 +445,15 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
   probabilities, labels = run.test_probabilities()
   report = evaluation.classification_report(probabilities, labels,
                                             source.categories)
-  print(evaluation.format_report(report))
+  logging.info("Test top-1 %.4f, top-3 %.4f on %d drawings", report["top1"],
+               report["top3"], report["drawings"])
   wrong = evaluation.pick_mistakes(labels, probabilities.argmax(1),
                                    _MISCLASSIFIED_SHOWN)
   drawings = source.read_positions(Split.TEST, wrong)[0]
   pictures = evaluation.write_report(config.output_dir, report,
                                      source.categories, drawings,
                                      labels[wrong], probabilities[wrong])
-  _write_summary_images(config.path("summaries_dir"), pictures)
+  visualize.write_summary_images(config.path("summaries_dir"), pictures)
   run.checkpoints.clear()
 
   if report["top1"] < config.min_accuracy:
@@ -797,58 +464,26 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
 
   if config.mixed_precision or config.strategy != "default":
     run.classifier = run.plain_classifier()
-  _save(run, report, export)
-  export_report = None
-  if export is not None:
-    export_report = export_run(data, export, classifier=run.classifier,
-                               source=source)
-    if "android_assets" in export_report:
-      record_export(config.output_dir, export, export_report)
-    print(export_lib.format_report(export_report))
+  _save(run, report)
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     export_report, chief)
+                     chief)
 
 
-def _save(run: _Run, report: dict,
-          export: export_lib.ExportConfig | None = None) -> None:
+def _save(run: _Run, report: dict) -> None:
   config = run.config
   with atomic_files.atomic_path(
-      os.path.join(config.output_dir, MODEL_FILENAME)) as tmp:
+      os.path.join(config.output_dir, run_files.MODEL_FILENAME)) as tmp:
     run.classifier.save(tmp)
   atomic_files.write_text(config.path("output_labels"),
                           inference.labels_text(run.source.categories))
-  atomic_files.write_text(
-      os.path.join(config.output_dir, RUN_FILENAME),
-      json.dumps({"data": dataclasses.asdict(run.data),
-                  "train": dataclasses.asdict(config),
-                  "replicas": run.replicas,
-                  "test": {k: report[k] for k in ("drawings", "top1", "top3")},
-                  # quickdraw-export writes the app's files here again.
-                  "export": recorded_export(export)},
-                 indent=2) + "\n")
-
-
-def recorded_export(export: export_lib.ExportConfig | None,
-                    report: dict | None = None) -> dict:
-  """What run.json records of an export: where the app's files went, and
-  which variant they got (the export `report`'s, which is float32 when the
-  asked-for one lost too much)."""
-  assets = export.android_assets_dir if export else ""
-  model = export.android_model if export else ""
-  if report and "android_assets" in report:
-    model = report["android_assets"]["given"]
-  return {"android_assets_dir": os.path.abspath(os.path.expanduser(assets))
-          if assets else "", "android_model": model}
-
-
-def record_export(output_dir: str, export: export_lib.ExportConfig,
-                  report: dict) -> None:
-  """Writes `recorded_export` into the run's run.json."""
-  path = os.path.join(output_dir, RUN_FILENAME)
-  with open(path) as f:
-    run = json.load(f)
-  run["export"] = recorded_export(export, report)
-  atomic_files.write_text(path, json.dumps(run, indent=2) + "\n")
+  run_files.write_run(config.output_dir, {
+      "data": dataclasses.asdict(run.data),
+      "train": dataclasses.asdict(config),
+      "replicas": run.replicas,
+      "test": {k: report[k] for k in ("drawings", "top1", "top3")},
+      # Where an export put the app's files (`run_files.record_export`):
+      # quickdraw-export writes them there again.
+      "export": run_files.recorded_export(None)})
 
 
 def _write_samples(run: _Run) -> None:
@@ -858,28 +493,10 @@ def _write_samples(run: _Run) -> None:
   if run.on_device:  # what the device layer makes of them
     images = run.image_model.get_layer("drawings_to_images")(
         images, training=run.config.augment)
-  # Back to 8-bit grey at 56 px: legible, and small in TensorBoard.
-  small = tf.image.resize(images[..., :1], (56, 56), antialias=True)
-  small = np.clip(preprocessing.unscale_from_range(
-      small.numpy()[..., 0], run.value_range), 0, 255).astype(np.uint8)
-  grid = visualize.captioned_grid(
-      small, [run.source.categories[i] for i in labels], columns=8,
-      title="Training inputs, as the model sees them",
-      legend="Each tile: a training drawing after upsampling (and "
-      "augmentation, if on), shown at 56 px; caption: its label.")
+  grid = visualize.model_inputs_grid(
+      np.asarray(images), [run.source.categories[i] for i in labels],
+      value_range=run.value_range)
   visualize.write_png(
       os.path.join(run.config.output_dir, "training_inputs.png"), grid)
-  _write_summary_images(run.config.path("summaries_dir"),
-                        {"training_inputs": grid})
-
-
-def _write_summary_images(summaries_dir: str,
-                          pictures: dict[str, np.ndarray]) -> None:
-  writer = tf.summary.create_file_writer(os.path.join(summaries_dir, "images"))
-  with writer.as_default():
-    for name, picture in pictures.items():
-      picture = np.asarray(picture, np.uint8)
-      if picture.ndim == 2:
-        picture = picture[:, :, None]
-      tf.summary.image(name, picture[None], step=0)
-  writer.close()
+  visualize.write_summary_images(run.config.path("summaries_dir"),
+                                 {"training_inputs": grid})

@@ -8,13 +8,14 @@ display), returned as uint8 RGB arrays for PNG files and TensorBoard.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from quickdraw import atomic_files
+from quickdraw import atomic_files, preprocessing
 
 # Above this many classes, the confusion matrix shows the weakest ones.
 MATRIX_CLASSES = 30
@@ -214,3 +215,30 @@ def confusion_matrix_figure(matrix: np.ndarray, labels: Sequence[str], *,
            "category got the column's answer, and their share of the row "
            "(green: right, red: wrong).")
   return figure
+
+
+def model_inputs_grid(images: np.ndarray, captions: Sequence[str], *,
+                      value_range: tuple[float, float]) -> np.ndarray:
+  """Network inputs (N, S, S, 3) in `value_range`, as a captioned grid of
+  8-bit grey tiles at 56 px: legible, and small in TensorBoard."""
+  small = tf.image.resize(images[..., :1], (56, 56), antialias=True)
+  small = np.clip(preprocessing.unscale_from_range(
+      small.numpy()[..., 0], value_range), 0, 255).astype(np.uint8)
+  return captioned_grid(
+      small, captions, columns=8,
+      title="Training inputs, as the model sees them",
+      legend="Each tile: a training drawing after upsampling (and "
+      "augmentation, if on), shown at 56 px; caption: its label.")
+
+
+def write_summary_images(summaries_dir: str,
+                         pictures: dict[str, np.ndarray]) -> None:
+  """Writes pictures to TensorBoard's images tab (`summaries_dir/images`)."""
+  writer = tf.summary.create_file_writer(os.path.join(summaries_dir, "images"))
+  with writer.as_default():
+    for name, picture in pictures.items():
+      picture = np.asarray(picture, np.uint8)
+      if picture.ndim == 2:
+        picture = picture[:, :, None]
+      tf.summary.image(name, picture[None], step=0)
+  writer.close()

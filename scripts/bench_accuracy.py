@@ -79,11 +79,11 @@ def train_small_cnn(source: QuickDrawSource, epochs: int,
               loss="sparse_categorical_crossentropy", metrics=["accuracy"])
   n = len(source.index(Split.TRAIN))
   cnn.fit(input_pipeline.make_dataset(source, Split.TRAIN, batch_size,
-                                      epochs=None),
+                                      epochs=None, value_range=None),
           epochs=epochs, shuffle=False, verbose=0,
           steps_per_epoch=input_pipeline.batches_per_epoch(n, batch_size))
   test = input_pipeline.make_dataset(source, Split.TEST, batch_size,
-                                     shuffle=False)
+                                     shuffle=False, value_range=None)
   probabilities = cnn.predict(test, verbose=0)
   labels = source.index(Split.TEST).class_ids
   return evaluation.classification_report(probabilities, labels,

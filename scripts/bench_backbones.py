@@ -54,6 +54,11 @@ from quickdraw.cli import train as train_cli
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
+from quickdraw.testing import timing
+from quickdraw.export import convert as export_convert
+from quickdraw.export import contracts as export_contracts
+from quickdraw.export import canvas as export_canvas
+from quickdraw.export import flow as export_flow
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", os.path.join("runs", "bench_backbones"),
@@ -137,14 +142,15 @@ def trained_row(name: str, data, config: training.TrainConfig,
         verbose=0)
     run_data = dataclasses.replace(data, image_size=image_size)
     start = time.perf_counter()
-    result = training.train_and_evaluate(
-        run_data, run_config,
-        export=export_config(folder, FLAGS.canvas_size))
-    artifacts = result.export_report["artifacts"]
+    result = training.train_and_evaluate(run_data, run_config)
+    exported = export_flow.export_run(
+        run_data, export_config(folder, FLAGS.canvas_size),
+        classifier=result.classifier)
+    artifacts = exported["artifacts"]
     row[kind] = {
         "top1": result.report["top1"], "image_size": run_data.image_size,
         "int8_loss": artifacts["tflite_int8"]["loss_points"],
-        "int8_float_layers": len(result.export_report.get(
+        "int8_float_layers": len(exported.get(
             "int8_float_layers", {}).get("layers", [])),
         "seconds": time.perf_counter() - start}
     print(f"  {name} {kind}: top-1 {row[kind]['top1']:.4f}, int8 "
@@ -167,7 +173,7 @@ def _sizes_and_latency(folder: str, artifacts: dict) -> dict:
 def latency(folder: str) -> dict:
   """Single-thread latency of the canvas models in `folder`, in ms."""
   config = export_config(folder, FLAGS.canvas_size)
-  return {key: 1000 * export.tflite_latency(
+  return {key: 1000 * timing.tflite_latency(
       config.tflite_path(mode, canvas=True), FLAGS.latency_runs)
           for key, mode in (("canvas_ms", "float32"),
                             ("canvas_int8_ms", "int8"))}
@@ -185,18 +191,18 @@ def priced_row(name: str, categories: Sequence[str],
   folder = os.path.join(FLAGS.bench_dir, name)
   os.makedirs(folder, exist_ok=True)
   config = export_config(folder, FLAGS.canvas_size)
-  frozen = export.serving_function(classifier, config.final_tensor_name)
-  preprocess = export.canvas_preprocessing_bytes(
-      config.canvas_size, arch.image_size, arch.input_range)
+  frozen = export_convert.serving_function(classifier, config.final_tensor_name)
+  preprocess = export_canvas.canvas_preprocessing_bytes(
+      config.canvas_size, arch.image_size, value_range=arch.input_range)
   artifacts = {}
   for mode in ("float32", "int8"):
-    network = export.tflite_bytes(
+    network = export_convert.tflite_bytes(
         frozen, mode, drawings[:100].reshape(-1, 784),
         value_range=arch.input_range)
-    for canvas, data in ((False, network), (True, export.canvas_model_bytes(
-        preprocess, network))):
+    app = export_canvas.canvas_model_bytes(preprocess, network)
+    for canvas, data in ((False, network), (True, app)):
       with open(config.tflite_path(mode, canvas), "wb") as f:
-        f.write(export.with_metadata(
+        f.write(export_contracts.with_metadata(
             data, categories, canvas=canvas,
             size=config.canvas_size if canvas else arch.image_size,
             final_tensor_name=config.final_tensor_name,

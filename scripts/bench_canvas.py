@@ -33,6 +33,8 @@ from quickdraw.cli import common
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
+from quickdraw import data_source
+from quickdraw import run_files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", "/tmp/quickdraw_bench_export",
@@ -52,8 +54,8 @@ def main(argv: Sequence[str]) -> None:
   except ImportError:
     raise QuickDrawError("needs mediapipe: pip install -e '.[test]'") from None
   out = FLAGS.output_dir
-  source = QuickDrawSource.open(common.read_run(out)[1])
-  drawings, labels = export.drawings_from_split(source, Split.TEST,
+  source = QuickDrawSource.open(run_files.read_run(out)[1])
+  drawings, labels = data_source.drawings_from_split(source, Split.TEST,
                                                 FLAGS.drawings)
   models = FLAGS.bench_dir
   network = inference.TFLitePredictor(os.path.join(models, "model.tflite"),

@@ -25,7 +25,8 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import tensorflow as tf
 from absl import app, flags
 
-from quickdraw import canvases, synthetic
+from quickdraw import canvases
+from quickdraw.testing import synthetic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The canvas model the demo serves.")

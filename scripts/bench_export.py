@@ -29,10 +29,15 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags
 
-from quickdraw import export, tflite_graph, training
+from quickdraw import export, tflite_graph
 from quickdraw import model as model_lib
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli
+from quickdraw.testing import timing
+from quickdraw.export import convert as export_convert
+from quickdraw.export import checks as export_checks
+from quickdraw import run_files
+from quickdraw.export import flow as export_flow
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", "/tmp/quickdraw_bench_export",
@@ -47,16 +52,16 @@ flags.DEFINE_integer("latency_runs", 200,
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  data = common.read_run(FLAGS.output_dir)[1]
+  data = run_files.read_run(FLAGS.output_dir)[1]
   folder = FLAGS.bench_dir
   # The export flags as given (--canvas_size, --representative_drawings,
   # ...), with every variant, into --bench_dir.
   config = dataclasses.replace(export_cli.export_config_from_flags(folder),
                                quantize=export.QUANTIZATIONS,
                                android_assets_dir="")
-  report = training.export_run(
-      data, config, os.path.join(FLAGS.output_dir, training.MODEL_FILENAME))
-  print(export.format_report(report))
+  report = export_flow.export_run(
+      data, config, os.path.join(FLAGS.output_dir, run_files.MODEL_FILENAME))
+  print(export_checks.format_report(report))
   artifacts = report["artifacts"]
   float_bytes = artifacts["tflite_float32"]["bytes"]
   for mode in export.QUANTIZATIONS:
@@ -72,7 +77,7 @@ def main(argv: Sequence[str]) -> None:
                      ("int8", config.tflite_path("int8")),
                      ("canvas float32", config.tflite_path("float32", True)),
                      ("canvas int8", config.tflite_path("int8", True))):
-    latency[name] = export.tflite_latency(path, FLAGS.latency_runs)
+    latency[name] = timing.tflite_latency(path, FLAGS.latency_runs)
   print(f"TFLite latency, one thread, median of {FLAGS.latency_runs}: "
         + ", ".join(f"{k} {1000 * v:.2f} ms" for k, v in latency.items()))
   print(f"int8 is {latency['float32'] / latency['int8']:.2f}x faster than "
@@ -93,10 +98,11 @@ def main(argv: Sequence[str]) -> None:
   backbone = model_lib.build_backbone(arch, None)
   classifier = model_lib.build_classifier(backbone, model_lib.build_head(
       int(backbone.output_shape[-1]), len(data.categories)))
-  frozen = export.serving_function(classifier, "final_result")
+  frozen = export_convert.serving_function(classifier, "final_result")
   calibration = np.random.default_rng(0).integers(
       0, 256, (8, 784)).astype(np.uint8)
-  sizes = {mode: len(export.tflite_bytes(frozen, mode, calibration))
+  sizes = {mode: len(export_convert.tflite_bytes(
+      frozen, mode, calibration, value_range=arch.input_range))
            for mode in ("float32", "int8")}
   print(f"{arch.name} (random weights, {len(data.categories)} classes): "
         f"float32 {sizes['float32'] / 1e6:.2f} MB, int8 "

@@ -28,12 +28,12 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import numpy as np
 from absl import flags
 
-from quickdraw import (backbones, canvases, export, inference, preprocessing,
-                       training)
+from quickdraw import backbones, canvases, inference, preprocessing, training
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.splits import Split
+from quickdraw import data_source
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("variants", "default:", "name:field=value,field=value; "
@@ -60,7 +60,7 @@ def parse_variants(text: str) -> dict[str, dict]:
 
 def canvas_features(classifier, source, image_size, value_range, count):
   backbone = classifier.layers[1]
-  drawings, labels = export.drawings_from_split(source, Split.TEST, count)
+  drawings, labels = data_source.drawings_from_split(source, Split.TEST, count)
   pictures, kinds = canvases.pen_suite(drawings, 512, seed=0)
   fitted = np.stack([canvases.fit_canvas(p, 256, 256) for p in pictures])
   seen = np.concatenate([
@@ -68,7 +68,8 @@ def canvas_features(classifier, source, image_size, value_range, count):
       for i in range(0, len(fitted), 100)]).astype(np.uint8)
   features = np.concatenate([
       np.asarray(backbone(inference.to_model_input(
-          seen[i:i + 100], image_size, value_range), training=False))
+          seen[i:i + 100], image_size, value_range=value_range),
+                        training=False))
       for i in range(0, len(seen), 100)])
   return features, labels, kinds
 

@@ -31,7 +31,8 @@ import tensorflow as tf
 from absl import app, flags
 
 from quickdraw import categories as categories_lib
-from quickdraw import input_pipeline, synthetic
+from quickdraw import input_pipeline, preprocessing
+from quickdraw.testing import synthetic
 from quickdraw import model as model_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
@@ -76,9 +77,11 @@ def throughput(source: QuickDrawSource, image_size: int | None,
   DrawingsToImages layer then upsamples (as on an accelerator; here the
   CPU does that work too)."""
   ds = input_pipeline.make_dataset(source, "train", FLAGS.batch_size,
-                                   image_size=image_size, epochs=None)
+                                   image_size=image_size, epochs=None,
+                                   value_range=preprocessing.SIGNED_RANGE)
   if device_size:
-    layer = model_lib.DrawingsToImages(device_size)
+    layer = model_lib.DrawingsToImages(
+        device_size, value_range=preprocessing.SIGNED_RANGE)
     upsample = tf.function(lambda x: layer(x))
     it = ((upsample(x), y) for x, y in ds)
   else:
@@ -111,7 +114,8 @@ def rss_child(kind: str) -> None:
   before = peak_rss_mb()
   count, start = 0, time.perf_counter()
   for _, labels in input_pipeline.make_dataset(source, "train",
-                                               FLAGS.batch_size):
+                                               FLAGS.batch_size,
+                                               value_range=None):
     count += int(labels.shape[0])
   print(json.dumps({"drawings": count, "seconds": time.perf_counter() - start,
                     "rss_before_mb": before, "peak_rss_mb": peak_rss_mb()}))

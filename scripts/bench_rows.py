@@ -25,7 +25,7 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 from absl import app, flags
 
 from quickdraw import categories as categories_lib
-from quickdraw import range_server
+from quickdraw.testing import range_server
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.npy_files import PIXELS

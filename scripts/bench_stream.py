@@ -33,7 +33,8 @@ import numpy as np
 from absl import app, flags
 
 from quickdraw import categories as categories_lib
-from quickdraw import npy_files, synthetic
+from quickdraw import npy_files
+from quickdraw.testing import synthetic
 from quickdraw.npy_files import PIXELS
 
 FLAGS = flags.FLAGS
@@ -85,7 +86,7 @@ def child(names: list[str]) -> dict:
       samples_per_class=0))
   opened = time.perf_counter() - start
   ds = input_pipeline.make_dataset(source, "train", FLAGS.batch_size,
-                                   epochs=None)
+                                   epochs=None, value_range=None)
   built = time.perf_counter() - start
   it = iter(ds)
   next(it)

@@ -32,11 +32,13 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import numpy as np
 from absl import flags
 
-from quickdraw import canvases, export, inference, preprocessing
-from quickdraw.quality import mediapipe_scores
+from quickdraw import (canvases, data_source, export, inference,
+                       preprocessing, run_files)
 from quickdraw.cli import common
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import contracts
+from quickdraw.quality import mediapipe_scores
 from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
@@ -74,13 +76,13 @@ def main(argv: Sequence[str]) -> None:
   except ImportError:
     raise QuickDrawError("needs mediapipe: pip install -e '.[test]'") from None
   out = FLAGS.output_dir
-  source = QuickDrawSource.open(common.read_run(out)[1])
+  source = QuickDrawSource.open(run_files.read_run(out)[1])
   model = FLAGS.model or os.path.join(out, "model_canvas.tflite")
-  threshold = inference.score_threshold_for(model)
+  threshold = contracts.score_threshold_for(model)
   if threshold is None:
-    raise QuickDrawError(f"no score threshold in {inference.MODEL_INFO} "
+    raise QuickDrawError(f"no score threshold in {export.MODEL_INFO} "
                          f"beside {model}; export the run again")
-  drawings, labels = export.drawings_from_split(source, Split.TEST,
+  drawings, labels = data_source.drawings_from_split(source, Split.TEST,
                                                 FLAGS.drawings)
   predictor = inference.load_predictor(model)
   side = FLAGS.canvas_side

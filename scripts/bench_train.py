@@ -89,13 +89,14 @@ def main(argv: Sequence[str]) -> None:
 
   # The very drawings the pipeline will read, upsampled once, in memory.
   images = [x for x, _ in input_pipeline.make_dataset(
-      source, Split.TRAIN, batch, image_size=data.image_size, shuffle=False)]
+      source, Split.TRAIN, batch, image_size=data.image_size, shuffle=False,
+      value_range=named.input_range)]
   bare_forward = tf.function(lambda x: backbone(x, training=False),
                               reduce_retracing=True)
   for x in (images[0], images[-1]):  # trace both batch shapes
     np.asarray(bare_forward(x))
   drawings = [x for x, _ in input_pipeline.make_dataset(
-      source, Split.TRAIN, batch, shuffle=False)]
+      source, Split.TRAIN, batch, shuffle=False, value_range=None)]
   piped_forward = bottlenecks.compiled_forward(
       backbone, data.image_size)
   for x in (drawings[0], drawings[-1]):

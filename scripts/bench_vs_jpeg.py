@@ -48,7 +48,6 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from quickdraw import export as export_lib
 from quickdraw import inference, training
 from quickdraw import model as model_lib
 from quickdraw.cli import common
@@ -56,6 +55,8 @@ from quickdraw.cli import export as export_cli
 from quickdraw.cli import train as train_cli
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.splits import Split
+from quickdraw.export import convert as export_convert
+from quickdraw.export import flow as export_flow
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("old_steps", 7000,
@@ -168,10 +169,10 @@ def old_route(source: QuickDrawSource, backbone: keras.Model, image_size: int,
 
   with clock.stage("4. frozen graph and labels"):
     classifier = model_lib.build_classifier(backbone, head)
-    frozen = export_lib.serving_function(classifier,
+    frozen = export_convert.serving_function(classifier,
                                          inference.FINAL_TENSOR_NAME)
     with open(os.path.join(work, "retrained_graph.pb"), "wb") as f:
-      f.write(export_lib.frozen_graph_bytes(frozen))
+      f.write(export_convert.frozen_graph_bytes(frozen))
     with open(os.path.join(work, "retrained_labels.txt"), "w") as f:
       f.write(inference.labels_text(source.categories))
   return clock, top1
@@ -229,12 +230,14 @@ def main(argv: Sequence[str]) -> None:
         config, output_dir=out, bottleneck_dir=os.path.join(work, "cache"),
         summaries_dir="", output_graph="", output_labels="", verbose=0)
     start = time.perf_counter()
-    result = training.train_and_evaluate(
-        data, config, export=dataclasses.replace(
-            export_cli.export_config_from_flags(out), android_assets_dir=""))
+    result = training.train_and_evaluate(data, config)
+    report = export_flow.export_run(
+        data, dataclasses.replace(export_cli.export_config_from_flags(out),
+                                  android_assets_dir=""),
+        classifier=result.classifier)
     new = time.perf_counter() - start
     exported = sorted(os.path.basename(a["path"]) for a in
-                      result.export_report["artifacts"].values())
+                      report["artifacts"].values())
     print(f"    {'total (' + ', '.join(exported) + ')':<46} {new:8.1f} s, "
           f"test top-1 {result.report['top1']:.4f}")
     print(f"  quickdraw is {old.total / new:.1f}x faster end to end "

@@ -23,7 +23,8 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import numpy as np
 from absl import flags
 
-from quickdraw import demo, synthetic
+from quickdraw import demo
+from quickdraw.testing import synthetic
 from quickdraw.cli import common
 from quickdraw.errors import QuickDrawError
 

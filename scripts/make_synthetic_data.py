@@ -13,7 +13,7 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 from absl import app, flags
 
-from quickdraw import synthetic
+from quickdraw.testing import synthetic
 from quickdraw.cli import common
 
 flags.DEFINE_integer("synthetic_rows", 300, "Drawings written per category.",

@@ -10,9 +10,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import pytest
 from absl import flags
 
-from quickdraw import synthetic
+from quickdraw.testing import synthetic
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
+from quickdraw.export import flow as export_flow
+from quickdraw import data_source
 
 # Official names, so generated files load like real ones.
 CATEGORIES = ("circle", "square", "triangle", "line")
@@ -76,7 +78,7 @@ def stand_in(data_dir):
   ([batch, 32, 32, 3] in [-1, 1] -> softmax), trained in seconds.
   """
   import keras
-  from quickdraw import input_pipeline
+  from quickdraw import input_pipeline, preprocessing
   from quickdraw.splits import Split
   source = QuickDrawSource.open(DataConfig(
       categories=CATEGORIES, data_dir=data_dir, download=False,
@@ -93,7 +95,8 @@ def stand_in(data_dir):
   classifier.compile(optimizer=keras.optimizers.Adam(3e-3),
                      loss="sparse_categorical_crossentropy")
   classifier.fit(input_pipeline.make_dataset(
-      source, Split.TRAIN, 32, image_size=STAND_IN_SIZE, epochs=8),
+      source, Split.TRAIN, 32, image_size=STAND_IN_SIZE, epochs=8,
+      value_range=preprocessing.SIGNED_RANGE),
       verbose=0, shuffle=False)
   return classifier, source
 
@@ -112,9 +115,9 @@ def export_stand_in(stand_in, folder, drawings: int = 100, **overrides):
                 android_assets_dir=str(folder / "assets"))
   values.update(overrides)
   config = export.ExportConfig(**values)
-  export.export_model(
+  export_flow.export_model(
       classifier, source.categories, config,
-      *export.drawings_from_split(source, Split.TEST, drawings),
-      export.drawings_from_split(source, Split.TRAIN, drawings)[0],
-      export.drawings_from_split(source, Split.VALIDATION, drawings))
+      *data_source.drawings_from_split(source, Split.TEST, drawings),
+      data_source.drawings_from_split(source, Split.TRAIN, drawings)[0],
+      data_source.drawings_from_split(source, Split.VALIDATION, drawings))
   return config

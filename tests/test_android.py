@@ -15,11 +15,14 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-from quickdraw import (export, inference, preprocessing, synthetic,
-                       tflite_metadata)
+from quickdraw import export, preprocessing, tflite_metadata
+from quickdraw.testing import synthetic
 from quickdraw.cli import predict as predict_cli
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
+from quickdraw.export import flow as export_flow
+from quickdraw import data_source
+from quickdraw.export import contracts
 
 from conftest import CATEGORIES, STAND_IN_SIZE, export_stand_in
 
@@ -174,8 +177,8 @@ def test_a_flex_op_fails_the_export(stand_in, tmp_path, monkeypatch):
       output_labels=str(tmp_path / "labels.txt"),
       output_tflite=str(tmp_path / "model.tflite"), report_dir=str(tmp_path))
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, source.categories, config,
-                        *export.drawings_from_split(source, Split.TEST, 20))
+    export_flow.export_model(classifier, source.categories, config,
+                        *data_source.drawings_from_split(source, Split.TEST, 20))
   assert "the canvas preprocessing needs ops that TFLite does not build in" \
       in str(e.value)
   assert "MatrixDeterminant" in str(e.value)
@@ -289,7 +292,7 @@ def test_predict_says_not_sure_under_the_threshold(exported, tmp_path,
                                                    capsys, monkeypatch):
   model = exported.tflite_path("float32", canvas=True)
   # model_info.json beside the model gives the threshold by default.
-  threshold = inference.score_threshold_for(model)
+  threshold = contracts.score_threshold_for(model)
   assert threshold is not None
   class_id, picture = next(canvases())
   path = str(tmp_path / "drawn.png")

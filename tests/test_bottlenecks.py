@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from quickdraw import bottlenecks, input_pipeline, model
+from quickdraw import bottlenecks, input_pipeline, model, preprocessing
 from quickdraw.errors import QuickDrawError
 
 SIZE = 64
@@ -53,7 +53,8 @@ def test_second_run_reads_the_cache(make_source, backbone, tmp_path,
   np.testing.assert_array_equal(labels, index.class_ids)
   # Features are the backbone's, in index order.
   images = next(iter(input_pipeline.make_dataset(
-      source, "train", 5, image_size=SIZE, shuffle=False)))[0]
+      source, "train", 5, image_size=SIZE, shuffle=False,
+      value_range=preprocessing.SIGNED_RANGE)))[0]
   np.testing.assert_allclose(features[:5], backbone.predict(images, verbose=0),
                              atol=1e-5)
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import demo, synthetic
+from quickdraw import demo
+from quickdraw.testing import synthetic
 from quickdraw.errors import QuickDrawError
 
 from conftest import CATEGORIES, REPO, export_stand_in

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from quickdraw import categories as categories_lib
-from quickdraw import download, synthetic
+from quickdraw import download
+from quickdraw.testing import synthetic
 from quickdraw.categories import Category
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource

@@ -18,18 +18,32 @@ from absl import flags
 from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
-from quickdraw import (canvases, export, inference, synthetic, tflite_graph,
-                       training)
+from quickdraw import (canvases, export, inference, preprocessing,
+                       tflite_graph, training)
+from quickdraw.testing import synthetic
 from quickdraw.cli import export as export_cli
 from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
+from quickdraw.export import flow as export_flow
+from quickdraw.export import convert as export_convert
+from quickdraw.export import checks as export_checks
+from quickdraw import data_source
+from quickdraw.export import contracts
 
 from conftest import CATEGORIES, SMOKE_MIN_TOP1, STAND_IN_SIZE as SIZE, smoke_args
 
 CANVAS = 96  # small canvas models: quick to check
+
+
+def inputs_from_split(source, split, count: int, image_size: int):
+  """Up to `count` drawings spread over a split, as [-1, 1] model inputs."""
+  drawings, labels = data_source.drawings_from_split(source, split, count)
+  images = inference.to_model_input(drawings, image_size,
+                                    value_range=preprocessing.SIGNED_RANGE)
+  return images, labels
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +54,14 @@ def trained(stand_in):
 @pytest.fixture(scope="module")
 def test_inputs(trained):
   _, source = trained
-  return export.inputs_from_split(source, Split.TEST, 200, SIZE)
+  return inputs_from_split(source, Split.TEST, 200, SIZE)
 
 
 @pytest.fixture(scope="module")
 def test_drawings(trained):
   """The same 200 test drawings as uint8 rows, as the export checks them."""
   _, source = trained
-  return export.drawings_from_split(source, Split.TEST, 200)
+  return data_source.drawings_from_split(source, Split.TEST, 200)
 
 
 def config_for(folder, **overrides):
@@ -66,10 +80,10 @@ def exported(trained, test_drawings, tmp_path_factory):
   config = config_for(folder, quantize=("dynamic", "float16", "int8"),
                       android_assets_dir=str(folder / "app" / "assets"),
                       canvas_size=CANVAS, check_canvases=100)
-  representative = export.drawings_from_split(source, Split.TRAIN, 100)[0]
-  report = export.export_model(
+  representative = data_source.drawings_from_split(source, Split.TRAIN, 100)[0]
+  report = export_flow.export_model(
       classifier, source.categories, config, *test_drawings, representative,
-      export.drawings_from_split(source, Split.VALIDATION, 100))
+      data_source.drawings_from_split(source, Split.VALIDATION, 100))
   return config, report
 
 
@@ -211,12 +225,12 @@ def test_scores_are_calibrated_with_a_threshold(trained, exported):
       output = json.load(f)["output"]
     assert output["score_threshold"] == threshold
     assert output["temperature"] == calibrated["temperature"]
-    assert inference.score_threshold_for(
+    assert contracts.score_threshold_for(
         os.path.join(folder, "model.tflite")) == threshold
   # The frozen graph answers as the Keras model with its logits / T; the
   # Keras model itself is given back unchanged.
   from quickdraw import calibration
-  drawings = export.drawings_from_split(trained[1], Split.TEST, 50)[0]
+  drawings = data_source.drawings_from_split(trained[1], Split.TEST, 50)[0]
   plain = inference.predict_drawings(
       inference.KerasPredictor("", classifier), drawings)
   graph = inference.predict_drawings(
@@ -248,7 +262,7 @@ def test_android_model_picks_the_app_variant(trained, test_drawings,
                       android_assets_dir=str(tmp_path / "assets"),
                       canvas_size=CANVAS, check_canvases=20)
   assert config.quantize == ("dynamic",)  # made because the app asks for it
-  report = export.export_model(classifier, source.categories, config,
+  report = export_flow.export_model(classifier, source.categories, config,
                                *test_drawings)
   assert report["android_assets"] == {
       "folder": str(tmp_path / "assets"), "asked": "dynamic",
@@ -281,7 +295,7 @@ def previous_export(trained, test_drawings, tmp_path):
   config = config_for(tmp_path / "run", canvas_size=CANVAS,
                       check_canvases=20,
                       android_assets_dir=str(tmp_path / "assets"))
-  export.export_model(classifier, source.categories, config, *test_drawings)
+  export_flow.export_model(classifier, source.categories, config, *test_drawings)
   return config, _snapshot(tmp_path / "run", tmp_path / "assets")
 
 
@@ -291,7 +305,7 @@ def test_failed_export_leaves_the_previous_one(trained, test_drawings,
   config, before = previous_export
   # Every float artifact now fails its parity check, after being written.
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, ("a", "b", "c", "d"),
+    export_flow.export_model(classifier, ("a", "b", "c", "d"),
                         dataclasses.replace(config, float_tolerance=-1.0),
                         *test_drawings)
   assert "disagrees with the Keras model" in str(e.value)
@@ -313,7 +327,7 @@ def test_an_unwritable_destination_replaces_nothing(
                            getattr(config, destination))[1]))
   config = dataclasses.replace(config, **{destination: bad})
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, source.categories, config,
+    export_flow.export_model(classifier, source.categories, config,
                         *test_drawings)
   assert "cannot write" in str(e.value) and str(blocker) in str(e.value)
   after = _snapshot(tmp_path / "run", tmp_path / "assets")
@@ -338,7 +352,7 @@ def test_a_rename_that_fails_midway_is_undone(trained, test_drawings,
 
   monkeypatch.setattr(os, "replace", failing_replace)
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, ("a", "b", "c", "d"), config,
+    export_flow.export_model(classifier, ("a", "b", "c", "d"), config,
                         *test_drawings)
   assert "No space left on device" in str(e.value)
   assert "nothing was replaced" in str(e.value)
@@ -355,7 +369,7 @@ def test_a_destination_that_is_a_folder_replaces_nothing(
   (tmp_path / "assets" / "labels.txt").mkdir()
   before = _snapshot(tmp_path / "run", tmp_path / "assets")
   with pytest.raises(QuickDrawError) as e:
-    export.export_model(classifier, source.categories, config,
+    export_flow.export_model(classifier, source.categories, config,
                         *test_drawings)
   assert "labels.txt: it is a folder" in str(e.value)
   assert _snapshot(tmp_path / "run", tmp_path / "assets") == before
@@ -365,21 +379,21 @@ def test_a_variant_over_the_loss_limit_never_reaches_the_app(
     trained, test_drawings, tmp_path, monkeypatch, caplog):
   classifier, source = trained
   untrained = keras.models.clone_model(classifier)  # random weights
-  real = export.int8_bytes
+  real = export_convert.int8_bytes
 
   def int8_of_the_wrong_model(frozen, *args, **kwargs):
-    return real(export.serving_function(untrained, "final_result"), *args,
-                **kwargs)
+    return real(export_convert.serving_function(untrained, "final_result"),
+                *args, **kwargs)
 
-  monkeypatch.setattr(export, "int8_bytes", int8_of_the_wrong_model)
+  monkeypatch.setattr(export_convert, "int8_bytes", int8_of_the_wrong_model)
   caplog.set_level("WARNING", logger="absl")  # whatever absl was left at
   config = config_for(tmp_path, android_model="int8",
                       android_assets_dir=str(tmp_path / "assets"),
                       canvas_size=CANVAS, check_canvases=20)
-  report = export.export_model(
+  report = export_flow.export_model(
       classifier, source.categories, config, *test_drawings,
-      export.drawings_from_split(source, Split.TRAIN, 50)[0],
-      export.drawings_from_split(source, Split.VALIDATION, 50))
+      data_source.drawings_from_split(source, Split.TRAIN, 50)[0],
+      data_source.drawings_from_split(source, Split.VALIDATION, 50))
   int8 = report["artifacts"]["tflite_int8"]
   assert int8["loss_points"] > config.max_quantization_loss
   assert not int8["within_loss_limit"]
@@ -393,7 +407,7 @@ def test_a_variant_over_the_loss_limit_never_reaches_the_app(
   assert any("configs/accurate.flags" in w for w in warnings)
   assert sum("receive the float32 canvas model instead" in w
              for w in warnings) == 1
-  assert "over the loss limit" in export.format_report(report)
+  assert "over the loss limit" in export_checks.format_report(report)
 
 
 def test_bad_quantize_mode(tmp_path):
@@ -576,7 +590,7 @@ def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
   source = QuickDrawSource.open(DataConfig(
       categories=CATEGORIES, data_dir=data_dir, download=False,
       samples_per_class=samples, image_size=size))
-  images, labels = export.inputs_from_split(source, Split.TEST, 1000, size)
+  images, labels = inputs_from_split(source, Split.TEST, 1000, size)
   assert len(labels) > 100
   probabilities = inference.TFLitePredictor(str(out / "model.tflite"))(images)
   assert accuracy(probabilities, labels) >= SMOKE_MIN_TOP1
@@ -593,6 +607,6 @@ def test_each_report_row_has_its_own_loss(exported):
         artifacts["tflite_float32"]["test_top1"] - network["test_top1"]))
     assert canvas["loss_points"] == pytest.approx(100 * (
         artifacts["canvas_float32"]["canvas_top1"] - canvas["canvas_top1"]))
-  text = export.format_report(report)
+  text = export_checks.format_report(report)
   assert "canvas_* rows (the app's model)" in text
   assert "re-drawn with a pen as app canvases" in text

@@ -22,10 +22,12 @@ import pytest
 import tensorflow as tf
 
 from quickdraw import (backbones, demo, export, inference, preprocessing,
-                       synthetic, training)
+                       training)
+from quickdraw.testing import synthetic
 from quickdraw import model as model_lib
 from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
+from quickdraw.export import flow as export_flow
 
 from conftest import CATEGORIES
 
@@ -54,7 +56,8 @@ VARIANTS = {
 
 
 def test_the_table_has_a_test_for_every_family():
-  assert set(FAMILIES) | set(VARIANTS) | {"mobilenet"} == {
+  # v1 and the test backbone run through every workflow test.
+  assert set(FAMILIES) | set(VARIANTS) | {"mobilenet", "test_tiny"} == {
       f.key for f in backbones.FAMILIES}
 
 
@@ -85,9 +88,10 @@ def run(request, data_dir, tmp_path_factory):
       # weights stray by tenths.
       float_tolerance=0.01)
   history = EpochLogs()
-  result = training.train_and_evaluate(data, config, [history],
-                                       export=exporting)
-  return backbones.parse_architecture(name), out, result, history.logs
+  result = training.train_and_evaluate(data, config, [history])
+  report = export_flow.export_run(data, exporting, classifier=result.classifier)
+  return (backbones.parse_architecture(name), out, result, history.logs,
+          report)
 
 
 class EpochLogs(keras.callbacks.Callback):
@@ -102,7 +106,7 @@ class EpochLogs(keras.callbacks.Callback):
 
 
 def test_the_head_learns_and_every_artifact_is_written(run):
-  architecture, out, result, logs = run
+  architecture, out, result, logs, report = run
   # Random features (no ImageNet weights here) tell the generated shapes
   # apart only so far, so the test asks that the head learns them, not how
   # well the random backbone generalises.
@@ -118,7 +122,6 @@ def test_the_head_learns_and_every_artifact_is_written(run):
   assert sorted(os.listdir(out / "assets")) == [
       "labels.txt", "model.tflite", "model_info.json", "retrained_graph.pb",
       "retrained_labels.txt"]
-  report = result.export_report
   assert report["architecture"] == dataclasses.replace(
       architecture, image_size=SIZE).name
   artifacts = report["artifacts"]
@@ -135,7 +138,7 @@ def test_the_head_learns_and_every_artifact_is_written(run):
 
 
 def test_model_info_states_each_files_input(run):
-  architecture, out, _, _ = run
+  architecture, out, _, _, _ = run
   low, high = architecture.input_range
   with open(out / "model_info.json") as f:
     info = json.load(f)
@@ -171,7 +174,7 @@ def _metadata(path):
 @pytest.mark.parametrize("mode", export.MODES)
 def test_metadata_normalization_matches_the_family(run, mode):
   from quickdraw import tflite_metadata
-  architecture, out, _, _ = run
+  architecture, out, _, _, _ = run
   suffix = "" if mode == "float32" else f"_{mode}"
   tensor, model = _metadata(out / f"model{suffix}.tflite")
   norm = tensor.processUnits[0].options
@@ -197,7 +200,7 @@ def test_mediapipe_runs_the_apps_model_and_the_network_as_we_do(run):
   """MediaPipe feeds the canvas model the canvas, and the network a picture
   normalized by its metadata: both must answer as LiteRT does with our own
   preprocessing, whatever the family's input range."""
-  architecture, out, _, _ = run
+  architecture, out, _, _, _ = run
   pictures = [p for _, p in _canvases(16)]
   ours = inference.TFLitePredictor(str(out / "assets" / "model.tflite"))
   expected = ours(np.stack(pictures)).argmax(1)
@@ -224,7 +227,7 @@ def test_mediapipe_runs_the_apps_model_and_the_network_as_we_do(run):
 def test_predict_reads_each_artifacts_contract(run, tmp_path):
   """`.keras` by its backbone, `.tflite` by its metadata, `.pb` by the
   model_info.json beside it: the three give the same answers."""
-  architecture, out, _, _ = run
+  architecture, out, _, _, _ = run
   paths = []
   for i, (_, picture) in enumerate(_canvases(8)):
     paths.append(str(tmp_path / f"canvas_{i}.png"))
@@ -241,7 +244,7 @@ def test_predict_reads_each_artifacts_contract(run, tmp_path):
 
 
 def test_the_demo_answers_with_the_assets_model(run):
-  _, out, _, _ = run
+  _, out, _, _, _ = run
   classifier = demo.Classifier(str(out / "assets" / "model.tflite"))
   server = demo.make_server(classifier, "127.0.0.1", 0)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -287,7 +290,7 @@ def test_minimalistic_variants_export_for_the_app(key, tmp_path):
       quantize=("int8",), android_assets_dir=str(tmp_path / "assets"),
       canvas_size=CANVAS, check_canvases=16, max_quantization_loss=100,
       float_tolerance=0.01)
-  report = export.export_model(classifier, CATEGORIES, config, drawings,
+  report = export_flow.export_model(classifier, CATEGORIES, config, drawings,
                                labels, drawings[::2], (drawings, labels))
   assert report["architecture"] == architecture.name
   for mode in ("float32", "int8"):

@@ -11,15 +11,15 @@ import sys
 import time
 
 import keras
-import numpy as np
 import pytest
 
-from quickdraw import (atomic_files, checkpoints, download, export,
-                       jpeg_dump, training)
+from quickdraw import atomic_files, checkpoints, download, jpeg_dump, training
 from quickdraw.categories import Category
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import flow as export_flow
+from quickdraw.export import config as export_config
 
 from conftest import CATEGORIES, REPO, export_stand_in
 
@@ -208,7 +208,7 @@ def test_a_kill_between_the_exports_renames(data_dir, tmp_path):
           "--check_drawings=20", "--check_canvases=10", "--canvas_size=64"]
   first = _command(*args)
   assert first.wait(timeout=600) == 0, first.stderr.read()
-  journal = out / export.JOURNAL
+  journal = out / export_config.JOURNAL
   # Again, pausing 3 s after each rename: killed after the first.
   second = _command(*args, "--quantize=dynamic",
                     env={atomic_files.PAUSE_ENV: "3"})
@@ -225,7 +225,7 @@ def test_a_kill_between_the_exports_renames(data_dir, tmp_path):
   assert 0 < len(waiting) < len(pairs)  # killed half-way: a mix on disk
 
   # The next export (or train) finishes it and says so.
-  finished = export.finish_interrupted_export(str(out))
+  finished = export_flow.finish_interrupted_export(str(out))
   assert finished == len(waiting)
   assert not journal.exists()
   for path, digest in waiting.items():
@@ -235,7 +235,7 @@ def test_a_kill_between_the_exports_renames(data_dir, tmp_path):
   assert "tflite_dynamic" in report["artifacts"]
   for artifact in report["artifacts"].values():
     assert os.path.getsize(artifact["path"]) == artifact["bytes"]
-  assert export.finish_interrupted_export(str(out)) == 0  # nothing left
+  assert export_flow.finish_interrupted_export(str(out)) == 0  # nothing left
 
 
 def test_a_transaction_removes_files_all_or_none(tmp_path, monkeypatch):

@@ -44,6 +44,7 @@ def _decode(images):
 
 def _epoch(source, split, **kwargs):
   kwargs.setdefault("batch_size", 64)
+  kwargs.setdefault("value_range", None)
   batches = list(input_pipeline.make_dataset(source, split, **kwargs))
   images = np.concatenate([b[0].numpy() for b in batches])
   labels = np.concatenate([b[1].numpy() for b in batches])
@@ -69,7 +70,8 @@ def test_one_epoch_reads_each_drawing_of_the_split_once(source, split):
 
 
 def test_batches_are_shuffled_across_classes_and_differ_by_epoch(source):
-  ds = input_pipeline.make_dataset(source, "train", 50, epochs=2)
+  ds = input_pipeline.make_dataset(source, "train", 50, epochs=2,
+                                   value_range=None)
   batches = [b[1].numpy() for b in ds]
   per_epoch = len(batches) // 2
   first = np.concatenate(batches[:per_epoch])
@@ -81,7 +83,8 @@ def test_batches_are_shuffled_across_classes_and_differ_by_epoch(source):
 
 def test_shuffle_is_reproducible_and_resumable(source):
   def labels(**kwargs):
-    ds = input_pipeline.make_dataset(source, "train", 32, **kwargs)
+    ds = input_pipeline.make_dataset(source, "train", 32, value_range=None,
+                                     **kwargs)
     return [(_decode(x)[1].tolist()) for x, _ in ds]
 
   three = labels(epochs=3)
@@ -102,7 +105,8 @@ def test_drop_remainder_and_endless(source):
   batches, _, _ = _epoch(source, "validation", batch_size=16,
                          drop_remainder=True)
   assert len(batches) == n // 16 and all(len(b[1]) == 16 for b in batches)
-  endless = input_pipeline.make_dataset(source, "validation", 16, epochs=None)
+  endless = input_pipeline.make_dataset(source, "validation", 16,
+                                        epochs=None, value_range=None)
   assert sum(1 for _ in endless.take(3 * len(batches) + 1)) == (
       3 * len(batches) + 1)
 
@@ -110,14 +114,16 @@ def test_drop_remainder_and_endless(source):
 @pytest.mark.parametrize("size", [128, 224])
 def test_upsampled_batches(source, size):
   ds = input_pipeline.make_dataset(source, "test", 16, image_size=size,
-                                   shuffle=False)
+                                   shuffle=False,
+                                   value_range=preprocessing.SIGNED_RANGE)
   images, labels = next(iter(ds))
   assert images.shape == (16, size, size, 3) and images.dtype == tf.float32
   assert float(tf.reduce_min(images)) >= -1.0
   assert float(tf.reduce_max(images)) <= 1.0
   # Same as running the 28x28 stage, then the op eagerly.
   small, _ = next(iter(input_pipeline.make_dataset(source, "test", 16,
-                                                   shuffle=False)))
+                                                   shuffle=False,
+                                                   value_range=None)))
   np.testing.assert_allclose(
       images.numpy(), preprocessing.upsample_to_rgb(small, size).numpy(),
       atol=1e-6)
@@ -142,7 +148,7 @@ def test_empty_split_is_a_clear_error(tagged_dir):
       categories=NAMES, data_dir=tagged_dir, download=False,
       testing_percentage=0))
   with pytest.raises(QuickDrawError) as e:
-    input_pipeline.make_dataset(source, "test", 8)
+    input_pipeline.make_dataset(source, "test", 8, value_range=None)
   assert str(e.value) == ("the test split has no drawings; raise "
                           "--samples_per_class or that split's percentage")
 
@@ -165,7 +171,8 @@ def every_row_source(tagged_dir):
 def test_streamed_epochs_read_each_drawing_once_and_reshuffle(
     small_blocks, source, every_row_source, which):
   source = source if which == "sampled" else every_row_source
-  ds = input_pipeline.make_dataset(source, "train", 32, epochs=2, stream=True)
+  ds = input_pipeline.make_dataset(source, "train", 32, epochs=2, stream=True,
+                                   value_range=None)
   batches = [(x.numpy(), y.numpy()) for x, y in ds]
   n = source.split_size("train")
   per_epoch = input_pipeline.batches_per_epoch(n, 32)
@@ -192,7 +199,7 @@ def test_streaming_is_reproducible_and_resumable(small_blocks,
                                                  every_row_source):
   def rows(**kwargs):
     ds = input_pipeline.make_dataset(every_row_source, "train", 50,
-                                     stream=True, **kwargs)
+                                     stream=True, value_range=None, **kwargs)
     return [_decode(x)[1].tolist() for x, _ in ds]
 
   three = rows(epochs=3)

@@ -131,7 +131,8 @@ def test_imagenet_weights_download_into_model_dir(tmp_path):
 
 
 def test_calibrated_random_backbone_gives_informative_features():
-  from quickdraw import preprocessing, synthetic
+  from quickdraw import preprocessing
+  from quickdraw.testing import synthetic
   drawings = np.concatenate([synthetic.make_drawings(c, 8) for c in range(4)])
   images = preprocessing.upsample_to_rgb(drawings.reshape(-1, 28, 28, 1), 32)
   backbone = model.build_backbone(model.Architecture(0.25, 32), None)

@@ -3,7 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from quickdraw import npy_files, synthetic
+from quickdraw import npy_files
+from quickdraw.testing import synthetic
 from quickdraw.errors import QuickDrawError
 
 DRAWINGS = synthetic.make_drawings(0, 5)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import canvases, preprocessing, synthetic
+from quickdraw import canvases, preprocessing
+from quickdraw.testing import synthetic
 
 ROWS = np.concatenate([synthetic.make_drawings(c, 3) for c in range(3)])
 

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from quickdraw import canvases, preprocessing, quality, synthetic
+from quickdraw import canvases, preprocessing, quality
+from quickdraw.testing import synthetic
 
 from conftest import REPO, SHARED_DATA
 

@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from quickdraw import input_pipeline
+from quickdraw import input_pipeline, preprocessing
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
+from quickdraw import data_source
 
 from conftest import SHARED_DATA
 
@@ -26,11 +27,13 @@ def test_real_files_open_and_stream():
   assert [len(f) for f in source.files] == list(EXPECTED_ROWS.values())
   assert [r["used"] for r in source.summary()] == [1000] * 4
   images, labels = next(iter(input_pipeline.make_dataset(
-      source, "train", 64, image_size=224)))
+      source, "train", 64, image_size=224,
+      value_range=preprocessing.SIGNED_RANGE)))
   assert images.shape == (64, 224, 224, 3)
   assert set(np.unique(labels)) <= {0, 1, 2, 3}
   # Real drawings: light ink on a black background.
-  small, _ = next(iter(input_pipeline.make_dataset(source, "train", 64)))
+  small, _ = next(iter(input_pipeline.make_dataset(source, "train", 64,
+                                                   value_range=None)))
   assert np.median(small.numpy()) == 0 and small.numpy().max() == 255
 
 
@@ -74,7 +77,7 @@ def test_quickstart_flagfile_end_to_end(tmp_path):
   assert report["artifacts"]["canvas_float32"]["canvas_top1"] > 0.5
   # The app's model on the same drawings in other themes, on junk, and on
   # a dot, against the threshold the export recommends.
-  from quickdraw import canvases, export, inference
+  from quickdraw import canvases, inference
   from quickdraw.splits import Split
   from quickdraw.data_source import QuickDrawSource
   from quickdraw.config import DataConfig
@@ -86,7 +89,7 @@ def test_quickstart_flagfile_end_to_end(tmp_path):
                                       "model.tflite"))
   run = json.loads((out / "run.json").read_text())
   source = QuickDrawSource.open(DataConfig(**run["data"]))
-  drawings, labels = export.drawings_from_split(source, Split.TEST, 100)
+  drawings, labels = data_source.drawings_from_split(source, Split.TEST, 100)
   top1 = {theme: np.mean(app(canvases.redraw(drawings, 256, seed=1,
                                              theme=theme)).argmax(1) == labels)
           for theme in ("white", "dark", "dark_grey", "blue_on_yellow",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from quickdraw import categories as categories_lib
-from quickdraw import npy_files, range_server, remote_rows, splits, synthetic
+from quickdraw import npy_files, remote_rows, splits
+from quickdraw.testing import range_server, synthetic
 from quickdraw.categories import Category
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from quickdraw import splits, synthetic
+from quickdraw import splits
+from quickdraw.testing import synthetic
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError

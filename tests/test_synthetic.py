@@ -1,6 +1,7 @@
 import numpy as np
 
-from quickdraw import npy_files, synthetic
+from quickdraw import npy_files
+from quickdraw.testing import synthetic
 
 
 def _centred(drawings):

@@ -11,10 +11,12 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from quickdraw import bottlenecks, inference, training
+from quickdraw import bottlenecks, preprocessing, training
 from quickdraw.cli import train as train_cli
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import contracts
+from quickdraw import schedules
 
 from conftest import CATEGORIES
 
@@ -121,7 +123,7 @@ def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
   said = capsys.readouterr().out
   assert f"The app's files go to {assets} again" in said
   # The threshold the Kotlin code needs, said at the end.
-  threshold = inference.score_threshold_for(str(out / "model.tflite"))
+  threshold = contracts.score_threshold_for(str(out / "model.tflite"))
   assert said.rstrip().endswith(
       f"The app's score threshold (setScoreThreshold): {threshold:.3f}")
   # The app's folder holds the new four-class model, and the run keeps it.
@@ -249,14 +251,14 @@ def test_how_many_training_steps_rounds_up_to_epochs(tmp_path):
   config = train_config(tmp_path, how_many_training_steps=7000,
                         train_batch_size=100)
   # 8,000 training drawings: 80 batches an epoch; 7,000 steps -> 88 epochs.
-  assert training.head_schedule(8000, config) == (88, 80)
-  assert training.head_schedule(8000, train_config(tmp_path, epochs=5)) == (
+  assert schedules.head_schedule(8000, config) == (88, 80)
+  assert schedules.head_schedule(8000, train_config(tmp_path, epochs=5)) == (
       5, 250)
 
 
 def test_head_schedules(tmp_path):
   def rates(schedule):
-    rate = training.head_learning_rate(
+    rate = schedules.head_learning_rate(
         train_config(tmp_path, head_schedule=schedule, learning_rate=0.01),
         300)
     return [float(rate(step)) if callable(rate) else rate
@@ -361,16 +363,18 @@ def test_device_and_host_upsampling_agree(data_dir, tmp_path):
   classifier = model.build_classifier(backbone, model.build_head(256, 4))
   device = model.build_device_classifier(classifier)
   drawings = next(iter(input_pipeline.make_dataset(source, "test", 16,
-                                                   shuffle=False)))[0]
+                                                   shuffle=False,
+                                                   value_range=None)))[0]
   images = next(iter(input_pipeline.make_dataset(
-      source, "test", 16, image_size=SIZE, shuffle=False)))[0]
+      source, "test", 16, image_size=SIZE, shuffle=False,
+      value_range=preprocessing.SIGNED_RANGE)))[0]
   np.testing.assert_allclose(device.predict(drawings, verbose=0),
                              classifier.predict(images, verbose=0), atol=1e-6)
 
 
 def test_head_steps_are_bundled_within_an_epoch():
-  assert training.steps_per_execution(80) == 20
-  assert training.steps_per_execution(64) == 32
-  assert training.steps_per_execution(7) == 7
-  assert training.steps_per_execution(79) == 1  # prime: no bundle divides it
-  assert training.steps_per_execution(1) == 1
+  assert schedules.steps_per_execution(80) == 20
+  assert schedules.steps_per_execution(64) == 32
+  assert schedules.steps_per_execution(7) == 7
+  assert schedules.steps_per_execution(79) == 1  # prime: no bundle divides it
+  assert schedules.steps_per_execution(1) == 1

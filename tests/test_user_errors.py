@@ -18,6 +18,7 @@ from quickdraw.cli import predict as predict_cli
 from quickdraw.cli import train as train_cli
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import flow as export_flow
 
 from conftest import CATEGORIES, REPO
 
@@ -136,7 +137,7 @@ def test_corrupt_run_model_is_a_one_line_error(tmp_path, data_dir):
                                str(tmp_path / "m.tflite"), str(tmp_path))
   data = DataConfig(categories=CATEGORIES, data_dir=data_dir, download=False)
   with pytest.raises(QuickDrawError) as e:
-    training.export_run(data, config, str(tmp_path / "model.keras"))
+    export_flow.export_run(data, config, str(tmp_path / "model.keras"))
   assert "is not a Keras model that loads" in str(e.value)
   assert "quickdraw-train" in str(e.value)
 
@@ -223,10 +224,10 @@ def test_predict_finds_the_labels_beside_a_graph(tmp_path, stand_in):
       str(tmp_path / "retrained_graph.pb"),
       str(tmp_path / "retrained_labels.txt"), str(tmp_path / "model.tflite"),
       str(tmp_path), canvas_size=64, check_canvases=4)
-  from quickdraw import synthetic
+  from quickdraw.testing import synthetic
   drawings = np.concatenate([synthetic.make_drawings(c, 3) for c in
                              range(len(CATEGORIES))])
-  export.export_model(classifier, CATEGORIES, config, drawings,
+  export_flow.export_model(classifier, CATEGORIES, config, drawings,
                       np.repeat(np.arange(len(CATEGORIES)), 3))
   np.save(tmp_path / "rows.npy", drawings)
   results = predict_cli.predict(str(tmp_path / "retrained_graph.pb"), None,

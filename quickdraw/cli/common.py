@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging as std_logging
 import os
 import sys
@@ -20,9 +19,9 @@ from absl import app, flags, logging
 from quickdraw import backbones
 from quickdraw import categories as categories_lib
 from quickdraw import model as model_lib
-from quickdraw.config import DEFAULT_DATA_DIR, DataConfig
+from quickdraw.config import DEFAULT_DATA_DIR, DataConfig, TrainConfig
 from quickdraw.errors import QuickDrawError
-from quickdraw.training import RUN_FILENAME, TrainConfig
+from quickdraw.export import FINAL_TENSOR_NAME
 
 FLAGS = flags.FLAGS
 _DEFAULTS = DataConfig()
@@ -112,6 +111,9 @@ flags.DEFINE_integer(
 DEFINE_path(
     "output_dir", TrainConfig.output_dir,
     "Folder for what a run writes: model, labels, evaluation, pictures.")
+flags.DEFINE_string(
+    "final_tensor_name", FINAL_TENSOR_NAME,
+    "Name of the output node in the frozen graph (retrain.py's flag).")
 # The flagfiles shipped inside the package (the checkout's configs/ is a
 # link to them), found by name from any folder.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(
@@ -162,22 +164,6 @@ def data_config_from_flags() -> DataConfig:
   image_size = (FLAGS.image_size or
                 model_lib.parse_architecture(FLAGS.architecture).image_size)
   return DataConfig(categories=tuple(names), image_size=image_size, **values)
-
-
-def read_run(output_dir: str) -> tuple[dict, DataConfig]:
-  """A trained run's run.json, and the data settings in it.
-
-  Raises:
-    QuickDrawError: the file is missing or unreadable.
-  """
-  path = os.path.join(output_dir, RUN_FILENAME)
-  try:
-    with open(path) as f:
-      run = json.load(f)
-    return run, DataConfig(**run["data"])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise QuickDrawError(f"{path} is missing or unreadable ({e}); "
-                         "re-run quickdraw-train") from None
 
 
 def list_categories_or_check_args(argv: Sequence[str]) -> bool:

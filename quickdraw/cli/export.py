@@ -22,21 +22,25 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from quickdraw import export, training
+from quickdraw import config as config_lib
+from quickdraw import export, run_files
 from quickdraw.cli import common
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import checks, flow
 
 FLAGS = flags.FLAGS
 # Key flags: --output_dir and these. The data flags are not: the data
 # settings come from the run's run.json.
 flags.declare_key_flag("output_dir")
+flags.declare_key_flag("final_tensor_name")
+_DEFAULTS = export.ExportConfig("", "", "", "")
 
 common.DEFINE_path(
-    "output_labels", training.TrainConfig.output_labels,
+    "output_labels", config_lib.TrainConfig.output_labels,
     "Labels file, one category per line in the model's output order; empty "
     "for <output_dir>/retrained_labels.txt.")
 common.DEFINE_path(
-    "output_graph", training.TrainConfig.output_graph,
+    "output_graph", config_lib.TrainConfig.output_graph,
     "Frozen inference graph (retrain.py's retrained_graph.pb): input node "
     "'input' float32 [batch, S, S, 3] in the backbone's input range ([-1, 1] "
     "for MobileNet v1 and v2, 0..255 for V3 and EfficientNet; model_info.json "
@@ -52,14 +56,10 @@ common.DEFINE_path(
     "<name>_<mode>.tflite, and the app's canvas models "
     "<name>_canvas[_<mode>].tflite (input: the canvas, uint8 [1, H, W, 3]).")
 flags.DEFINE_list(
-    "quantize", [],
+    "quantize", list(_DEFAULTS.quantize),
     "Quantized TFLite variants to write too: none, dynamic (int8 weights), "
     "float16 (float16 weights), int8 (full-integer, calibrated on training "
     "drawings; float32 input and output). Comma-separated for several.")
-flags.DEFINE_string(
-    "final_tensor_name", export.inference.FINAL_TENSOR_NAME,
-    "Name of the output node in the frozen graph (retrain.py's flag).")
-_DEFAULTS = export.ExportConfig("", "", "", "")
 common.DEFINE_path(
     "android_assets_dir", "",
     "An Android app's assets folder (.../app/src/main/assets): receives "
@@ -107,25 +107,27 @@ flags.DEFINE_integer(
     "Training drawings that calibrate int8 quantization.", lower_bound=1)
 
 
+# ExportConfig's fields that are not flags of the same name: the paths,
+# filled in from --output_dir, and the tolerance that tests loosen.
+_NOT_FLAGS = ("output_graph", "output_labels", "output_tflite", "report_dir",
+              "float_tolerance")
+
+
 def export_config_from_flags(output_dir: str, output_graph: str = "",
                              output_labels: str = "") -> export.ExportConfig:
   """The `ExportConfig` the flags describe, empty paths in `output_dir`."""
   return export.ExportConfig(
-      output_graph=training.output_path(output_dir, "output_graph",
-                                        output_graph),
-      output_labels=training.output_path(output_dir, "output_labels",
-                                         output_labels),
-      output_tflite=training.output_path(output_dir, "output_tflite",
-                                         FLAGS.output_tflite),
-      report_dir=output_dir, quantize=tuple(FLAGS.quantize),
-      final_tensor_name=FLAGS.final_tensor_name,
-      android_assets_dir=FLAGS.android_assets_dir,
-      android_model=FLAGS.android_model, android_graph=FLAGS.android_graph,
-      canvas_size=FLAGS.canvas_size,
-      max_quantization_loss=FLAGS.max_quantization_loss,
-      check_drawings=FLAGS.check_drawings,
-      check_canvases=FLAGS.check_canvases,
-      representative_drawings=FLAGS.representative_drawings)
+      output_graph=config_lib.output_path(output_dir, "output_graph",
+                                          output_graph),
+      output_labels=config_lib.output_path(output_dir, "output_labels",
+                                           output_labels),
+      output_tflite=config_lib.output_path(output_dir, "output_tflite",
+                                           FLAGS.output_tflite),
+      report_dir=output_dir,
+      **{f.name: (tuple(FLAGS[f.name].value) if f.name == "quantize"
+                  else FLAGS[f.name].value)
+         for f in dataclasses.fields(export.ExportConfig)
+         if f.name not in _NOT_FLAGS})
 
 
 def android_assets_dir(run: dict | None) -> str:
@@ -149,22 +151,22 @@ def main(argv: Sequence[str]) -> None:
   if common.list_categories_or_check_args(argv):
     return
   out = FLAGS.output_dir
-  if not os.path.exists(os.path.join(out, training.MODEL_FILENAME)):
+  model_path = os.path.join(out, run_files.MODEL_FILENAME)
+  if not os.path.exists(model_path):
     raise QuickDrawError(
         f"no trained model in --output_dir={out} (looked for "
-        f"{training.MODEL_FILENAME}); run quickdraw-train first or pass its "
+        f"{run_files.MODEL_FILENAME}); run quickdraw-train first or pass its "
         "--output_dir")
-  run, data = common.read_run(out)
+  run, data = run_files.read_run(out)
   config = export_config_from_flags(
       out, FLAGS.output_graph or run["train"].get("output_graph", ""),
       FLAGS.output_labels or run["train"].get("output_labels", ""))
   assets = android_assets_dir(run)
   config = dataclasses.replace(config, android_assets_dir=assets)
-  report = training.export_run(data, config, os.path.join(
-      out, training.MODEL_FILENAME))
-  print(export.format_report(report))
+  report = flow.export_run(data, config, model_path)
+  print(checks.format_report(report))
   if assets:
-    training.record_export(out, config, report)
+    run_files.record_export(out, config, report)
 
 
 def run() -> None:

@@ -37,8 +37,8 @@ from absl import flags
 
 from quickdraw import canvases, inference, tflite_metadata, visualize
 from quickdraw.cli import common
-from quickdraw.cli import export as export_cli  # noqa: F401 (--final_tensor_name)
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import contracts
 
 FLAGS = flags.FLAGS
 common.DEFINE_path("model", None,
@@ -138,7 +138,7 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
         f"{model_path} has {probabilities.shape[1]} outputs but there are "
         f"{len(labels)} labels; pass the labels written with the model")
   if score_threshold is None:
-    score_threshold = inference.score_threshold_for(model_path) or 0.0
+    score_threshold = contracts.score_threshold_for(model_path) or 0.0
   results = []
   for name, drawing, p in zip(names, drawings, probabilities):
     best = [] if not drawing.any() else np.argsort(-p)[:top_k]

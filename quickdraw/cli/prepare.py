@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags, logging
 
-from quickdraw import atomic_files, input_pipeline, visualize
+from quickdraw import atomic_files, backbones, input_pipeline, visualize
 from quickdraw.cli import common
 # Defines the training flags too: one flagfile configures a whole run.
 from quickdraw.cli import train as _train  # noqa: F401
@@ -75,7 +75,9 @@ def main(argv: Sequence[str]) -> None:
   print(format_table(summary))
 
   images, labels = next(iter(input_pipeline.make_dataset(
-      source, Split.TRAIN, batch_size=32, image_size=config.image_size)))
+      source, Split.TRAIN, batch_size=32, image_size=config.image_size,
+      value_range=backbones.parse_architecture(
+          FLAGS.architecture).input_range)))
   logging.info("pipeline: batch of %s %s in [%.2f, %.2f], labels %s",
                tuple(images.shape), images.dtype.name,
                float(np.min(images)), float(np.max(images)),

@@ -36,15 +36,17 @@ from collections.abc import Sequence
 
 from absl import flags, logging
 
-from quickdraw import distribute, training
+from quickdraw import config as config_lib
+from quickdraw import distribute, evaluation, run_files, training
 from quickdraw.cli import common
 from quickdraw.cli import export as export_cli
 from quickdraw.errors import QuickDrawError
+from quickdraw.export import checks, flow
 
 FLAGS = flags.FLAGS
 flags.adopt_module_key_flags(common)  # so --help lists the data flags
 flags.adopt_module_key_flags(export_cli)  # and the export flags
-_DEFAULTS = training.TrainConfig()
+_DEFAULTS = config_lib.TrainConfig()
 
 common.DEFINE_path(
     "weights", _DEFAULTS.weights,
@@ -80,7 +82,7 @@ flags.DEFINE_float(
     "--head_schedule=cosine (retrain.py used plain gradient descent at "
     "0.01; Adam at 0.001 converges in fewer steps).")
 flags.DEFINE_enum(
-    "head_schedule", _DEFAULTS.head_schedule, list(training.HEAD_SCHEDULES),
+    "head_schedule", _DEFAULTS.head_schedule, list(config_lib.HEAD_SCHEDULES),
     "The head's learning rate over its steps: constant; cosine (decaying to "
     "zero from the first step); or hold_cosine (held for two thirds of the "
     "steps, then a cosine to zero: converged in short runs, settled at the "
@@ -160,11 +162,11 @@ flags.DEFINE_boolean(
     "model. --noexport skips it (quickdraw-export can do it later).")
 
 
-def train_config_from_flags() -> training.TrainConfig:
+def train_config_from_flags() -> config_lib.TrainConfig:
   """The `TrainConfig` that the flags describe."""
-  names = [f.name for f in dataclasses.fields(training.TrainConfig)
+  names = [f.name for f in dataclasses.fields(config_lib.TrainConfig)
            if f.name != "verbose"]
-  return training.TrainConfig(verbose=common.progress_verbosity(),
+  return config_lib.TrainConfig(verbose=common.progress_verbosity(),
                               **{n: FLAGS[n].value for n in names})
 
 
@@ -176,14 +178,16 @@ def main(argv: Sequence[str]) -> None:
   export = None
   if FLAGS.export:
     try:  # an earlier run in the same folder: its app folder gets this one
-      earlier = common.read_run(config.output_dir)[0]
+      earlier = run_files.read_run(config.output_dir)[0]
     except QuickDrawError:
       earlier = None
     export = dataclasses.replace(
         export_cli.export_config_from_flags(
             config.output_dir, config.output_graph, config.output_labels),
         android_assets_dir=export_cli.android_assets_dir(earlier))
-  result = training.train_and_evaluate(data, config, export=export)
+    # Now, not after an hour of training (as make_image_classifier does).
+    flow.check_destinations(export)
+  result = training.train_and_evaluate(data, config)
   logging.info("Epochs run: %s", ", ".join(
       f"{phase.replace('_', '-')} {count}"
       for phase, count in result.epochs_run.items()))
@@ -191,11 +195,18 @@ def main(argv: Sequence[str]) -> None:
     print(f"Worker done; the chief wrote {config.output_dir}; test top-1 "
           f"{result.report['top1']:.4f}")
     return
+  print(evaluation.format_report(result.report))
   canvas = threshold = ""
-  if result.export_report:
+  if export is not None:
+    # Recorded first: a failed export's next try goes to the same folder.
+    run_files.record_export(config.output_dir, export)
+    report = flow.export_run(data, export, classifier=result.classifier)
+    if "android_assets" in report:
+      run_files.record_export(config.output_dir, export, report)
+    print(checks.format_report(report))
     canvas = (f"; on test drawings re-drawn as app canvases "
-              f"{result.export_report['keras']['canvas_top1']:.4f}")
-    calibrated = result.export_report.get("calibration")
+              f"{report['keras']['canvas_top1']:.4f}")
+    calibrated = report.get("calibration")
     if calibrated:
       threshold = (f"\nThe app's score threshold (setScoreThreshold): "
                    f"{calibrated['score_threshold']:.3f}")
