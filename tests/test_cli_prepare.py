@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ from absl.testing import flagsaver
 from quickdraw.cli import common, prepare
 from quickdraw.errors import QuickDrawError
 
-from conftest import CATEGORIES
+from conftest import CATEGORIES, run_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,27 +65,21 @@ def test_unknown_category_raises_before_any_work(tmp_path):
   assert not (tmp_path / "nothing").exists()
 
 
-def _run_script(*args):
-  return subprocess.run(
-      [sys.executable, os.path.join(REPO, "scripts", "prepare.py"), *args],
-      capture_output=True, text=True, cwd=REPO, timeout=120)
-
-
 def test_user_errors_print_one_line_without_traceback(tmp_path):
-  result = _run_script("--categories=circle,cats", f"--data_dir={tmp_path}")
-  assert result.returncode == 1
-  assert "Traceback" not in result.stderr
-  assert result.stderr.splitlines()[-1] == (
+  status, stderr = run_command("prepare", "--categories=circle,cats",
+                               f"--data_dir={tmp_path}")
+  assert status == 1
+  assert stderr.splitlines() == [
       "prepare.py: error: 'cats' is not a QuickDraw category; did you mean "
-      "'cat'?")
+      "'cat'?"]
 
 
 def test_bad_file_through_the_command(tmp_path):
   np.save(tmp_path / "circle.npy", np.zeros((3, 785), np.uint8))
-  result = _run_script("--categories=circle", f"--data_dir={tmp_path}",
-                       "--nodownload")
-  assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert result.stderr.splitlines()[-1].endswith(
+  status, stderr = run_command("prepare", "--categories=circle",
+                               f"--data_dir={tmp_path}", "--nodownload")
+  assert status == 1 and len(stderr.splitlines()) == 1
+  assert stderr.splitlines()[-1].endswith(
       f"{tmp_path}/circle.npy: holds an array of shape (3, 785), expected "
       "(N, 784), (N, 1, 784) or (N, 28, 28) uint8 drawings of 28x28 pixels")
 

@@ -5,7 +5,8 @@ MultiWorkerMirroredStrategy over two worker processes on 127.0.0.1 that
 find each other through TF_CONFIG. Both need a fresh process (devices and
 the collective runtime are set up once per process), so they run
 quickdraw-train in subprocesses, with the smoke config's settings on the
-generated data.
+generated data and the test backbone (these tests are about what runs the
+training; tests/test_export.py runs the smoke config as users do).
 """
 
 import json
@@ -60,7 +61,7 @@ def test_mirrored_over_two_logical_cpus(data_dir, tmp_path):
   out = tmp_path / "run"
   done = subprocess.run(
       [sys.executable, "-c", SPLIT_CPU_TRAIN, "2", "--strategy=mirrored",
-       *smoke_args(data_dir, tmp_path, out)],
+       *smoke_args(data_dir, tmp_path, out, tiny=True)],
       env=_env(), capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   with open(out / "run.json") as f:
@@ -82,7 +83,8 @@ def test_multi_worker_with_two_local_workers(data_dir, tmp_path):
                             "task": {"type": "worker", "index": index}})
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "quickdraw.cli.train",
-         "--strategy=multi_worker", *smoke_args(data_dir, tmp_path, out)],
+         "--strategy=multi_worker",
+         *smoke_args(data_dir, tmp_path, out, tiny=True)],
         env=_env(TF_CONFIG=tf_config, TMPDIR=str(scratch)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   results = []
@@ -117,7 +119,7 @@ def test_mixed_precision_trains_and_saves_float32(data_dir, tmp_path):
   data = DataConfig(categories=CATEGORIES, data_dir=data_dir, download=False,
                     samples_per_class=100, image_size=32)
   config = training.TrainConfig(
-      architecture="mobilenet_0.25_128", weights="none", epochs=2,
+      architecture="test_tiny_32", weights="none", epochs=2,
       fine_tune_layers=5, fine_tune_epochs=1, train_batch_size=32,
       mixed_precision=True, bottleneck_dir=str(tmp_path / "cache"),
       output_dir=str(tmp_path / "run"), verbose=0)

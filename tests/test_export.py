@@ -9,6 +9,7 @@ real quickdraw-train run.
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -288,15 +289,29 @@ def _snapshot(*folders):
   return files
 
 
-@pytest.fixture
-def previous_export(trained, test_drawings, tmp_path):
-  """A complete export into run/ and assets/, to be left intact."""
+def _previous_config(folder):
+  return config_for(folder / "run", canvas_size=CANVAS, check_canvases=20,
+                    android_assets_dir=str(folder / "assets"))
+
+
+@pytest.fixture(scope="module")
+def clean_export(trained, test_drawings, tmp_path_factory):
+  """One complete export into run/ and assets/, made once."""
   classifier, source = trained
-  config = config_for(tmp_path / "run", canvas_size=CANVAS,
-                      check_canvases=20,
-                      android_assets_dir=str(tmp_path / "assets"))
-  export_flow.export_model(classifier, source.categories, config, *test_drawings)
-  return config, _snapshot(tmp_path / "run", tmp_path / "assets")
+  folder = tmp_path_factory.mktemp("clean_export")
+  export_flow.export_model(classifier, source.categories,
+                           _previous_config(folder), *test_drawings)
+  return folder
+
+
+@pytest.fixture
+def previous_export(clean_export, tmp_path):
+  """A copy of `clean_export` in tmp_path, to be left intact by a failed
+  export: (its config, every file's bytes)."""
+  for name in ("run", "assets"):
+    shutil.copytree(clean_export / name, tmp_path / name)
+  return (_previous_config(tmp_path),
+          _snapshot(tmp_path / "run", tmp_path / "assets"))
 
 
 def test_failed_export_leaves_the_previous_one(trained, test_drawings,
@@ -502,7 +517,7 @@ def test_export_command_reexports_a_trained_run(data_dir, tmp_path, capsys):
                              download=False, samples_per_class=60,
                              image_size=SIZE)
   training.train_and_evaluate(data, training.TrainConfig(
-      architecture="mobilenet_0.25_128", weights="none", epochs=1,
+      architecture="test_tiny_32", weights="none", epochs=1,
       train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
       output_dir=str(out), verbose=0))
   assert not (out / "model.tflite").exists()

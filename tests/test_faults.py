@@ -13,7 +13,7 @@ import time
 import keras
 import pytest
 
-from quickdraw import atomic_files, checkpoints, download, jpeg_dump, training
+from quickdraw import atomic_files, checkpoints, download, jpeg_dump
 from quickdraw.categories import Category
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
@@ -21,9 +21,9 @@ from quickdraw.errors import QuickDrawError
 from quickdraw.export import flow as export_flow
 from quickdraw.export import config as export_config
 
-from conftest import CATEGORIES, REPO, export_stand_in
+from conftest import CATEGORIES, REPO, copy_of, export_stand_in
 
-TINY = ["--architecture=mobilenet_0.25_128", "--weights=none",
+TINY = ["--architecture=test_tiny_32", "--weights=none",
         "--samples_per_class=60", "--image_size=32", "--epochs=2",
         "--train_batch_size=32", "--nodownload"]
 
@@ -195,19 +195,10 @@ def test_two_runs_share_one_empty_bottleneck_cache(data_dir, tmp_path):
   assert len(features) == 3  # one entry per split, shared
 
 
-def test_a_kill_between_the_exports_renames(data_dir, tmp_path):
-  out = tmp_path / "run"
-  training.train_and_evaluate(
-      DataConfig(categories=CATEGORIES, data_dir=data_dir, download=False,
-                 samples_per_class=60, image_size=32),
-      training.TrainConfig(architecture="mobilenet_0.25_128",
-                           weights="none", epochs=1, train_batch_size=32,
-                           bottleneck_dir=str(tmp_path / "cache"),
-                           output_dir=str(out), verbose=0))
+def test_a_kill_between_the_exports_renames(trained_run, tmp_path):
+  out = copy_of(trained_run, tmp_path)  # trained and exported once
   args = ["quickdraw.cli.export", f"--output_dir={out}",
           "--check_drawings=20", "--check_canvases=10", "--canvas_size=64"]
-  first = _command(*args)
-  assert first.wait(timeout=600) == 0, first.stderr.read()
   journal = out / export_config.JOURNAL
   # Again, pausing 3 s after each rename: killed after the first.
   second = _command(*args, "--quantize=dynamic",

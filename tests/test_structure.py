@@ -130,3 +130,21 @@ def test_the_input_range_is_a_required_keyword_outside_preprocessing():
         if "value_range" in positional or "value_range" in _defaults(node):
           offenders.append(f"{module}.{node.name}")
   assert offenders == []
+
+
+def test_the_suites_work_units_keep_module_fixtures_together():
+  """conftest.MODULE_UNITS names every test module with a module-scoped
+  fixture, so that xdist builds each such fixture on one worker, once."""
+  from conftest import FAMILY_UNITS, MODULE_UNITS
+  tests = pathlib.Path(__file__).resolve().parent
+  with_module_fixtures = set()
+  for path in tests.glob("test_*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if (isinstance(node, ast.keyword) and node.arg == "scope"
+          and isinstance(node.value, ast.Constant)
+          and node.value.value == "module"):
+        with_module_fixtures.add(path.name)
+  # test_families' module fixture is per family: a unit per family.
+  assert with_module_fixtures - {"test_families.py"} == set(MODULE_UNITS)
+  from test_families import FAMILIES
+  assert set(FAMILIES) == set(FAMILY_UNITS)

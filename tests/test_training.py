@@ -31,7 +31,7 @@ def data_config(data_dir, **overrides):
 
 
 def train_config(tmp_path, name="run", **overrides):
-  values = dict(architecture="mobilenet_0.25_128", weights="none", epochs=2,
+  values = dict(architecture="test_tiny_32", weights="none", epochs=2,
                 train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
                 output_dir=str(tmp_path / name), verbose=0)
   values.update(overrides)
@@ -55,19 +55,15 @@ class Interrupt(keras.callbacks.Callback):
       raise KeyboardInterrupt
 
 
-def test_main_writes_model_labels_and_report(data_dir, tmp_path):
-  out = tmp_path / "out"
-  with flagsaver.flagsaver(
-      categories=list(CATEGORIES), data_dir=data_dir, download=False,
-      samples_per_class=100, architecture="mobilenet_0.25_128",
-      image_size=SIZE, weights="none", epochs=2, train_batch_size=32,
-      bottleneck_dir=str(tmp_path / "cache"), output_dir=str(out)):
-    train_cli.main(["train"])
-
+def test_main_writes_model_labels_and_report(trained_run):
+  """quickdraw-train's files (the shared run: configs/smoke.flags on the
+  test backbone, exported)."""
+  out = trained_run
+  size = 64  # the smoke config's --image_size
   labels = (out / "retrained_labels.txt").read_text().splitlines()
   assert labels == list(CATEGORIES)
   classifier = keras.models.load_model(out / "model.keras")
-  assert classifier.input_shape == (None, SIZE, SIZE, 3)
+  assert classifier.input_shape == (None, size, size, 3)
   assert classifier.output_shape == (None, len(CATEGORIES))
   assert classifier.get_layer("head").get_layer("final_result")
   # A fresh process that imports only inference loads it: the file names
@@ -78,7 +74,7 @@ def test_main_writes_model_labels_and_report(data_dir, tmp_path):
        "print(inference.KerasPredictor(sys.argv[1]).image_size)",
        str(out / "model.keras")], env=dict(os.environ, PYTHONPATH=REPO),
       capture_output=True, text=True, timeout=300)
-  assert loaded.stdout.split()[-1:] == [str(SIZE)], loaded.stderr[-500:]
+  assert loaded.stdout.split()[-1:] == [str(size)], loaded.stderr[-500:]
 
   report = json.loads((out / "evaluation.json").read_text())
   assert set(report) == {"drawings", "top1", "top3", "per_class"}
@@ -97,12 +93,13 @@ def test_main_writes_model_labels_and_report(data_dir, tmp_path):
   assert (out / "retrained_graph.pb").exists()
   assert (out / "model.tflite").exists()
   run = json.loads((out / "run.json").read_text())
-  assert run["train"]["architecture"] == "mobilenet_0.25_128"
+  assert run["train"]["architecture"] == "test_tiny_64"
   assert not (out / "checkpoints").exists()  # removed once complete
   events = {os.path.relpath(root, out / "logs")
             for root, _, files in os.walk(out / "logs")
             if any(f.startswith("events.out.tfevents") for f in files)}
-  assert {"head/train", "head/validation", "images"} <= events
+  assert {"head/train", "head/validation", "fine_tune/train",
+          "images"} <= events
 
 
 def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
@@ -110,7 +107,7 @@ def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
   out, assets = tmp_path / "out", tmp_path / "app" / "assets"
   settings = dict(
       data_dir=data_dir, download=False, samples_per_class=60,
-      architecture="mobilenet_0.25_128", image_size=SIZE, weights="none",
+      architecture="test_tiny_32", image_size=SIZE, weights="none",
       epochs=1, train_batch_size=32, bottleneck_dir=str(tmp_path / "cache"),
       output_dir=str(out), check_drawings=20, check_canvases=8,
       canvas_size=64)
@@ -312,7 +309,7 @@ def test_flags_take_their_defaults_from_the_config():
 def test_retrain_py_command_is_accepted(data_dir, tmp_path):
   """The seed's retrain.py flags, --image_dir swapped for --data_dir."""
   argv = ["train", f"--data_dir={data_dir}", "--categories=circle,square",
-          "--nodownload", "--architecture=mobilenet_0.25_128",
+          "--nodownload", "--architecture=test_tiny_32",
           f"--bottleneck_dir={tmp_path}/bottlenecks",
           "--how_many_training_steps=3", f"--model_dir={tmp_path}/models",
           f"--summaries_dir={tmp_path}/summaries",

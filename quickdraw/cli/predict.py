@@ -119,7 +119,7 @@ def predict(model_path: str, labels_path: str | None, inputs: Sequence[str],
 
   Args:
     score_threshold: Answers under it are not sure; None: the model's
-      recommended threshold (`inference.score_threshold_for`), if any.
+      recommended threshold (`contracts.score_threshold_for`), if any.
     errors: If given, each unreadable input's one-line error goes here and
       the other inputs are classified; if None, the first one raises.
     background: What a transparent picture is composited over.
