@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ class Predictor:
     raise NotImplementedError
 
 
+_FORWARD = weakref.WeakKeyDictionary()
+
+
 class KerasPredictor(Predictor):
   """A Keras model, run by a compiled forward pass 64 inputs at a time.
 
@@ -67,8 +71,15 @@ class KerasPredictor(Predictor):
         path, compile=False)
     self.image_size = int(self.model.input_shape[1])
     self.input_range = backbones.input_range_of(self.model)
-    self._forward = tf.function(lambda x: self.model(x, training=False),
-                                reduce_retracing=True)
+    # One compiled forward per model, shared by its predictors: the export
+    # calibrates, then checks, each with a predictor of the same model, and
+    # tracing a large network costs seconds each time.
+    if self.model not in _FORWARD:
+      # Through a weak reference: the cache must not keep the model alive.
+      model = weakref.ref(self.model)
+      _FORWARD[self.model] = tf.function(
+          lambda x: model()(x, training=False), reduce_retracing=True)
+    self._forward = _FORWARD[self.model]
 
   def __call__(self, images):
     return np.concatenate([

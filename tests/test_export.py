@@ -15,7 +15,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
@@ -34,7 +33,7 @@ from quickdraw.export import checks as export_checks
 from quickdraw import data_source
 from quickdraw.export import contracts
 
-from conftest import CATEGORIES, SMOKE_MIN_TOP1, STAND_IN_SIZE as SIZE, smoke_args
+from conftest import CATEGORIES, SMOKE_MIN_TOP1, STAND_IN_SIZE as SIZE
 
 CANVAS = 96  # small canvas models: quick to check
 
@@ -592,19 +591,14 @@ def test_export_command_without_a_run(tmp_path):
 
 
 def test_end_to_end_npy_files_to_a_tflite_that_knows_its_classes(
-    data_dir, tmp_path):
-  """quickdraw-train with configs/smoke.flags, then the TFLite file alone."""
-  from quickdraw.cli import train as train_cli
-  out = tmp_path / "run"
-  with flagsaver.flagsaver():
-    flags.FLAGS(["train"] + smoke_args(data_dir, tmp_path, out))
-    assert flags.FLAGS.categories == list(CATEGORIES)
-    samples = flags.FLAGS.samples_per_class
-    size = flags.FLAGS.image_size
-    train_cli.main(["train"])
-  source = QuickDrawSource.open(DataConfig(
-      categories=CATEGORIES, data_dir=data_dir, download=False,
-      samples_per_class=samples, image_size=size))
+    trained_run):
+  """quickdraw-train with configs/smoke.flags (the shared run), then the
+  TFLite file alone."""
+  out = trained_run
+  run = json.loads((out / "run.json").read_text())
+  assert run["data"]["categories"] == list(CATEGORIES)
+  source = QuickDrawSource.open(DataConfig(**run["data"]))
+  size = run["data"]["image_size"]
   images, labels = inputs_from_split(source, Split.TEST, 1000, size)
   assert len(labels) > 100
   probabilities = inference.TFLitePredictor(str(out / "model.tflite"))(images)

@@ -56,8 +56,8 @@ class Interrupt(keras.callbacks.Callback):
 
 
 def test_main_writes_model_labels_and_report(trained_run):
-  """quickdraw-train's files (the shared run: configs/smoke.flags on the
-  test backbone, exported)."""
+  """quickdraw-train's files (the shared run: configs/smoke.flags,
+  exported)."""
   out = trained_run
   size = 64  # the smoke config's --image_size
   labels = (out / "retrained_labels.txt").read_text().splitlines()
@@ -93,7 +93,7 @@ def test_main_writes_model_labels_and_report(trained_run):
   assert (out / "retrained_graph.pb").exists()
   assert (out / "model.tflite").exists()
   run = json.loads((out / "run.json").read_text())
-  assert run["train"]["architecture"] == "test_tiny_64"
+  assert run["train"]["architecture"] == "mobilenet_0.25_128"
   assert not (out / "checkpoints").exists()  # removed once complete
   events = {os.path.relpath(root, out / "logs")
             for root, _, files in os.walk(out / "logs")
