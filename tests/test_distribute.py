@@ -40,6 +40,11 @@ train.run()
 """
 
 
+# Two thirds of the smoke config's drawings: it still learns the generated
+# classes on the test backbone at top-1 0.978 to 1.000 over --seed=0..7.
+SMALLER = ["--samples_per_class=200"]
+
+
 def _env(**extra):
   env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
   env.update(extra)
@@ -61,7 +66,7 @@ def test_mirrored_over_two_logical_cpus(data_dir, tmp_path):
   out = tmp_path / "run"
   done = subprocess.run(
       [sys.executable, "-c", SPLIT_CPU_TRAIN, "2", "--strategy=mirrored",
-       *smoke_args(data_dir, tmp_path, out, tiny=True)],
+       *smoke_args(data_dir, tmp_path, out, tiny=True), *SMALLER],
       env=_env(), capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   with open(out / "run.json") as f:
@@ -84,7 +89,7 @@ def test_multi_worker_with_two_local_workers(data_dir, tmp_path):
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "quickdraw.cli.train",
          "--strategy=multi_worker",
-         *smoke_args(data_dir, tmp_path, out, tiny=True)],
+         *smoke_args(data_dir, tmp_path, out, tiny=True), *SMALLER],
         env=_env(TF_CONFIG=tf_config, TMPDIR=str(scratch)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   results = []

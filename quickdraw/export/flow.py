@@ -28,7 +28,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                  representative: np.ndarray | None = None,
                  held_out: tuple[np.ndarray, np.ndarray] | None = None
                  ) -> dict:
-  """Writes, checks and publishes every artifact (see the module docstring).
+  """Writes, checks and publishes every artifact (`quickdraw.export` lists
+  them).
 
   Args:
     classifier: The trained Keras model, images in its backbone's input
