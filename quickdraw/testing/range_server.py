@@ -109,6 +109,7 @@ class RangeServer:
     self.total_override: int | None = None
     self.requests = 0
     self.bytes_sent = 0
+    self._in_flight = 0
     self._lock = threading.Lock()
     self._httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), _handler(self))
@@ -140,6 +141,22 @@ class RangeServer:
       self.requests += 1
       self.bytes_sent += sent
 
+  def _flight(self, change: int) -> None:
+    with self._lock:
+      self._in_flight += change
+
+  def wait_idle(self, timeout_s: float = 60.0) -> None:
+    """Returns once no request is being answered: a client interrupted
+    mid-download may leave requests running (a thread pool's), whose bytes
+    would count towards the next measurement."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+      with self._lock:
+        if not self._in_flight:
+          return
+      time.sleep(0.01)
+    raise TimeoutError(f"requests still running after {timeout_s} s")
+
 
 def _handler(server: RangeServer) -> Callable:
 
@@ -150,6 +167,13 @@ def _handler(server: RangeServer) -> Callable:
       pass
 
     def do_GET(self):
+      server._flight(+1)
+      try:
+        self._answer()
+      finally:
+        server._flight(-1)
+
+    def _answer(self):
       if server.latency_s:
         time.sleep(server.latency_s)
       name = urllib.parse.unquote(self.path.lstrip("/"))
