@@ -227,9 +227,9 @@ MODULE_UNITS = ("test_android.py", "test_bottlenecks.py", "test_demo.py",
 FAMILY_UNITS = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large",
                 "mobilenet_v3_small")
 # Seconds the slowest units took (2-core VM, two workers), by a substring
-# of their unit: they start first, longest first, which keeps the two
-# workers' loads even (one slow unit started last would run alone at the
-# end). Only the order depends on these figures.
+# of their unit: they start first, longest first, which keeps the workers'
+# loads even (one slow unit started last would run alone at the end). Only
+# the order depends on these figures.
 SLOW_FIRST = {
     "test_quality.py::": 110, "test_real_data.py::test_quickstart": 65,
     "test_export.py": 55, ":efficientnet_b0": 40,
