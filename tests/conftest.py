@@ -214,7 +214,7 @@ def run_command(name: str, *args: str) -> tuple[int, str]:
   return status, stderr.getvalue()
 
 
-# How pytest-xdist splits the suite into work units (setup.cfg runs three
+# How pytest-xdist splits the suite into work units (setup.cfg runs two
 # workers): the tests of a module with module-scoped fixtures stay together
 # (test_families: per backbone family, its `run` fixture's parameter), so
 # each fixture is built once; every other test is a unit of its own, so that
