@@ -57,12 +57,15 @@ class TrainResult:
     bottlenecks_computed: Splits whose bottlenecks this call computed.
     chief: False on a non-chief worker, whose files went to a scratch
       folder that is gone (the chief wrote the run's files).
+    source: The opened data, for the export's check drawings (opening it
+      again would read every file's header and sampling again).
   """
   classifier: keras.Model
   report: dict
   epochs_run: dict[str, int]
   bottlenecks_computed: list[str]
   chief: bool = True
+  source: QuickDrawSource | None = None
 
 
 def upsample_on_device(upsample: str) -> bool:
@@ -464,7 +467,7 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
     run.classifier = run.plain_classifier()
   _save(run, report)
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     chief)
+                     chief, source)
 
 
 def _save(run: _Run, report: dict) -> None:

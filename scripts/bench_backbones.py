@@ -145,7 +145,7 @@ def trained_row(name: str, data, config: training.TrainConfig,
     result = training.train_and_evaluate(run_data, run_config)
     exported = export_flow.export_run(
         run_data, export_config(folder, FLAGS.canvas_size),
-        classifier=result.classifier)
+        classifier=result.classifier, source=result.source)
     artifacts = exported["artifacts"]
     row[kind] = {
         "top1": result.report["top1"], "image_size": run_data.image_size,

@@ -234,7 +234,7 @@ def main(argv: Sequence[str]) -> None:
     report = export_flow.export_run(
         data, dataclasses.replace(export_cli.export_config_from_flags(out),
                                   android_assets_dir=""),
-        classifier=result.classifier)
+        classifier=result.classifier, source=result.source)
     new = time.perf_counter() - start
     exported = sorted(os.path.basename(a["path"]) for a in
                       report["artifacts"].values())

@@ -95,7 +95,8 @@ def run(request, data_dir, tmp_path_factory):
       float_tolerance=0.01)
   history = EpochLogs()
   result = training.train_and_evaluate(data, config, [history])
-  report = export_flow.export_run(data, exporting, classifier=result.classifier)
+  report = export_flow.export_run(data, exporting, classifier=result.classifier,
+                                  source=result.source)
   return (backbones.parse_architecture(name), out, result, history.logs,
           report)
 

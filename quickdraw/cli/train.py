@@ -200,7 +200,8 @@ def main(argv: Sequence[str]) -> None:
   if export is not None:
     # Recorded first: a failed export's next try goes to the same folder.
     run_files.record_export(config.output_dir, export)
-    report = flow.export_run(data, export, classifier=result.classifier)
+    report = flow.export_run(data, export, classifier=result.classifier,
+                             source=result.source)
     if "android_assets" in report:
       run_files.record_export(config.output_dir, export, report)
     print(checks.format_report(report))
