@@ -45,6 +45,7 @@ class ReferenceRun:
     flags: Further flags, after the flagfile's.
     canvases: Test drawings re-drawn as canvases (spread over the split).
     others: Drawings of each category outside the run, as canvases.
+    canvas_side: The canvases' side in pixels.
   """
   flagfile: str
   architecture: str
@@ -52,6 +53,7 @@ class ReferenceRun:
   flags: tuple[str, ...] = ()
   canvases: int = 1000
   others: int = 100
+  canvas_side: int = 512
 
 
 REFERENCE_RUNS = {
@@ -65,12 +67,13 @@ REFERENCE_RUNS = {
     "accurate": ReferenceRun("accurate.flags", "mobilenet_v2_0.5_224",
                              SHARED_CATEGORIES),
     # The suite's small run (tests/test_quality.py): the retrain route on
-    # fewer drawings at 128 px, without int8, in about a minute.
+    # fewer drawings at 128 px, without int8, scored on 256 px canvases
+    # (drawing them is most of the scoring's time), in about half a minute.
     "small": ReferenceRun(
         "retrain_compat.flags", "mobilenet_0.25_224", RETRAIN_CATEGORIES,
         ("--samples_per_class=300", "--image_size=128",
          "--how_many_training_steps=0", "--epochs=30", "--quantize="),
-        canvases=300, others=25),
+        canvases=300, others=25, canvas_side=256),
 }
 DEFAULT_RUNS = ("retrain", "v2_22", "accurate")
 
@@ -85,7 +88,6 @@ SHARE_BAND_FLOOR = 0.005
 BAND_SPREAD = 1.5
 
 JUNK_PER_KIND = 60
-CANVAS_SIDE = 512
 
 
 def train_command(run: ReferenceRun, *, data_dir: str,
@@ -162,7 +164,8 @@ def other_drawings(data_dir: str, exclude: Sequence[str],
 
 def score_run(output_dir: str, canvas_drawings: int = 1000,
               others_per_category: int = 100,
-              other_data_dir: str | None = None) -> dict[str, float]:
+              other_data_dir: str | None = None,
+              canvas_side: int = 512) -> dict[str, float]:
   """A trained and exported run's figures, as its app sees them.
 
   Args:
@@ -172,6 +175,7 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     others_per_category: Drawings of each category outside the run.
     other_data_dir: Where doodles of other categories are found; None for
       the run's own data folder.
+    canvas_side: The side of every canvas scored (a phone's: 512).
 
   Returns:
     {figure: value}: npy_top1 (the Keras model on the whole test split);
@@ -201,7 +205,7 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
 
   drawings, labels = drawings_from_split(source, Split.TEST,
                                          canvas_drawings)
-  pictures, kinds = canvases.pen_suite(drawings, CANVAS_SIDE, seed=0)
+  pictures, kinds = canvases.pen_suite(drawings, canvas_side, seed=0)
   scores = mediapipe_scores(model, pictures, source.categories)
   right = scores.argmax(1) == labels
   figures["canvas_top1"] = float(right.mean())
@@ -213,7 +217,7 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
         np.mean(right & (scores.max(1) >= threshold)))
     figures.update(_refused(model, threshold, source.categories,
                             other_data_dir or data.data_dir,
-                            others_per_category))
+                            others_per_category, canvas_side))
   if "calibration" in report:
     figures["calibration_error"] = float(
         report["calibration"]["test_ece_after"])
@@ -224,18 +228,19 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
 
 
 def _refused(model: str, threshold: float, categories: Sequence[str],
-             data_dir: str, others_per_category: int) -> dict[str, float]:
+             data_dir: str, others_per_category: int, canvas_side: int
+             ) -> dict[str, float]:
   """Shares of junk, and of doodles of the categories in `data_dir` that
   the model does not know, under its score threshold."""
   figures = {}
-  junk = np.concatenate([canvases.junk(kind, JUNK_PER_KIND, CANVAS_SIDE,
+  junk = np.concatenate([canvases.junk(kind, JUNK_PER_KIND, canvas_side,
                                        seed=0)
                          for kind in canvases.JUNK_KINDS])
   figures["junk_refused"] = float(np.mean(
       mediapipe_scores(model, junk, categories).max(1) < threshold))
   others = other_drawings(data_dir, categories, others_per_category)
   if len(others):
-    pictures = canvases.pen_suite(others, CANVAS_SIDE, seed=1)[0]
+    pictures = canvases.pen_suite(others, canvas_side, seed=1)[0]
     figures["others_refused"] = float(np.mean(mediapipe_scores(
         model, pictures, categories).max(1) < threshold))
   return figures

@@ -106,7 +106,17 @@ def main(argv: Sequence[str]) -> None:
     with open(FLAGS.baseline) as f:
       baseline = json.load(f)
   if FLAGS.score:
-    figures = quality.score_run(os.path.expanduser(FLAGS.score))
+    settings = {}
+    if FLAGS.compare_as:  # scored as that reference run is
+      if FLAGS.compare_as not in quality.REFERENCE_RUNS:
+        raise QuickDrawError(f"--compare_as={FLAGS.compare_as} is no "
+                             "reference run; use one of "
+                             f"{', '.join(quality.REFERENCE_RUNS)}")
+      run = quality.REFERENCE_RUNS[FLAGS.compare_as]
+      settings = dict(canvas_drawings=run.canvases,
+                      others_per_category=run.others,
+                      canvas_side=run.canvas_side)
+    figures = quality.score_run(os.path.expanduser(FLAGS.score), **settings)
     print(json.dumps(figures, indent=1))
     if FLAGS.compare_as:
       rows = quality.compare(figures, baseline["runs"][FLAGS.compare_as])
@@ -129,7 +139,8 @@ def main(argv: Sequence[str]) -> None:
     for seed in seeds:
       run = quality.REFERENCE_RUNS[name]
       per_seed.append(quality.score_run(train(name, seed), run.canvases,
-                                        run.others))
+                                        run.others,
+                                        canvas_side=run.canvas_side))
       print(f"{name} (seed {seed}): " + json.dumps(
           {k: round(v, 4) for k, v in per_seed[-1].items()}), flush=True)
       if not FLAGS.write_baseline and name in baseline.get("runs", {}):
