@@ -78,6 +78,10 @@ def grid_figure(images: np.ndarray, captions: Sequence[str], *,
                 columns: int = 8, title: str = "", legend: str = ""):
   """Images in a grid, each with its caption below, whole (wrapped).
 
+  The tiles are one picture composed in numpy and placed pixel for pixel
+  (`Figure.figimage`), the captions text objects (gid "caption"): a
+  subplot per tile cost a training run half a second of matplotlib.
+
   Args:
     images: uint8 (k, h, w) or (k, 784) light-on-dark images.
     captions: One caption per image; "\\n" separates lines.
@@ -95,21 +99,35 @@ def grid_figure(images: np.ndarray, captions: Sequence[str], *,
   columns = max(1, min(columns, count))
   rows = -(-count // columns)
   lines = max((_wrap(c).count("\n") + 1 for c in captions), default=1)
+  cell_w, tile_in = 1.35, 1.1
   cell_h = 1.25 + 0.16 * lines
   caption_h = 0.16 * lines + 0.05  # the last row's captions hang below it
   # Inches: tiles, title, the last captions and the legend.
   height = cell_h * rows + 1.05 + caption_h
-  figure = _figure(1.35 * columns + 0.3, height)
-  top, bottom = 1 - 0.45 / height, (0.6 + caption_h) / height
-  grid = figure.add_gridspec(rows, columns, top=top, bottom=bottom,
-                             left=0.02, right=0.98, hspace=0.16 * lines + 0.1)
+  width = cell_w * columns + 0.3
+  figure = _figure(width, height)
+  size = (int(round(height * _DPI)), int(round(width * _DPI)))
+  canvas = np.full((*size, 4), 0, np.uint8)  # clear: the figure's white
+  tile = int(round(tile_in * _DPI))
   for i, (image, caption) in enumerate(zip(images, captions)):
-    axes = figure.add_subplot(grid[i // columns, i % columns])
-    axes.imshow(image, cmap="gray", vmin=0, vmax=255,
-                interpolation="nearest")
-    axes.set_xticks([])
-    axes.set_yticks([])
-    axes.set_xlabel(_wrap(caption), fontsize=7.5, labelpad=2)
+    row, column = divmod(i, columns)
+    top = int(round((0.45 + row * cell_h) * _DPI))
+    left = int(round((0.15 + column * cell_w + (cell_w - tile_in) / 2)
+                     * _DPI))
+    # Nearest-neighbour upscaling (each pixel a crisp block), then a frame.
+    ys = np.arange(tile) * image.shape[0] // tile
+    xs = np.arange(tile) * image.shape[1] // tile
+    canvas[top:top + tile, left:left + tile, :3] = image[ys][:, xs, None]
+    canvas[top:top + tile, left:left + tile, 3] = 255
+    for edge in (np.s_[top, left:left + tile],
+                 np.s_[top + tile - 1, left:left + tile],
+                 np.s_[top:top + tile, left], np.s_[top:top + tile,
+                                                    left + tile - 1]):
+      canvas[edge] = (0, 0, 0, 255)
+    figure.text((left + tile / 2) / size[1], 1 - (top + tile + 3) / size[0],
+                _wrap(caption), ha="center", va="top", fontsize=7.5,
+                gid="caption")
+  figure.figimage(canvas, 0, 0, origin="upper", zorder=0)
   _heading(figure, title, legend)
   return figure
 

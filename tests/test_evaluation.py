@@ -90,8 +90,8 @@ def test_grid_captions_are_whole_and_the_grid_has_a_legend():
       np.zeros((2, 784), np.uint8),
       ["alarm clock\nsaid: a very long category name 55%", "b"],
       title="T", legend="Each tile: something")
-  captions = [a.get_xlabel() for a in figure.axes]
-  assert captions[0].replace("\n", " ") == (
+  captions = [t.get_text() for t in figure.texts if t.get_gid() == "caption"]
+  assert len(captions) == 2 and captions[0].replace("\n", " ") == (
       "alarm clock said: a very long category name 55%")
   texts = _texts(figure)
   assert "T" in texts and "Each tile: something" in texts
@@ -106,8 +106,9 @@ def test_the_legend_sits_below_the_last_rows_captions():
   renderer = figure.canvas.get_renderer()
   legend = [t for t in figure.texts if t.get_text().startswith("Each tile")]
   top_of_legend = legend[0].get_window_extent(renderer).y1
-  lowest_caption = min(a.xaxis.label.get_window_extent(renderer).y0
-                       for a in figure.axes)
+  captions = [t for t in figure.texts if t.get_gid() == "caption"]
+  assert len(captions) == 16
+  lowest_caption = min(t.get_window_extent(renderer).y0 for t in captions)
   assert top_of_legend < lowest_caption  # display y grows upwards
 
 
