@@ -21,8 +21,11 @@ _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items()
              if not name.startswith("_")}
 
 
-def read(model: bytes) -> schema.ModelT:
-  """The model's flatbuffer as mutable Python objects."""
+def read(model: bytes | schema.ModelT) -> schema.ModelT:
+  """The model's flatbuffer as mutable Python objects (objects are passed
+  through: edits in a row unpack and serialize once)."""
+  if isinstance(model, schema.ModelT):
+    return model
   return flatbuffer_utils.read_model_from_bytearray(bytearray(model))
 
 
@@ -33,14 +36,22 @@ def write(model: schema.ModelT) -> bytes:
 
 def op_names(model: bytes | schema.ModelT) -> list[str]:
   """The model's operators, sorted: builtin names, or custom codes (which
-  is how TensorFlow ops that TFLite lacks appear: `FlexMatMul`, ...)."""
+  is how TensorFlow ops that TFLite lacks appear: `FlexMatMul`, ...).
+
+  Bytes are read in place (only the operator codes), not unpacked whole.
+  """
   if isinstance(model, (bytes, bytearray)):
-    model = read(model)
+    root = schema.Model.GetRootAs(model, 0)
+    codes = [root.OperatorCodes(i) for i in range(root.OperatorCodesLength())]
+    custom = [c.CustomCode() for c in codes]
+  else:
+    codes = model.operatorCodes
+    custom = [c.customCode for c in codes]
   names = set()
-  for code in model.operatorCodes:
+  for code, custom_code in zip(codes, custom):
     builtin = flatbuffer_utils.get_builtin_code_from_operator_code(code)
     if builtin == schema.BuiltinOperator.CUSTOM:
-      names.add((code.customCode or b"?").decode())
+      names.add((custom_code or b"?").decode())
     else:
       names.add(_OP_NAMES.get(builtin, str(builtin)))
   return sorted(names)
@@ -66,11 +77,13 @@ def check_builtin_ops(model: bytes, what: str) -> None:
         "exported. Please report this with your settings")
 
 
-def name_io(model: bytes, input_name: str, output_name: str) -> bytes:
+def name_io(model: bytes | schema.ModelT, input_name: str,
+            output_name: str) -> bytes:
   """Names the only input and output tensor and gives them a signature.
 
   Apps and interpreters then find them as `input_name` and `output_name`,
-  by tensor name or through the `serving_default` signature.
+  by tensor name or through the `serving_default` signature. An object
+  model (`read`) is edited in place.
   """
   m = read(model)
   graph = m.subgraphs[0]
@@ -107,8 +120,10 @@ def _name(tensor) -> str:
   return name.decode() if isinstance(name, bytes) else (name or "")
 
 
-def chain(first: bytes, second: bytes, join_name: str | None = None,
-          more_inputs: dict[str, str] | None = None) -> bytes:
+def chain(first: bytes | schema.ModelT, second: bytes | schema.ModelT,
+          join_name: str | None = None,
+          more_inputs: dict[str, str] | None = None,
+          serialize: bool = True) -> bytes | schema.ModelT:
   """One model computing `second(first(x))`: `first`'s output feeds
   `second`'s input.
 
@@ -118,7 +133,9 @@ def chain(first: bytes, second: bytes, join_name: str | None = None,
   tensor inside `first` that feeds it. The result keeps `second`'s
   metadata (conversion records, the later of the two minimum runtime
   versions) and has no signature (see `name_io`). `join_name` names the
-  tensor where they meet (`first`'s output).
+  tensor where they meet (`first`'s output). With `serialize=False` the
+  result is `read`'s objects, for a further edit; object inputs are
+  consumed (their parts move into the result).
   """
   a, b = read(first), read(second)
   later = max(_version(a), _version(b))
@@ -208,7 +225,7 @@ def chain(first: bytes, second: bytes, join_name: str | None = None,
       buffers.append(replacement)
       entry.buffer = len(buffers) - 1
   model.signatureDefs = []
-  return write(model)
+  return write(model) if serialize else model
 
 
 def layer_costs(model: bytes) -> dict[str, int]:

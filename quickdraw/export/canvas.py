@@ -70,10 +70,12 @@ def canvas_model_bytes(preprocessing_model: bytes, network: bytes,
   The tensor where preprocessing and network meet is named `preprocessed`,
   so a check can read what the network was given.
   """
+  # Edited as objects throughout: one unpacking of each part, one write.
   model = tflite_graph.chain(preprocessing_model, network,
-                             join_name=PREPROCESSED_TENSOR)
+                             join_name=PREPROCESSED_TENSOR, serialize=False)
   if nothing_drawn is not None:
     model = tflite_graph.chain(
         model, nothing_drawn,
-        more_inputs={PREPROCESSED_TENSOR: PREPROCESSED_TENSOR})
+        more_inputs={PREPROCESSED_TENSOR: PREPROCESSED_TENSOR},
+        serialize=False)
   return tflite_graph.name_io(model, INPUT_NAME, final_tensor_name)
