@@ -5,9 +5,17 @@ top score says little about how often it is right. The export fits one
 temperature T on validation drawings (Guo et al., "On Calibration of Modern
 Neural Networks", 2017), folds it into the softmax layer's weights (logits
 / T: no new op, every artifact calibrated alike), reports the expected
-calibration error before and after, and derives the score above which the
-answers are right often enough (`score_threshold`), which apps pass to
-MediaPipe's `setScoreThreshold` and predict and the demo call "not sure".
+calibration error before and after, and derives the score under which an
+app says "not sure" (`score_threshold`), which the models carry in their
+metadata, apps may pass to MediaPipe's `setScoreThreshold`, and predict and
+the demo apply.
+
+The threshold is a trade between two sides (`threshold_curve`): known
+drawings the model answers right, and doodles of other things (categories
+no training batch used) that it should turn away. By default it is the
+lowest score at and above which TARGET_PRECISION of the held-out answers
+are right; `unknown_recall` instead asks for a share of the other doodles
+refused.
 """
 
 from __future__ import annotations
@@ -82,26 +90,71 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
 
 
 def score_threshold(probabilities: np.ndarray, labels: np.ndarray,
+                    unknown: np.ndarray | None = None, *,
+                    unknown_recall: float | None = None,
                     precision: float = TARGET_PRECISION) -> float:
-  """The lowest top score above which at least `precision` of the answers
-  are right (the most answers an app can give at that precision).
+  """The score under which an app says "not sure".
 
-  Never below equal scores plus ABOVE_EQUAL_SCORES, so a drawing with
-  nothing to classify stays below it.
+  Args:
+    probabilities: (N, classes) scores of held-out drawings of the classes.
+    labels: (N,) their classes.
+    unknown: (M, classes) scores of doodles of other categories, if any.
+    unknown_recall: If given (with `unknown`), the threshold refuses this
+      share of `unknown`, whatever it costs the known side.
+    precision: Otherwise: the lowest threshold at and above which this
+      share of the answers are right (the most answers at that precision).
+
+  Returns:
+    The threshold, to 4 decimals, on the safe side of its rule. Never
+    below equal scores plus ABOVE_EQUAL_SCORES, so a drawing with nothing
+    to classify stays below it; at most 1.
   """
-  probabilities = np.asarray(probabilities)
+  probabilities = np.asarray(probabilities, np.float64)
+  floor = 1.0 / probabilities.shape[1] + ABOVE_EQUAL_SCORES
+  if unknown_recall is not None and unknown is not None and len(unknown):
+    refused = np.sort(np.asarray(unknown, np.float64).max(1))
+    count = int(np.ceil(unknown_recall * len(refused) - 1e-9))
+    if count == 0:
+      return float(round(floor, 4))
+    # Just above the highest score that must be refused.
+    threshold = np.ceil(refused[count - 1] * 1e4 + 1e-6) / 1e4
+    return float(min(max(threshold, floor), 1.0))
   scores = probabilities.max(1)
   correct = probabilities.argmax(1) == np.asarray(labels)
   order = np.argsort(-scores, kind="stable")
   right = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
   meets = np.flatnonzero(right >= precision)
-  floor = 1.0 / probabilities.shape[1] + ABOVE_EQUAL_SCORES
   if not len(meets):  # never right often enough: nothing passes
-    return float(max(np.nextafter(np.float32(scores.max()), np.float32(2)),
-                     floor))
-  # Round down a little so the score at the boundary is kept in float32.
-  threshold = float(scores[order][meets[-1]]) - 1e-6
+    return float(min(max(np.nextafter(np.float32(scores.max()),
+                                      np.float32(2)), floor), 1.0))
+  # Rounded down, so the score at the boundary stays at or above it.
+  threshold = np.floor(float(scores[order][meets[-1]]) * 1e4 - 1e-6) / 1e4
   return float(round(max(threshold, floor), 4))
+
+
+def threshold_curve(probabilities: np.ndarray, labels: np.ndarray,
+                    unknown: np.ndarray | None = None,
+                    steps: int = 101) -> list[dict]:
+  """The trade-off `score_threshold` picks a point of, at thresholds 0 to
+  1: per threshold, the share of known drawings answered right at or
+  above it (`right_answered`), the share of the right answers it keeps
+  (`right_kept`), and the share of `unknown` it refuses
+  (`unknown_refused`, when given)."""
+  probabilities = np.asarray(probabilities)
+  scores = probabilities.max(1)
+  right = probabilities.argmax(1) == np.asarray(labels)
+  others = (np.asarray(unknown).max(1) if unknown is not None and len(unknown)
+            else None)
+  curve = []
+  for threshold in np.linspace(0, 1, steps):
+    point = {"threshold": round(float(threshold), 4),
+             "right_answered": float(np.mean(right & (scores >= threshold))),
+             "right_kept": float(np.mean(scores[right] >= threshold))
+             if right.any() else 0.0}
+    if others is not None:
+      point["unknown_refused"] = float(np.mean(others < threshold))
+    curve.append(point)
+  return curve
 
 
 def softmax_layer(classifier):
@@ -137,12 +190,22 @@ def temperature_folded(classifier, temperature: float) -> Iterator[None]:
 
 
 def report(before: np.ndarray, after: np.ndarray, labels: np.ndarray,
-           temperature: float, threshold: float) -> dict:
-  """The figures export_report.json gives for calibration."""
-  scores = after.max(1)
+           temperature: float, threshold: float,
+           unknown_after: np.ndarray | None = None,
+           unknown_categories: tuple[str, ...] = (),
+           unknown_recall: float | None = None,
+           canvas_scores: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> dict:
+  """The figures export_report.json gives for calibration: the fit (on
+  `before` and `after`, the held-out drawings' scores), the threshold and
+  how it was chosen, both sides at it, and the curve; the known side's
+  figures and the curve are on `canvas_scores` (scores, labels: the app's
+  view) when given, else on `after`."""
+  known, known_labels = canvas_scores if canvas_scores else (after, labels)
+  scores = known.max(1)
   answered = scores >= threshold
-  correct = after.argmax(1) == labels
-  return {
+  correct = known.argmax(1) == known_labels
+  figures = {
       "temperature": temperature,
       "drawings": int(len(labels)),
       "ece_before": expected_calibration_error(before, labels),
@@ -150,8 +213,23 @@ def report(before: np.ndarray, after: np.ndarray, labels: np.ndarray,
       "nll_before": negative_log_likelihood(before, labels),
       "nll_after": negative_log_likelihood(after, labels),
       "score_threshold": threshold,
-      "target_precision": TARGET_PRECISION,
+      "rule": (f"refuse {unknown_recall:.0%} of other doodles"
+               if unknown_recall is not None and unknown_after is not None
+               and len(unknown_after) else
+               f"{TARGET_PRECISION:.0%} of held-out answers right"),
+      "measured_on": "canvases" if canvas_scores else "drawings",
+      "known_drawings": int(len(known_labels)),
       "answered_above_threshold": float(answered.mean()),
+      "right_above_threshold": float(np.mean(correct & answered)),
+      "right_kept": (float(answered[correct].mean()) if correct.any()
+                     else 0.0),
       "precision_above_threshold": (float(correct[answered].mean())
                                     if answered.any() else None),
   }
+  if unknown_after is not None and len(unknown_after):
+    figures["unknown"] = {
+        "categories": list(unknown_categories),
+        "drawings": int(len(unknown_after)),
+        "refused": float(np.mean(unknown_after.max(1) < threshold))}
+  figures["curve"] = threshold_curve(known, known_labels, unknown_after)
+  return figures

@@ -27,6 +27,7 @@ windows, whatever the split's size.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -217,7 +218,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  drop_remainder: bool = False, augment: bool = False,
                  stream: bool | None = None,
                  value_range: tuple[float, float] | None,
-                 junk: np.ndarray | None = None, junk_per_batch: int = 0
+                 exposure: Sequence[tuple[np.ndarray, int]] = ()
                  ) -> tf.data.Dataset:
   """The input pipeline for one split.
 
@@ -239,9 +240,9 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
     value_range: The images' values: the backbone's input range
       (`backbones`); None only without `image_size` (uint8 drawings).
-    junk: uint8 (N, 28, 28, 1) drawings that are none of the classes
-      (`outliers`), for training.
-    junk_per_batch: Junk drawings appended to each batch, with label
+    exposure: For training, (pool, count) pairs: `count` drawings of each
+      pool (uint8 (N, 28, 28, 1), none of the classes: `outliers`' junk,
+      other categories' doodles) are appended to each batch with label
       `outliers.JUNK_LABEL`, before upsampling and augmentation.
 
   Returns:
@@ -268,9 +269,9 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                                                 drop_remainder)
   if image_size is not None and value_range is None:
     raise ValueError("images need a value_range (the backbone's input range)")
-  if junk is not None:
-    ds = outliers.add_junk(ds, junk, junk_per_batch,
-                           outliers.TRAIN_SEED + seed, first_batch)
+  for i, (pool, count) in enumerate(exposure):
+    ds = outliers.add_junk(ds, pool, count, outliers.pool_seed(i, seed),
+                           first_batch)
   if augment:
     if image_size is None:
       raise ValueError("augment needs an image_size")

@@ -31,6 +31,9 @@ from quickdraw import preprocessing
 JUNK_LABEL = -1
 # Seeds of the training junk: far from the measured junk's 0, 1, 2, ...
 TRAIN_SEED = 7_919_000
+# Each exposure pool's draws (junk, then other categories' doodles) are
+# seeded this far apart.
+POOL_SEED_STEP = 1_000_003
 # Pictures drawn per kind for the training pool, and their canvas side.
 POOL_PER_KIND = 400
 CANVAS_SIDE = 256
@@ -81,6 +84,12 @@ def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
   except OSError:
     pass  # a cache only: made again next time
   return drawings
+
+
+def pool_seed(pool: int, seed: int) -> int:
+  """The draws' seed of exposure pool number `pool` (0: the junk, whose
+  seed is what it was before other pools existed)."""
+  return TRAIN_SEED + pool * POOL_SEED_STEP + seed
 
 
 def per_batch(batch_size: int, share: float, replicas: int = 1) -> int:

@@ -338,6 +338,29 @@ class _Plan:
   needed: np.ndarray | None = None
 
 
+def answers_ranges(category: Category, config: DataConfig,
+                   timeout_s: float = 5.0) -> bool:
+  """Whether `category`'s file can be fetched by row now: an http(s) URL
+  whose server answers one short Range request, once, without retries
+  (so an offline machine finds out in one try, not in back-offs)."""
+  url = _url(category, config)
+  parts = urllib.parse.urlsplit(url)
+  if parts.scheme not in ("http", "https"):
+    return False
+  try:
+    client = _Client(timeout_s)
+    conn = client._connection(parts)
+    conn.request("GET", parts.path, headers={"Range": "bytes=0-0",
+                                             "Accept-Encoding": "identity"})
+    response = conn.getresponse()
+    if response.status == 206:
+      response.read()
+    client.close()
+    return response.status == 206
+  except (OSError, http.client.HTTPException):
+    return False
+
+
 def _url(category: Category, config: DataConfig) -> str:
   return download_lib.category_url(category,
                                    config.download_base_url or None)

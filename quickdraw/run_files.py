@@ -33,7 +33,9 @@ def read_run(output_dir: str) -> tuple[dict, DataConfig]:
   try:
     with open(path) as f:
       run = json.load(f)
-    return run, DataConfig(**run["data"])
+    # Runs from before other categories were used had none: exporting
+    # them again must not start fetching some.
+    return run, DataConfig(**{"other_categories": "none", **run["data"]})
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise QuickDrawError(f"{path} is missing or unreadable ({e}); "
                          "re-run quickdraw-train") from None

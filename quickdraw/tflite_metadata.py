@@ -44,6 +44,7 @@ _RGB = 1                         # ColorSpaceType
 _FEATURE_PROPERTIES = 1          # ContentProperties union
 _IMAGE_PROPERTIES = 2
 _NORMALIZATION_OPTIONS = 1       # ProcessUnitOptions union
+_SCORE_THRESHOLDING_OPTIONS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _offsets(b: flatbuffers.Builder, offsets: Sequence[int]) -> int:
 
 def _table(b: flatbuffers.Builder, slots: int, fields: Sequence[tuple]) -> int:
   """A table of `slots` fields from (slot, kind, value) entries; kind is
-  "offset", "int8", "uint8" or "uint32"."""
+  "offset", "int8", "uint8", "uint32" or "float32"."""
   b.StartObject(slots)
   for slot, kind, value in fields:
     if kind == "offset":
@@ -108,6 +109,8 @@ def _table(b: flatbuffers.Builder, slots: int, fields: Sequence[tuple]) -> int:
       b.PrependUint8Slot(slot, value, 0)
     elif kind == "uint32":
       b.PrependUint32Slot(slot, value, 0)
+    elif kind == "float32":
+      b.PrependFloat32Slot(slot, value, 0.0)
   return b.EndObject()
 
 
@@ -146,7 +149,14 @@ def _image_tensor(b: flatbuffers.Builder, image: ImageInput) -> int:
 
 
 def _probabilities_tensor(b: flatbuffers.Builder, name: str,
-                          description: str, labels_description: str) -> int:
+                          description: str, labels_description: str,
+                          score_threshold: float | None = None) -> int:
+  units = None
+  if score_threshold is not None:
+    # ScoreThresholdingOptions: global_score_threshold (0), float.
+    options = _table(b, 1, [(0, "float32", float(score_threshold))])
+    units = _offsets(b, [_table(b, 2, [
+        (0, "uint8", _SCORE_THRESHOLDING_OPTIONS), (1, "offset", options)])])
   s = _strings(b, name=name, description=description,
                file=LABELS_FILE, file_description=labels_description)
   # AssociatedFile: name (0), description (1), type (2).
@@ -158,20 +168,30 @@ def _probabilities_tensor(b: flatbuffers.Builder, name: str,
   content = _table(b, 3, [(0, "uint8", _FEATURE_PROPERTIES),
                           (1, "offset", features)])
   stats = _stats(b, 0.0, 1.0)
-  return _table(b, 7, [(0, "offset", s["name"]),
-                       (1, "offset", s["description"]),
-                       (3, "offset", content), (5, "offset", stats),
-                       (6, "offset", files)])
+  fields = [(0, "offset", s["name"]), (1, "offset", s["description"]),
+            (3, "offset", content), (5, "offset", stats),
+            (6, "offset", files)]
+  if units is not None:
+    fields.append((4, "offset", units))
+  return _table(b, 7, fields)
 
 
 def metadata_buffer(model: ModelDescription, image: ImageInput,
-                    output_name: str, output_description: str) -> bytes:
-  """The `TFLITE_METADATA` flatbuffer of an image classifier."""
+                    output_name: str, output_description: str,
+                    score_threshold: float | None = None) -> bytes:
+  """The `TFLITE_METADATA` flatbuffer of an image classifier.
+
+  `score_threshold`, if given, goes in as the output's
+  `ScoreThresholdingOptions`: MediaPipe's classifiers drop the categories
+  scored under it unless the app sets a threshold of its own, so an app
+  that sets none still says "not sure" (an empty result) where it should.
+  """
   b = flatbuffers.Builder(1024)
   inputs = _offsets(b, [_image_tensor(b, image)])
   outputs = _offsets(b, [_probabilities_tensor(
       b, output_name, output_description,
-      "The categories, one per line, in the order of the output's scores.")])
+      "The categories, one per line, in the order of the output's scores.",
+      score_threshold)])
   s = _strings(b, name=model.name, description=model.description,
                version=model.version, author=model.author,
                license=model.license, parser=MIN_PARSER_VERSION)
@@ -249,6 +269,23 @@ def read_normalization(model: bytes) -> tuple[float, float] | None:
   return None
 
 
+def read_score_threshold(model: bytes) -> float | None:
+  """The output's `ScoreThresholdingOptions` threshold, read back from
+  the model's metadata; None when it has none."""
+  buffer = _metadata_bytes(model)
+  if buffer is None:
+    return None
+  root = _Table(buffer, flatbuffers.encode.Get(
+      flatbuffers.packer.uoffset, buffer, 0))
+  for subgraph in root.tables(3)[:1]:
+    for tensor in subgraph.tables(3)[:1]:
+      for unit in tensor.tables(4):
+        options = unit.table(1)
+        if unit.uint8(0) == _SCORE_THRESHOLDING_OPTIONS and options:
+          return options.float32(0)
+  return None
+
+
 def _metadata_bytes(model: bytes) -> bytes | None:
   m = tflite_graph.schema.Model.GetRootAsModel(model, 0)
   for i in range(m.MetadataLength()):
@@ -283,6 +320,11 @@ class _Table(flatbuffers.table.Table):
     start = self.Vector(o)
     return [self.Get(flatbuffers.number_types.Float32Flags, start + 4 * i)
             for i in range(self.VectorLen(o))]
+
+  def float32(self, slot: int) -> float:
+    o = self._offset(slot)
+    return (self.Get(flatbuffers.number_types.Float32Flags, o + self.Pos)
+            if o else 0.0)
 
   def uint8(self, slot: int) -> int:
     o = self._offset(slot)

@@ -36,6 +36,7 @@ from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
                        evaluation, inference, input_pipeline,
                        outliers, run_files, schedules, visualize)
 from quickdraw import model as model_lib
+from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
@@ -59,6 +60,8 @@ class TrainResult:
       folder that is gone (the chief wrote the run's files).
     source: The opened data, for the export's check drawings (opening it
       again would read every file's header and sampling again).
+    others: The other categories' drawings (`others`), for the export's
+      threshold.
   """
   classifier: keras.Model
   report: dict
@@ -66,6 +69,7 @@ class TrainResult:
   bottlenecks_computed: list[str]
   chief: bool = True
   source: QuickDrawSource | None = None
+  others: others_lib.OtherDrawings | None = None
 
 
 def upsample_on_device(upsample: str) -> bool:
@@ -124,22 +128,37 @@ class _Run:
     self.epochs_run: dict[str, int] = {}
     self.computed: list[str] = []
     self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    self.junk_per_batch = outliers.per_batch(
-        config.train_batch_size, config.junk_share, self.replicas)
-    self._junk: dict[str, np.ndarray] = {}
+    # Doodles of categories outside the run (`others`): some join the
+    # batches beside the junk, the rest choose the export's threshold.
+    self.others = others_lib.open_others(data)
+    self.per_batch = {
+        "junk": outliers.per_batch(config.train_batch_size,
+                                   config.junk_share, self.replicas),
+        "others": outliers.per_batch(config.train_batch_size,
+                                     config.other_share, self.replicas)
+                  if len(self.others.exposure) else 0}
+    self._pools: dict[str, np.ndarray] = {}
 
-  def junk(self, features: bool = False) -> np.ndarray:
-    """The training junk (`outliers`): drawings, or their bottleneck
+  def exposure(self, features: bool = False) -> list[tuple[np.ndarray, int]]:
+    """(pool, rows per batch) of each kind of outlier exposure (junk,
+    then other categories' doodles): 28x28 drawings, or their bottleneck
     features (cached beside the splits')."""
-    if "drawings" not in self._junk:
-      logging.info("Junk pictures for outlier exposure (%d per batch)",
-                   self.junk_per_batch)
-      self._junk["drawings"] = outliers.cached_junk_drawings()
-    if features and "features" not in self._junk:
-      self._junk["features"] = bottlenecks.drawings_features(
-          self.backbone, self._junk["drawings"], self.data.image_size,
-          os.path.expanduser(self.config.bottleneck_dir))
-    return self._junk["features" if features else "drawings"]
+    pools = []
+    for name, count in self.per_batch.items():
+      if not count:
+        continue
+      if name not in self._pools:
+        logging.info("Outlier exposure: %d %s per batch", count, name)
+        self._pools[name] = (
+            outliers.cached_junk_drawings() if name == "junk" else
+            self.others.exposure.reshape(-1, 28, 28, 1))
+      if features and f"{name} features" not in self._pools:
+        self._pools[f"{name} features"] = bottlenecks.drawings_features(
+            self.backbone, self._pools[name], self.data.image_size,
+            os.path.expanduser(self.config.bottleneck_dir), name=name)
+      pools.append((self._pools[f"{name} features" if features else name],
+                    count))
+    return pools
 
   def _build_models(self, data: DataConfig, config: TrainConfig) -> None:
     """The backbone, head, classifier and image model (in a strategy scope).
@@ -224,8 +243,7 @@ class _Run:
         drop_remainder=train and self.drop_remainder,
         augment=train and augment and not self.on_device,
         value_range=self.value_range,
-        junk=self.junk() if train and self.junk_per_batch else None,
-        junk_per_batch=self.junk_per_batch)
+        exposure=self.exposure() if train else ())
 
   def for_evaluation(self, ds: tf.data.Dataset | None
                      ) -> tf.data.Dataset | None:
@@ -285,11 +303,10 @@ class _Run:
             features, labels, config.train_batch_size, shuffle=True,
             seed=config.seed_for(self.data), epochs=None, first_epoch=start,
             drop_remainder=self.drop_remainder)
-        if self.junk_per_batch:
+        for i, (pool, count) in enumerate(self.exposure(features=True)):
           train_data = outliers.add_junk(
-              train_data, self.junk(features=True), self.junk_per_batch,
-              outliers.TRAIN_SEED + config.seed_for(self.data),
-              start * steps)
+              train_data, pool, count,
+              outliers.pool_seed(i, config.seed_for(self.data)), start * steps)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)
@@ -467,7 +484,7 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
     run.classifier = run.plain_classifier()
   _save(run, report)
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     chief, source)
+                     chief, source, run.others)
 
 
 def _save(run: _Run, report: dict) -> None:
@@ -482,6 +499,7 @@ def _save(run: _Run, report: dict) -> None:
       "train": dataclasses.asdict(config),
       "replicas": run.replicas,
       "test": {k: report[k] for k in ("drawings", "top1", "top3")},
+      "other_categories": others_lib.describe(run.others),
       # Where an export put the app's files (`run_files.record_export`):
       # quickdraw-export writes them there again.
       "export": run_files.recorded_export(None)})

@@ -24,10 +24,7 @@ _DPI = 100
 
 def write_png(path: str, image: np.ndarray) -> None:
   """Writes a uint8 (H, W) or (H, W, C) image to `path` atomically."""
-  image = np.asarray(image, np.uint8)
-  if image.ndim == 2:
-    image = image[:, :, None]
-  atomic_files.write_bytes(path, tf.io.encode_png(image).numpy())
+  atomic_files.write_bytes(path, png_bytes(image))
 
 
 def _figure(width_in: float, height_in: float):
@@ -233,6 +230,44 @@ def confusion_matrix_figure(matrix: np.ndarray, labels: Sequence[str], *,
            "category got the column's answer, and their share of the row "
            "(green: right, red: wrong).")
   return figure
+
+
+def threshold_curve_image(curve: Sequence[dict], threshold: float,
+                          title: str = "") -> np.ndarray:
+  """The score threshold's trade-off (`calibration.threshold_curve`): over
+  thresholds, the share of known drawings answered right, the share of the
+  right answers kept, and (when measured) the share of other categories'
+  doodles refused; the chosen threshold marked. uint8 (H, W, 3)."""
+  figure = _figure(6.4, 4.4)
+  axes = figure.add_axes([0.1, 0.2, 0.86, 0.68])
+  x = [p["threshold"] for p in curve]
+  axes.plot(x, [p["right_answered"] for p in curve], color="#2E7D32",
+            label="known drawings answered right")
+  axes.plot(x, [p["right_kept"] for p in curve], color="#81C784",
+            linestyle="--", label="right answers kept")
+  if curve and "unknown_refused" in curve[0]:
+    axes.plot(x, [p["unknown_refused"] for p in curve], color="#C62828",
+              label="other categories' doodles refused")
+  axes.axvline(threshold, color="#444444", linestyle=":",
+               label=f"the threshold, {threshold:.3f}")
+  axes.set_xlim(0, 1)
+  axes.set_ylim(0, 1.02)
+  axes.set_xlabel("score threshold (under it: 'not sure')", fontsize=9)
+  axes.set_ylabel("share", fontsize=9)
+  axes.legend(fontsize=8, loc="center left")
+  axes.grid(alpha=0.3)
+  _heading(figure, title or "Where the score threshold sits",
+           "Held-out drawings of the model's categories (green) and doodles "
+           "of categories no training batch used (red), over thresholds.")
+  return _pixels(figure)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  """A uint8 (H, W[, C]) image as PNG file bytes."""
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = image[:, :, None]
+  return tf.io.encode_png(image).numpy()
 
 
 def model_inputs_grid(images: np.ndarray, captions: Sequence[str], *,

@@ -28,7 +28,7 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 import numpy as np
 from absl import flags
 
-from quickdraw import canvases, export, inference
+from quickdraw import canvases, export, inference, quality
 from quickdraw.cli import common
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
@@ -76,7 +76,8 @@ def main(argv: Sequence[str]) -> None:
       continue
     options = vision.ImageClassifierOptions(
         base_options=mp_tasks.BaseOptions(model_asset_path=path),
-        max_results=1)
+        max_results=1,  # top-1, sure or not
+        score_threshold=quality.EVERY_SCORE)
     names = []
     with vision.ImageClassifier.create_from_options(options) as classifier:
       for picture in pictures:

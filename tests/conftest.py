@@ -224,7 +224,8 @@ def run_command(name: str, *args: str) -> tuple[int, str]:
 # node ids silently defeat it: pytest-xdist issue 1386.)
 MODULE_UNITS = ("test_android.py", "test_bottlenecks.py", "test_demo.py",
                 "test_download.py", "test_export.py",
-                "test_input_pipeline.py", "test_remote_rows.py")
+                "test_input_pipeline.py", "test_others.py",
+                "test_remote_rows.py")
 FAMILY_UNITS = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large",
                 "mobilenet_v3_small")
 # Seconds the slowest units took (2-core VM, two workers), by a substring

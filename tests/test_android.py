@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-from quickdraw import export, preprocessing, tflite_metadata
+from quickdraw import export, preprocessing, quality, tflite_metadata
 from quickdraw.testing import synthetic
 from quickdraw.cli import predict as predict_cli
 from quickdraw.errors import QuickDrawError
@@ -45,9 +45,11 @@ def exported(stand_in, tmp_path_factory):
 
 
 def classifier_for(path):
+  """MediaPipe's classifier with no threshold (the model's own would leave
+  unsure answers out: test_the_model_carries_its_threshold)."""
   options = vision.ImageClassifierOptions(
       base_options=mp_tasks.BaseOptions(model_asset_path=str(path)),
-      max_results=1)
+      max_results=1, score_threshold=quality.EVERY_SCORE)
   return vision.ImageClassifier.create_from_options(options)
 
 
@@ -160,6 +162,50 @@ def test_metadata_fields(exported, canvas):
   assert labels.name == b"labels.txt"
   assert labels.type == metadata_schema.AssociatedFileType.TENSOR_AXIS_LABELS
   assert tflite_metadata.read_labels(model) == list(CATEGORIES)
+  # The calibrated threshold, as ScoreThresholdingOptions (read by
+  # MediaPipe's own schema).
+  (unit,) = output.processUnits
+  assert unit.optionsType == (
+      metadata_schema.ProcessUnitOptions.ScoreThresholdingOptions)
+  threshold = contracts.score_threshold_for(exported.tflite_path("int8"))
+  assert unit.options.globalScoreThreshold == pytest.approx(threshold)
+  assert tflite_metadata.read_score_threshold(model) == pytest.approx(
+      threshold)
+
+
+def test_the_model_carries_its_threshold(exported, tmp_path):
+  """Without model_info.json beside it, predict reads the threshold from
+  the model, and MediaPipe applies it when the app sets none: a blank
+  canvas (equal scores) gets an empty result, the app's "not sure"."""
+  alone = tmp_path / "model.tflite"
+  source = os.path.join(exported.android_assets_dir, "model.tflite")
+  with open(source, "rb") as f:
+    alone.write_bytes(f.read())
+  threshold = contracts.score_threshold_for(source)
+  assert contracts.score_threshold_for(str(alone)) == pytest.approx(
+      threshold)
+  assert 1 / len(CATEGORIES) < threshold < 1
+  options = vision.ImageClassifierOptions(
+      base_options=mp_tasks.BaseOptions(model_asset_path=str(alone)))
+  blank = np.full((CANVAS, CANVAS, 3), 255, np.uint8)
+  class_id, picture = next(canvases())
+  with vision.ImageClassifier.create_from_options(options) as classifier:
+    def answers(p):
+      return classifier.classify(mp.Image(
+          image_format=mp.ImageFormat.SRGB,
+          data=np.ascontiguousarray(p))).classifications[0].categories
+    assert answers(blank) == []
+    found = answers(picture)
+    assert found and all(c.score >= threshold - 1e-6 for c in found)
+    assert found[0].category_name == CATEGORIES[class_id]
+  # An old model without the options: no threshold, as before.
+  with open(exported.tflite_path("float32"), "rb") as f:
+    model = f.read()
+  assert tflite_metadata.read_score_threshold(
+      tflite_metadata.with_metadata(model, tflite_metadata.metadata_buffer(
+          tflite_metadata.ModelDescription("m", "d", "1", "a", "l"),
+          tflite_metadata.ImageInput("input", "d", 8, 8), "out", "d"),
+          CATEGORIES)) is None
 
 
 def test_a_flex_op_fails_the_export(stand_in, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from quickdraw import calibration
 
@@ -42,6 +43,37 @@ def test_score_threshold_meets_the_precision():
   # The lowest such threshold: a clearly lower one misses the precision.
   lower = scores.max(1) >= threshold - 0.05
   assert (scores.argmax(1) == labels)[lower].mean() < 0.95
+
+
+def test_unknown_recall_moves_along_the_curve():
+  scores, labels = _overconfident(factor=1.0)
+  rng = np.random.default_rng(1)
+  unknown = _softmax(rng.normal(0, 1.0, (500, 10)))
+  default = calibration.score_threshold(scores, labels, unknown)
+  for recall in (0.5, 0.9):
+    threshold = calibration.score_threshold(scores, labels, unknown,
+                                            unknown_recall=recall)
+    refused = np.mean(unknown.max(1) < threshold)
+    assert recall <= refused < recall + 0.01
+  assert calibration.score_threshold(
+      scores, labels, unknown, unknown_recall=0.9) > default or np.mean(
+          unknown.max(1) < default) >= 0.9
+  curve = calibration.threshold_curve(scores, labels, unknown)
+  assert len(curve) == 101 and curve[0]["threshold"] == 0.0
+  # Raising the threshold refuses more of both sides, never fewer.
+  for key in ("right_answered", "right_kept"):
+    values = [p[key] for p in curve]
+    assert values == sorted(values, reverse=True)
+  refused = [p["unknown_refused"] for p in curve]
+  assert refused == sorted(refused) and refused[-1] > 0.9
+  report = calibration.report(scores, scores, labels, 1.0, default,
+                              unknown, ("cat",))
+  assert report["unknown"]["refused"] == pytest.approx(
+      np.mean(unknown.max(1) < default))
+  right = scores.argmax(1) == labels
+  assert report["right_kept"] == pytest.approx(
+      np.mean(scores.max(1)[right] >= default))
+  assert report["precision_above_threshold"] >= 0.95
 
 
 def test_score_threshold_stays_above_equal_scores():

@@ -121,8 +121,9 @@ def test_a_retrain_writes_the_recorded_app_folder_again(data_dir, tmp_path,
   assert f"The app's files go to {assets} again" in said
   # The threshold the Kotlin code needs, said at the end.
   threshold = contracts.score_threshold_for(str(out / "model.tflite"))
-  assert said.rstrip().endswith(
-      f"The app's score threshold (setScoreThreshold): {threshold:.3f}")
+  last = said.rstrip().splitlines()[-1]
+  assert last.startswith(f"The app's score threshold (in the model's "
+                         f"metadata): {threshold:.3f}; above it ")
   # The app's folder holds the new four-class model, and the run keeps it.
   assert (assets / "labels.txt").read_text().split() == list(CATEGORIES)
   run = json.loads((out / "run.json").read_text())

@@ -92,6 +92,14 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "testing_percentage", _DEFAULTS.testing_percentage,
     "Percent of each category's drawings held out for the final test.")
+flags.DEFINE_string(
+    "other_categories", _DEFAULTS.other_categories,
+    "Categories the model should answer 'not sure' to (doodles of other "
+    "things): most join the training batches with a uniform target, a "
+    "quarter are held out to choose the score threshold. Default: 100 "
+    "official categories not in --categories, 100 drawings of each fetched "
+    "by range requests (7.8 MB); with --nodownload, or offline, the other "
+    ".npy files in --data_dir. 'none' for none, or names, comma-separated.")
 flags.DEFINE_integer(
     "seed", _DEFAULTS.seed,
     "Seeds which drawings are sampled, the split, and the shuffle.")

@@ -105,6 +105,14 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "representative_drawings", _DEFAULTS.representative_drawings,
     "Training drawings that calibrate int8 quantization.", lower_bound=1)
+flags.DEFINE_float(
+    "unknown_recall", _DEFAULTS.unknown_recall,
+    "Where the score threshold sits: the share of doodles of other "
+    "categories (held out of training) that the app's model answers 'not "
+    "sure' to. Higher refuses more of them and more right answers too; "
+    "export_report.json's calibration curve and threshold_curve.png show "
+    "the trade. Default: the lowest threshold above which 95% of held-out "
+    "answers are right.", lower_bound=0.0, upper_bound=1.0)
 
 
 # ExportConfig's fields that are not flags of the same name: the paths,

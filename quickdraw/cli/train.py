@@ -99,6 +99,12 @@ flags.DEFINE_float(
     "each training batch as a share of its drawings, with a uniform target, "
     "so that the app's score threshold turns such pictures away; 0 for "
     "none.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float(
+    "other_share", _DEFAULTS.other_share,
+    "Doodles of --other_categories added to each training batch as a share "
+    "of its drawings, with a uniform target, so that the app's model "
+    "answers 'not sure' to kinds of drawing it does not know; 0 for none.",
+    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer(
     "fine_tune_layers", _DEFAULTS.fine_tune_layers,
     "After the head, unfreeze this many of the backbone's top layers with "
@@ -201,7 +207,7 @@ def main(argv: Sequence[str]) -> None:
     # Recorded first: a failed export's next try goes to the same folder.
     run_files.record_export(config.output_dir, export)
     report = flow.export_run(data, export, classifier=result.classifier,
-                             source=result.source)
+                             source=result.source, others=result.others)
     if "android_assets" in report:
       run_files.record_export(config.output_dir, export, report)
     print(checks.format_report(report))
@@ -209,8 +215,13 @@ def main(argv: Sequence[str]) -> None:
               f"{report['keras']['canvas_top1']:.4f}")
     calibrated = report.get("calibration")
     if calibrated:
-      threshold = (f"\nThe app's score threshold (setScoreThreshold): "
-                   f"{calibrated['score_threshold']:.3f}")
+      threshold = (f"\nThe app's score threshold (in the model's "
+                   f"metadata): {calibrated['score_threshold']:.3f}; above "
+                   f"it {calibrated['right_above_threshold']:.1%} of "
+                   "held-out drawings answered right")
+      if "unknown" in calibrated:
+        threshold += (f", {calibrated['unknown']['refused']:.1%} of other "
+                      "categories' doodles 'not sure'")
   print(f"Wrote {config.output_dir}/model.keras and "
         f"{config.path('output_labels')}; test top-1 "
         f"{result.report['top1']:.4f}{canvas}{threshold}")

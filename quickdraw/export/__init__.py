@@ -20,11 +20,17 @@
                     (`preprocessing.canvas_to_drawings`, then upsampling) in
                     float32, followed by the network of that variant
   model_info.json   the contracts and which file is which, for an app
-  export_report.json  sizes, parity with Keras and accuracy of each
+  export_report.json  sizes, parity with Keras and accuracy of each, and
+                    the calibration with its threshold curve
+  threshold_curve.png that curve: right answers kept, other doodles refused
 
 Every artifact is calibrated (`calibration`): a temperature fitted on
-held-out drawings is folded into the softmax layer, and model_info.json
-gives the score above which 95% of answers were right. The canvas models
+held-out drawings is folded into the softmax layer, and the score threshold
+is the lowest score above which 95% of held-out answers were right (or,
+with --unknown_recall, refuses that share of doodles of categories no
+training batch used; the curve of both sides is in the report).
+model_info.json gives it, and every `.tflite` carries it in its
+metadata (ScoreThresholdingOptions), which MediaPipe applies. The canvas models
 answer a canvas with nothing to classify (blank, or too little ink: the
 preprocessing makes an all-black drawing of it) with equal scores.
 

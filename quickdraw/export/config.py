@@ -38,6 +38,8 @@ DEFAULT_CANVAS_SIZE = 256
 ASSET_MODEL = "model.tflite"
 ASSET_LABELS = ("labels.txt", "retrained_labels.txt")
 ASSET_GRAPH = "retrained_graph.pb"
+# The calibration's trade-off curve, beside the report.
+THRESHOLD_PLOT = "threshold_curve.png"
 # Lists the files an export is renaming into place (`atomic_files.staged`).
 JOURNAL = ".export.journal"
 
@@ -74,6 +76,10 @@ class ExportConfig:
     float_tolerance: How far a float artifact's probabilities may stray
       from Keras' (float rounding in another order). Random-weight
       networks, as in tests, amplify rounding more than trained ones.
+    unknown_recall: The share of held-out other categories' doodles the
+      score threshold refuses (a point on `calibration.threshold_curve`);
+      None for the default point, where `calibration.TARGET_PRECISION` of
+      the held-out answers above it are right.
   """
   output_graph: str
   output_labels: str
@@ -90,6 +96,7 @@ class ExportConfig:
   check_canvases: int = 300
   representative_drawings: int = 300
   float_tolerance: float = FLOAT_TOLERANCE
+  unknown_recall: float | None = None
 
   def __post_init__(self):
     quantize = tuple(q for q in self.quantize if q != "none")
@@ -111,6 +118,11 @@ class ExportConfig:
           f"--canvas_size={self.canvas_size} is outside [32, 2048]; pass the "
           f"side of the app's canvas model's input (default "
           f"{DEFAULT_CANVAS_SIZE})")
+    if self.unknown_recall is not None and not (
+        0 <= self.unknown_recall <= 1):
+      raise QuickDrawError(
+          f"--unknown_recall={self.unknown_recall} is outside [0, 1]; pass "
+          "the share of other doodles to refuse, such as 0.6")
     if not self.max_quantization_loss >= 0:
       raise QuickDrawError(
           f"--max_quantization_loss={self.max_quantization_loss} is "

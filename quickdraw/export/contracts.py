@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Sequence
 
 from quickdraw import __version__, preprocessing, tflite_metadata
@@ -84,16 +85,19 @@ def output_contract(categories: Sequence[str], final_tensor_name: str,
 
 
 def _threshold_note(calibrated: dict) -> str:
-  precision = calibrated["precision_above_threshold"]
-  held_out = calibrated["drawings"]
-  if precision is None:
-    return (f"none of {held_out} held-out drawings reached "
-            f"{calibrated['target_precision']:.0%} precision at any score; "
-            "train longer")
-  return (f"{calibrated['answered_above_threshold']:.1%} of {held_out} "
-          f"held-out drawings scored at or above it, and {precision:.1%} of "
-          "those were right; below it, say 'not sure' (MediaPipe: "
-          "setScoreThreshold)")
+  held_out = calibrated.get("known_drawings", calibrated["drawings"])
+  kind = ("drawings re-drawn as canvases"
+          if calibrated.get("measured_on") == "canvases" else "drawings")
+  note = (f"{calibrated['right_above_threshold']:.1%} of {held_out} "
+          f"held-out {kind} were answered right at or above it "
+          f"({calibrated['right_kept']:.1%} of the right answers)")
+  unknown = calibrated.get("unknown")
+  if unknown:
+    note += (f", and {unknown['refused']:.1%} of {unknown['drawings']} "
+             f"doodles of {len(unknown['categories'])} categories it never "
+             "learned scored under it")
+  return note + ("; below it, say 'not sure' (MediaPipe applies it from "
+                 "the model's metadata, or setScoreThreshold)")
 
 
 def model_info(config: ExportConfig, categories: Sequence[str],
@@ -156,11 +160,13 @@ def _description(categories: Sequence[str]) -> tflite_metadata.ModelDescription:
 
 def with_metadata(model: bytes, categories: Sequence[str], *, canvas: bool,
                   size: int, final_tensor_name: str,
-                  value_range: tuple[float, float] | None) -> bytes:
+                  value_range: tuple[float, float] | None,
+                  score_threshold: float | None = None) -> bytes:
   """`model` with the TFLite metadata MediaPipe needs, labels inside.
 
   `value_range` is the network's input range; None for a canvas model,
-  whose uint8 input needs no normalization.
+  whose uint8 input needs no normalization. `score_threshold` (the
+  calibrated one) becomes the output's ScoreThresholdingOptions.
   """
   if canvas:
     image = tflite_metadata.ImageInput(
@@ -177,7 +183,8 @@ def with_metadata(model: bytes, categories: Sequence[str], *, canvas: bool,
         value_max=value_range[1])
   metadata = tflite_metadata.metadata_buffer(
       _description(categories), image, final_tensor_name,
-      "Probabilities of the categories, in the label file's order.")
+      "Probabilities of the categories, in the label file's order.",
+      score_threshold)
   return tflite_metadata.with_metadata(model, metadata, categories)
 
 
@@ -209,8 +216,17 @@ def graph_input_range(path: str) -> tuple[float, float]:
 
 def score_threshold_for(model_path: str) -> float | None:
   """The score threshold the export recommends for a model: from the
-  model_info.json beside it (a run's folder, or the app's assets), if it
-  has one."""
+  model_info.json beside it (a run's folder, or the app's assets), else
+  from a .tflite model's own metadata (ScoreThresholdingOptions); None if
+  neither has one."""
   output = _read_info(model_path).get("output", {})
   value = output.get("score_threshold") if isinstance(output, dict) else None
-  return float(value) if isinstance(value, (int, float)) else None
+  if isinstance(value, (int, float)):
+    return float(value)
+  if model_path.endswith(".tflite"):
+    try:
+      with open(model_path, "rb") as f:
+        return tflite_metadata.read_score_threshold(f.read())
+    except (OSError, ValueError, IndexError, struct.error):
+      return None  # unreadable metadata: no threshold, as without one
+  return None

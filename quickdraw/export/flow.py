@@ -12,21 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from quickdraw import (atomic_files, backbones, calibration, inference,
-                       run_files)
+from quickdraw import (atomic_files, backbones, calibration, canvases,
+                       inference, preprocessing, run_files, visualize)
+from quickdraw import others as others_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource, drawings_from_split
 from quickdraw.export import canvas, checks, contracts, convert
 from quickdraw.export.config import (ASSET_GRAPH, ASSET_LABELS, ASSET_MODEL,
                                      JOURNAL, KERAS_MODEL, MODEL_INFO, MODES,
-                                     REPORT, ExportConfig)
+                                     REPORT, THRESHOLD_PLOT, ExportConfig)
 from quickdraw.splits import Split
 
 
 def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                  check_drawings: np.ndarray, check_labels: np.ndarray,
                  representative: np.ndarray | None = None,
-                 held_out: tuple[np.ndarray, np.ndarray] | None = None
+                 held_out: tuple[np.ndarray, np.ndarray] | None = None,
+                 unknown: tuple[np.ndarray, Sequence[str]] | None = None
                  ) -> dict:
   """Writes, checks and publishes every artifact (`quickdraw.export` lists
   them).
@@ -44,6 +46,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
       validation split: the scores are calibrated on them and int8
       chooses its float layers on them (without them the scores are left
       uncalibrated, and int8 cannot be made).
+    unknown: (uint8 drawings, category names) of other categories that no
+      training batch used (`others`): the threshold is chosen on both
+      sides, these to refuse and `held_out` to answer.
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -61,7 +66,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   calibrated = None
   if held_out is not None and calibration.softmax_layer(classifier):
     logging.info("Calibrating on %d held-out drawings", len(held_out[0]))
-    calibrated = calibrate(classifier, *held_out)
+    calibrated = calibrate(classifier, *held_out, unknown=unknown,
+                           unknown_recall=config.unknown_recall,
+                           canvases_each=config.check_canvases)
   with (calibration.temperature_folded(classifier, calibrated["temperature"])
         if calibrated else contextlib.nullcontext()):
     return _export(classifier, categories, config, check_drawings,
@@ -86,16 +93,55 @@ def finish_interrupted_export(report_dir: str) -> int:
   return finished
 
 
-def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray) -> dict:
-  """Fits the temperature and the score threshold on held-out drawings
+def as_the_app_sees(drawings: np.ndarray, count: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `count` of `drawings` (spread over them) re-drawn with a pen as
+  app canvases (`canvases.pen_suite`, every pen, theme and place) and
+  brought back by the app model's preprocessing: (which rows, the 28x28
+  drawings the network is given)."""
+  if not len(drawings) or count <= 0:
+    return np.zeros(0, np.int64), np.zeros((0, 784), np.uint8)
+  rows = np.unique(np.linspace(0, len(drawings) - 1,
+                               min(count, len(drawings))).round()
+                   .astype(np.int64))
+  pictures = canvases.pen_suite(np.asarray(drawings)[rows],
+                                THRESHOLD_CANVAS_SIDE, seed=seed)[0]
+  seen = np.concatenate([
+      preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
+      for i in range(0, len(pictures), 100)])
+  return rows, seen.astype(np.uint8).reshape(-1, 784)
+
+
+def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
+              unknown: tuple[np.ndarray, Sequence[str]] | None = None,
+              unknown_recall: float | None = None,
+              canvases_each: int = 300) -> dict:
+  """Fits the temperature and the default score threshold on held-out
+  drawings; measures both sides, and places an `unknown_recall`
+  threshold, on `canvases_each` of them and of the `unknown` doodles of
+  other categories re-drawn as the app's canvases (`as_the_app_sees`): the
+  app's scores on a canvas run lower than on a QuickDraw bitmap
   (`calibration.report`'s figures)."""
-  before = inference.predict_drawings(
-      inference.KerasPredictor("", classifier), drawings)
+  predictor = inference.KerasPredictor("", classifier)
+  before = inference.predict_drawings(predictor, drawings)
   labels = np.asarray(labels, np.int64)
   temperature = calibration.fit_temperature(before, labels)
   after = calibration.rescale(before, temperature)
-  return calibration.report(before, after, labels, temperature,
-                            calibration.score_threshold(after, labels))
+
+  def scores(seen):
+    return calibration.rescale(inference.predict_drawings(predictor, seen),
+                               temperature)
+  rows, seen = as_the_app_sees(drawings, canvases_each, seed=2)
+  canvas = (scores(seen), labels[rows]) if len(rows) else None
+  others, names = None, ()
+  if unknown is not None and len(unknown[0]):
+    others = scores(as_the_app_sees(unknown[0], canvases_each, seed=3)[1])
+    names = tuple(unknown[1])
+  threshold = calibration.score_threshold(after, labels, others,
+                                          unknown_recall=unknown_recall)
+  return calibration.report(before, after, labels, temperature, threshold,
+                            others, names, unknown_recall,
+                            canvas_scores=canvas)
 
 
 def _export(classifier, categories, config, check_drawings, check_labels,
@@ -117,6 +163,9 @@ def _export(classifier, categories, config, check_drawings, check_labels,
               config.output_labels: inference.labels_text(
                   categories).encode()}
   networks, int8 = {}, None
+  # The threshold also travels inside each model (TFLite metadata), for an
+  # app, or a predict run, that has no model_info.json beside it.
+  threshold = calibrated["score_threshold"] if calibrated else None
   for mode in config.modes:
     logging.info("Converting to TFLite (%s)", mode)
     if mode == "int8":
@@ -131,18 +180,23 @@ def _export(classifier, categories, config, check_drawings, check_labels,
           frozen, mode, final_tensor_name=name, value_range=value_range)
     contents[config.tflite_path(mode)] = contracts.with_metadata(
         networks[mode], categories, canvas=False, size=image_size,
-        final_tensor_name=name, value_range=value_range)
+        final_tensor_name=name, value_range=value_range,
+        score_threshold=threshold)
     contents[config.tflite_path(mode, canvas=True)] = contracts.with_metadata(
         canvas.canvas_model_bytes(preprocess, networks[mode], name,
                                   nothing_drawn),
         categories,
         canvas=True, size=config.canvas_size, final_tensor_name=name,
-        value_range=None)
+        value_range=None, score_threshold=threshold)
   if calibrated:
     # The Keras model with the same calibrated scores as every other
     # artifact, so that model_info.json's threshold means the same for it.
     keras_path = os.path.join(config.report_dir, KERAS_MODEL)
     contents[keras_path] = convert.keras_bytes(classifier)
+  if calibrated:
+    contents[os.path.join(config.report_dir, THRESHOLD_PLOT)] = (
+        visualize.png_bytes(visualize.threshold_curve_image(
+            calibrated["curve"], calibrated["score_threshold"])))
   contents[os.path.join(config.report_dir, MODEL_INFO)] = (json.dumps(
       contracts.model_info(config, categories, image_size,
                            value_range=value_range,
@@ -214,6 +268,9 @@ def _export(classifier, categories, config, check_drawings, check_labels,
 
 # Calibration and int8's float layers use this many held-out drawings.
 HELD_OUT_DRAWINGS = 1000
+# The side of the canvases the threshold is chosen on (the preprocessing
+# frames any size alike; pens are a share of the side).
+THRESHOLD_CANVAS_SIDE = 256
 
 
 def check_destinations(config: ExportConfig) -> None:
@@ -235,7 +292,8 @@ def check_destinations(config: ExportConfig) -> None:
 
 def export_run(data: DataConfig, config: ExportConfig,
                model_path: str | None = None, classifier=None,
-               source: QuickDrawSource | None = None) -> dict:
+               source: QuickDrawSource | None = None,
+               others: others_lib.OtherDrawings | None = None) -> dict:
   """Exports a trained classifier, checked on the test split.
 
   Args:
@@ -244,6 +302,8 @@ def export_run(data: DataConfig, config: ExportConfig,
     model_path: A saved `model.keras`, when `classifier` is not given.
     classifier: The Keras model itself.
     source: The opened data, if already at hand.
+    others: The run's other categories' drawings, if already at hand; their
+      held-out categories take part in choosing the score threshold.
 
   Returns:
     The export report (see `export_model`).
@@ -264,5 +324,14 @@ def export_run(data: DataConfig, config: ExportConfig,
   held_out = drawings_from_split(
       source, Split.VALIDATION if source.split_size(Split.VALIDATION)
       else Split.TRAIN, HELD_OUT_DRAWINGS)
+  if others is None:
+    others = others_lib.open_others(data)
+  unknown = None
+  if len(others.held_out):
+    # Spread over the categories, as many as the known side has at most.
+    take = np.linspace(0, len(others.held_out) - 1,
+                       min(len(others.held_out), HELD_OUT_DRAWINGS))
+    unknown = (others.held_out[np.unique(take.round().astype(int))],
+               others.held_out_categories)
   return export_model(classifier, source.categories, config, drawings,
-                      labels, representative, held_out)
+                      labels, representative, held_out, unknown)

@@ -110,6 +110,7 @@ class RangeServer:
     self.requests = 0
     self.bytes_sent = 0
     self._in_flight = 0
+    self._last_request = 0.0
     self._lock = threading.Lock()
     self._httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), _handler(self))
@@ -144,15 +145,18 @@ class RangeServer:
   def _flight(self, change: int) -> None:
     with self._lock:
       self._in_flight += change
+      self._last_request = time.monotonic()
 
-  def wait_idle(self, timeout_s: float = 60.0) -> None:
-    """Returns once no request is being answered: a client interrupted
-    mid-download may leave requests running (a thread pool's), whose bytes
-    would count towards the next measurement."""
+  def wait_idle(self, timeout_s: float = 60.0, quiet_s: float = 0.5) -> None:
+    """Returns once no request has been answered or begun for `quiet_s`: a
+    client interrupted mid-download may leave requests running (a thread
+    pool's), some still on their way to the server on a loaded machine,
+    whose bytes would count towards the next measurement."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
       with self._lock:
-        if not self._in_flight:
+        if (not self._in_flight and
+            time.monotonic() - self._last_request >= quiet_s):
           return
       time.sleep(0.01)
     raise TimeoutError(f"requests still running after {timeout_s} s")

@@ -1,0 +1,185 @@
+"""Doodles of other things: QuickDraw categories outside the run.
+
+An app that knows 10 kinds of drawing meets every other kind too. Drawings
+of categories the run did not choose serve twice:
+
+* outlier exposure: most of them join the head's training batches with a
+  uniform target (`outliers.add_junk`, beside the junk), so the model learns
+  to give doodles of other things no confident answer;
+* the threshold: the rest (`held_out`), categories no training batch used,
+  are scored at calibration, so the threshold's "not sure" is measured on
+  kinds of doodle the model never saw (`calibration.threshold_curve`).
+
+Which categories (`DataConfig.other_categories`): by default a seeded
+sample of DEFAULT_CATEGORIES official names not chosen, DRAWINGS_PER_CATEGORY
+rows of each fetched by the row fetch (`remote_rows`: 100 x 100 drawings
+are 7.8 MB); with `--nodownload`, or when the fetch fails, whatever files the
+data folder holds beyond the chosen ones. "none" turns it off; a list names
+them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import sys
+
+import numpy as np
+from absl import logging
+
+from quickdraw import categories as categories_lib
+from quickdraw import npy_files
+from quickdraw.config import DataConfig
+from quickdraw.errors import QuickDrawError
+
+AUTO, NONE = "", "none"
+DEFAULT_CATEGORIES = 100
+DRAWINGS_PER_CATEGORY = 100
+# Of the other categories, about this share (by a hash of the name) is held
+# out of training for the threshold; at least one when there are two or
+# more.
+HELD_OUT_SHARE = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class OtherDrawings:
+  """Drawings of other categories, uint8 (N, 784) each, and their names."""
+  exposure: np.ndarray
+  exposure_categories: tuple[str, ...]
+  held_out: np.ndarray
+  held_out_categories: tuple[str, ...]
+
+  @property
+  def categories(self) -> tuple[str, ...]:
+    return self.exposure_categories + self.held_out_categories
+
+
+NO_OTHERS = OtherDrawings(np.zeros((0, 784), np.uint8), (),
+                          np.zeros((0, 784), np.uint8), ())
+
+
+def local_extras(data: DataConfig) -> list[str]:
+  """Official categories with a file in the data folder, not chosen."""
+  chosen = set(data.categories)
+  return [name for name in categories_lib.official_categories()
+          if name not in chosen
+          and npy_files.find_category_file(data.data_dir, name)]
+
+
+def sampled_names(data: DataConfig, count: int = DEFAULT_CATEGORIES
+                  ) -> list[str]:
+  """A seeded sample of `count` official names not chosen, in the
+  official order (the same for the same seed and categories)."""
+  chosen = set(data.categories)
+  names = [n for n in categories_lib.official_categories() if n not in chosen]
+  rng = np.random.default_rng([data.seed, 7])
+  picked = rng.choice(len(names), min(count, len(names)), replace=False)
+  return [names[i] for i in sorted(picked)]
+
+
+def choose(data: DataConfig) -> list[str]:
+  """The other categories a run's setting names, before any fetch.
+
+  Raises:
+    QuickDrawError: a named category is unknown or one of the chosen ones.
+  """
+  setting = data.other_categories.strip()
+  if setting.lower() == NONE:
+    return []
+  if setting == AUTO:
+    return sampled_names(data) if data.download else local_extras(data)
+  names = [n.strip().strip('"').strip() for n in setting.split(",")
+           if n.strip().strip('"').strip()]
+  categories_lib.resolve_categories(names)  # unknown names: one line
+  both = sorted(set(names) & set(data.categories))
+  if both:
+    raise QuickDrawError(
+        f"--other_categories names {', '.join(map(repr, both))}, which "
+        "--categories chose too; an other category must be one the model "
+        "does not learn")
+  return names
+
+
+def split_names(names: list[str], seed: int) -> tuple[list[str], list[str]]:
+  """(exposure, held out): a name is held out when a hash of it and the
+  seed falls in the first HELD_OUT_SHARE of the range, so adding names
+  moves none; with two or more names and none held out so, the lowest
+  hash is."""
+  def position(name):
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+  held_out = {n for n in names if position(n) < HELD_OUT_SHARE}
+  if not held_out and len(names) >= 2:
+    held_out = {min(names, key=position)}
+  return ([n for n in names if n not in held_out],
+          [n for n in names if n in held_out])
+
+
+def _drawings(data: DataConfig, names: list[str],
+              rows_only: bool = False) -> np.ndarray:
+  """DRAWINGS_PER_CATEGORY rows of each name, read from the data folder or
+  fetched. With `rows_only`, categories not on disk come by row fetch
+  alone (never a whole-file download), or the call fails."""
+  from quickdraw import remote_rows  # no import circle
+  from quickdraw.data_source import QuickDrawSource
+  if not names:
+    return np.zeros((0, 784), np.uint8)
+  config = dataclasses.replace(
+      data, categories=tuple(names), other_categories=NONE,
+      samples_per_class=DRAWINGS_PER_CATEGORY, validation_percentage=0.0,
+      testing_percentage=0.0)
+  if rows_only:
+    records = categories_lib.resolve_categories(names)
+    absent = [r for r in records
+              if not npy_files.find_category_file(data.data_dir, r.name)]
+    fetched = remote_rows.open_sampled(absent, config, sys.stderr)
+    if any(f is None for f in fetched):
+      raise QuickDrawError("the server does not answer range requests")
+  source = QuickDrawSource.open(config, progress_stream=sys.stderr)
+  return np.concatenate([
+      source.read_rows(c, source.selected_rows(c))
+      for c in range(source.num_classes)]).reshape(-1, 784)
+
+
+def open_others(data: DataConfig) -> OtherDrawings:
+  """The run's other categories' drawings, split into exposure and held
+  out (`choose`, `split_names`).
+
+  The default sample comes by row fetch only, and when the server does not
+  answer (offline, a `file://` mirror) or a fetch fails, from the data
+  folder's other files instead, with a warning. Named categories that
+  cannot be had are an error, as the chosen ones are.
+  """
+  names = choose(data)
+  if not names:
+    return NO_OTHERS
+  auto = data.other_categories.strip() == AUTO
+  try:
+    if auto:
+      from quickdraw import remote_rows  # no import circle
+      first = categories_lib.official_categories()[names[0]]
+      if not remote_rows.answers_ranges(first, data):
+        raise QuickDrawError(f"no answer from the server for {first.name!r}")
+    exposure, held_out = split_names(names, data.seed)
+    result = OtherDrawings(_drawings(data, exposure, auto), tuple(exposure),
+                           _drawings(data, held_out, auto), tuple(held_out))
+  except QuickDrawError as e:
+    if not auto:
+      raise
+    extras = local_extras(data)
+    logging.warning("Other categories (doodles to answer 'not sure' to) "
+                    "not fetched (%s); using the %d other files in %s",
+                    e, len(extras), data.data_dir)
+    return open_others(dataclasses.replace(
+        data, other_categories=",".join(extras) or NONE))
+  logging.info("Other categories: %d in training batches, %d held out for "
+               "the threshold", len(exposure), len(held_out))
+  return result
+
+
+def describe(others: OtherDrawings) -> dict:
+  """What run.json and the export report say of them."""
+  return {"exposure": list(others.exposure_categories),
+          "held_out": list(others.held_out_categories),
+          "drawings_per_category": DRAWINGS_PER_CATEGORY}
+
