@@ -245,45 +245,38 @@ def read_labels(model: bytes) -> list[str]:
     return archive.read(LABELS_FILE).decode().splitlines()
 
 
-def read_normalization(model: bytes) -> tuple[float, float] | None:
-  """The input's `NormalizationOptions` (mean, std), read back from the
-  model's metadata; None when it has no metadata or no normalization (a
-  uint8 canvas model).
-
-  Reads only the path `metadata_buffer` writes: model -> first subgraph ->
-  first input -> process units -> NormalizationOptions.
-  """
+def _process_options(model: bytes, slot: int, kind: int) -> _Table | None:
+  """The options table of the first process unit of `kind` on the first
+  subgraph's first input (`slot` 2) or output (`slot` 3) tensor, as
+  `metadata_buffer` writes them; None if there is none."""
   buffer = _metadata_bytes(model)
   if buffer is None:
     return None
   root = _Table(buffer, flatbuffers.encode.Get(
       flatbuffers.packer.uoffset, buffer, 0))
   for subgraph in root.tables(3)[:1]:
-    for tensor in subgraph.tables(2)[:1]:
+    for tensor in subgraph.tables(slot)[:1]:
       for unit in tensor.tables(4):
         options = unit.table(1)
-        if unit.uint8(0) == _NORMALIZATION_OPTIONS and options:
-          mean, std = options.floats(0), options.floats(1)
-          if mean and std:
-            return mean[0], std[0]
+        if unit.uint8(0) == kind and options:
+          return options
   return None
+
+
+def read_normalization(model: bytes) -> tuple[float, float] | None:
+  """The input's `NormalizationOptions` (mean, std), read back from the
+  model's metadata; None when it has no metadata or no normalization (a
+  uint8 canvas model)."""
+  options = _process_options(model, 2, _NORMALIZATION_OPTIONS)
+  mean, std = (options.floats(0), options.floats(1)) if options else ([], [])
+  return (mean[0], std[0]) if mean and std else None
 
 
 def read_score_threshold(model: bytes) -> float | None:
   """The output's `ScoreThresholdingOptions` threshold, read back from
   the model's metadata; None when it has none."""
-  buffer = _metadata_bytes(model)
-  if buffer is None:
-    return None
-  root = _Table(buffer, flatbuffers.encode.Get(
-      flatbuffers.packer.uoffset, buffer, 0))
-  for subgraph in root.tables(3)[:1]:
-    for tensor in subgraph.tables(3)[:1]:
-      for unit in tensor.tables(4):
-        options = unit.table(1)
-        if unit.uint8(0) == _SCORE_THRESHOLDING_OPTIONS and options:
-          return options.float32(0)
-  return None
+  options = _process_options(model, 3, _SCORE_THRESHOLDING_OPTIONS)
+  return options.float32(0) if options else None
 
 
 def _metadata_bytes(model: bytes) -> bytes | None:

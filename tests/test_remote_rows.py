@@ -239,3 +239,25 @@ def test_rows_are_sampled_in_blocks():
   # A short last block still gives exactly the count asked for.
   for n in (1000, 1001, 1031):
     assert len(splits.sample_rows(3, "dog", n, n - 1)) == n - 1
+
+
+def test_other_categories_come_by_row(mirror, server, tmp_path,
+                                      monkeypatch):
+  """The default other categories (`others`): sampled from the official
+  names not chosen, fetched by row from a server that answers ranges."""
+  from quickdraw import others
+  monkeypatch.setattr(categories_lib, "official_categories",
+                      lambda: dict(mirror[1]))
+  data = DataConfig(categories=("cat",), data_dir=str(tmp_path),
+                    download_base_url=server.url, samples_per_class=300)
+  got = others.open_others(data)
+  assert got.categories == ("smiley face",)
+  assert got.exposure.shape == (others.DRAWINGS_PER_CATEGORY, 784)
+  whole = np.load(os.path.join(mirror[0], "smiley face.npy"))
+  rows = splits.sample_rows(data.seed, "smiley face", len(whole),
+                            others.DRAWINGS_PER_CATEGORY)
+  np.testing.assert_array_equal(got.exposure, whole[rows])
+  # Rows in the row cache, never the whole file.
+  assert not (tmp_path / "smiley face.npy").exists()
+  assert os.path.isdir(remote_rows.cache_dir(str(tmp_path),
+                                             mirror[1]["smiley face"]))

@@ -160,3 +160,24 @@ def test_bench_head_defaults_runs(data_dir, tmp_path, capsys):
   for row in rows:  # npy and canvas top-1, then per pen and place
     cells = [float(c) for c in row.split("|")[2:-1]]
     assert len(cells) == 8 and all(0 <= c <= 1 for c in cells)
+
+
+def test_bench_unknown_runs(tmp_path, capsys):
+  from quickdraw.testing import synthetic
+  folder = tmp_path / "data"
+  synthetic.write_category_files(
+      str(folder), CATEGORIES + ("hexagon", "octagon", "zigzag", "star"), 150)
+  bench = script("bench_unknown")
+  with flagsaver.flagsaver(
+      architecture="test_tiny_32", weights="none", data_dir=str(folder),
+      categories=list(CATEGORIES), exposure=["hexagon", "octagon"],
+      unseen=["zigzag", "star"], samples_per_class=120, other_drawings=100,
+      epochs=2, bottleneck_dir=str(tmp_path / "cache")):
+    bench.main(["bench_unknown"])
+  rows = [l for l in capsys.readouterr().out.splitlines()
+          if l.startswith("| ")]
+  assert [r.split("|")[1].strip() for r in rows] == [
+      "head", "none", "uniform", "background"]
+  for row in rows[1:]:  # two thresholds, each with both sides' shares
+    cells = [float(c) for c in row.split("|")[2:-1]]
+    assert len(cells) == 6 and all(0 <= c <= 1 for c in cells)
