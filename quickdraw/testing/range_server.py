@@ -97,6 +97,8 @@ class RangeServer:
     fail_next: Answer this many more requests with 503.
     total_override: The total length to claim in Content-Range.
     requests, bytes_sent: Counters (bodies only).
+    served: (file name, first byte, stop) of every range answered, retries
+      included.
   """
 
   def __init__(self, files: dict[str, str | VirtualFile],
@@ -109,6 +111,7 @@ class RangeServer:
     self.total_override: int | None = None
     self.requests = 0
     self.bytes_sent = 0
+    self.served: list[tuple[str, int, int]] = []
     self._in_flight = 0
     self._last_request = 0.0
     self._lock = threading.Lock()
@@ -196,6 +199,8 @@ def _handler(server: RangeServer) -> Callable:
         return self._plain(416, b"range not satisfiable")
       total = (server.total_override if server.total_override is not None
                else f.size)
+      with server._lock:
+        server.served.append((name, start, stop))
       self._body(206, f, start, stop,
                  {"Content-Range": f"bytes {start}-{stop - 1}/{total}"})
 
