@@ -39,10 +39,10 @@ from quickdraw.data_source import QuickDrawSource
 from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
-# quickdraw-train's --architecture, --weights, --categories, --data_dir,
-# --samples_per_class, --epochs and --bottleneck_dir.
-FLAGS.set_default("architecture", "mobilenet_v2_0.5_224")
-FLAGS.set_default("categories", list(quality.RETRAIN_CATEGORIES))
+# quickdraw-train's --architecture (here MobileNetV2 0.5, set only when run
+# as a script: the tests import scripts into one process), --weights,
+# --categories (empty: the gate's 10), --data_dir, --samples_per_class,
+# --epochs and --bottleneck_dir.
 flags.DEFINE_list("exposure", [c for c in quality.RETRAIN_OTHERS
                                if c not in ("book", "train")],
                   "Other categories shown in training.")
@@ -93,7 +93,8 @@ def main(argv: Sequence[str]) -> None:
       architecture, FLAGS.weights, None))
   size = architecture.image_size
   source = QuickDrawSource.open(DataConfig(
-      categories=tuple(FLAGS.categories), data_dir=FLAGS.data_dir,
+      categories=tuple(FLAGS.categories or quality.RETRAIN_CATEGORIES),
+      data_dir=FLAGS.data_dir,
       download=False, samples_per_class=FLAGS.samples_per_class,
       image_size=size))
   cache = os.path.expanduser(FLAGS.bottleneck_dir)
@@ -139,4 +140,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  FLAGS.set_default("architecture", "mobilenet_v2_0.5_224")
   common.run_app(main, "__main__")
