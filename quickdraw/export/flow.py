@@ -131,10 +131,12 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   def scores(seen):
     return calibration.rescale(inference.predict_drawings(predictor, seen),
                                temperature)
-  rows, seen = as_the_app_sees(drawings, canvases_each, seed=2)
-  canvas = (scores(seen), labels[rows]) if len(rows) else None
-  others, names = None, ()
+  # Both sides as the app sees them, when there is another side: without
+  # other categories the curve is the known side's alone, on drawings.
+  canvas, others, names = None, None, ()
   if unknown is not None and len(unknown[0]):
+    rows, seen = as_the_app_sees(drawings, canvases_each, seed=2)
+    canvas = (scores(seen), labels[rows])
     others = scores(as_the_app_sees(unknown[0], canvases_each, seed=3)[1])
     names = tuple(unknown[1])
   threshold = calibration.score_threshold(after, labels, others,
