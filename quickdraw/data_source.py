@@ -285,8 +285,6 @@ def drawings_from_split(source: QuickDrawSource, split: splits.Split | str,
   Returns:
     (uint8 (n, 784) drawings, int64 (n,) labels).
   """
-  size = source.split_size(split)
-  n = min(count, size)
-  positions = np.linspace(0, size - 1, n).round().astype(np.int64)
-  drawings, labels = source.read_positions(split, np.unique(positions))
+  drawings, labels = source.read_positions(
+      split, splits.spread(source.split_size(split), count))
   return drawings, labels.astype(np.int64)

@@ -3,9 +3,10 @@
 An app that knows 10 kinds of drawing meets every other kind too. Drawings
 of categories the run did not choose serve twice:
 
-* outlier exposure: most of them join the head's training batches with a
-  uniform target (`outliers.add_junk`, beside the junk), so the model learns
-  to give doodles of other things no confident answer;
+* outlier exposure: with `TrainConfig.other_share`, most of them join the
+  training batches with a uniform target (`outliers.add_junk`, beside the
+  junk), so the model learns to give doodles of other things no confident
+  answer;
 * the threshold: the rest (`held_out`), categories no training batch used,
   are scored at calibration, so the threshold's "not sure" is measured on
   kinds of doodle the model never saw (`calibration.threshold_curve`).
@@ -141,9 +142,11 @@ def _drawings(data: DataConfig, names: list[str],
       for c in range(source.num_classes)]).reshape(-1, 784)
 
 
-def open_others(data: DataConfig) -> OtherDrawings:
+def open_others(data: DataConfig, exposure: bool = True) -> OtherDrawings:
   """The run's other categories' drawings, split into exposure and held
-  out (`choose`, `split_names`).
+  out (`choose`, `split_names`). Without `exposure` (a run that trains on
+  none of them, or an export) the exposure categories are named but their
+  drawings are not read or fetched.
 
   The default sample comes by row fetch only, and when the server does not
   answer (offline, a `file://` mirror) or a fetch fails, from the data
@@ -160,9 +163,10 @@ def open_others(data: DataConfig) -> OtherDrawings:
       first = categories_lib.official_categories()[names[0]]
       if not remote_rows.answers_ranges(first, data):
         raise QuickDrawError(f"no answer from the server for {first.name!r}")
-    exposure, held_out = split_names(names, data.seed)
-    result = OtherDrawings(_drawings(data, exposure, auto), tuple(exposure),
-                           _drawings(data, held_out, auto), tuple(held_out))
+    trained, held_out = split_names(names, data.seed)
+    result = OtherDrawings(
+        _drawings(data, trained if exposure else [], auto), tuple(trained),
+        _drawings(data, held_out, auto), tuple(held_out))
   except QuickDrawError as e:
     if not auto:
       raise
@@ -171,9 +175,9 @@ def open_others(data: DataConfig) -> OtherDrawings:
                     "not fetched (%s); using the %d other files in %s",
                     e, len(extras), data.data_dir)
     return open_others(dataclasses.replace(
-        data, other_categories=",".join(extras) or NONE))
-  logging.info("Other categories: %d in training batches, %d held out for "
-               "the threshold", len(exposure), len(held_out))
+        data, other_categories=",".join(extras) or NONE), exposure)
+  logging.info("Other categories: %d for training batches, %d held out for "
+               "the threshold", len(trained), len(held_out))
   return result
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from quickdraw import canvases, run_files
+from quickdraw import canvases, run_files, splits
 from quickdraw.export import contracts
 from quickdraw.errors import QuickDrawError
 
@@ -170,8 +170,8 @@ def other_drawings(data_dir: str, exclude: Sequence[str],
     if ext != ".npy" or category in exclude:
       continue
     rows = np.load(os.path.join(data_dir, name), mmap_mode="r")
-    take = np.linspace(0, len(rows) - 1, min(per_category, len(rows)))
-    drawings.append(np.asarray(rows[np.unique(take.round().astype(int))]))
+    drawings.append(np.asarray(rows[splits.spread(len(rows),
+                                                  per_category)]))
   return (np.concatenate(drawings) if drawings
           else np.zeros((0, 784), np.uint8))
 

@@ -95,6 +95,14 @@ def split_mask(seed: int, category: str, rows: np.ndarray, split: Split,
   return (scores >= low) & (scores < high)
 
 
+def spread(total: int, count: int) -> np.ndarray:
+  """Up to `count` positions of `total`, evenly spread from the first to
+  the last (int64, ascending, no repeats): a sample of a sorted-by-class
+  split or a file that every part of it shares in."""
+  return np.unique(np.linspace(0, total - 1, min(count, total)).round()
+                   .astype(np.int64))
+
+
 def uses_all_rows(samples_per_class: int, num_rows: int) -> bool:
   """Whether `samples_per_class` asks for every row of a `num_rows` file."""
   return samples_per_class <= 0 or samples_per_class >= num_rows

@@ -130,7 +130,10 @@ class _Run:
     self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     # Doodles of categories outside the run (`others`): some join the
     # batches beside the junk, the rest choose the export's threshold.
-    self.others = others_lib.open_others(data)
+    self.others = others_lib.open_others(data,
+                                         exposure=config.other_share > 0)
+    # Each kind keeps its place (and so its draws' seed) whether or not
+    # the kinds before it are on.
     self.per_batch = {
         "junk": outliers.per_batch(config.train_batch_size,
                                    config.junk_share, self.replicas),
@@ -141,11 +144,13 @@ class _Run:
 
   def exposure(self, features: bool = False) -> list[tuple[np.ndarray, int]]:
     """(pool, rows per batch) of each kind of outlier exposure (junk,
-    then other categories' doodles): 28x28 drawings, or their bottleneck
-    features (cached beside the splits')."""
+    then other categories' doodles), in that order, an empty pool for a
+    kind that is off: 28x28 drawings, or their bottleneck features (cached
+    beside the splits')."""
     pools = []
     for name, count in self.per_batch.items():
       if not count:
+        pools.append((np.zeros((0, 28, 28, 1), np.uint8), 0))  # adds none
         continue
       if name not in self._pools:
         logging.info("Outlier exposure: %d %s per batch", count, name)

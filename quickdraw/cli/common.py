@@ -95,8 +95,9 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "other_categories", _DEFAULTS.other_categories,
     "Categories the model should answer 'not sure' to (doodles of other "
-    "things): most join the training batches with a uniform target, a "
-    "quarter are held out to choose the score threshold. Default: 100 "
+    "things): with --other_share, most join the training batches with a "
+    "uniform target; a quarter are held out to measure the score "
+    "threshold (and place it, with --unknown_recall). Default: 100 "
     "official categories not in --categories, 100 drawings of each fetched "
     "by range requests (7.8 MB); with --nodownload, or offline, the other "
     ".npy files in --data_dir. 'none' for none, or names, comma-separated.")

@@ -8,7 +8,8 @@ import os
 import numpy as np
 from absl import logging
 
-from quickdraw import calibration, canvases, inference, preprocessing
+from quickdraw import (calibration, canvases, inference, preprocessing,
+                       splits)
 from quickdraw.errors import QuickDrawError
 from quickdraw.export.config import (PREPROCESSED_TENSOR,
                                      PREPROCESSING_TOLERANCE, ExportConfig)
@@ -32,6 +33,26 @@ def _float_failure(path: str, difference: float, against: str,
       f"{path} disagrees with {against} (probabilities differ by up to "
       f"{difference:.2g}, tolerance {tolerance:g}); nothing was "
       "replaced. Please report this with the model")
+
+
+def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Up to `count` of `drawings` (spread over them) re-drawn with a pen as
+  `side` px app canvases (`canvases.pen_suite`: every pen, theme and place
+  of the quality gate's suite) and brought back by the app model's
+  preprocessing.
+
+  Returns:
+    (which rows, uint8 (n, side, side, 3) canvases, uint8 (n, 28, 28)
+    drawings the network is given).
+  """
+  rows = splits.spread(len(drawings), count)
+  pictures = canvases.pen_suite(np.asarray(drawings)[rows], side,
+                                seed=seed)[0]
+  seen = np.concatenate([
+      preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
+      for i in range(0, len(pictures), 100)] or [np.zeros((0, 28, 28))])
+  return rows, pictures, seen.astype(np.uint8)
 
 
 def check_artifacts(classifier, config: ExportConfig, temps: dict,
@@ -69,14 +90,9 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
                          figures["max_probability_difference"],
                          "the Keras model", config.float_tolerance)
 
-  count = min(len(drawings), config.check_canvases)
   # Spread over the check drawings, which are sorted by class.
-  chosen = np.unique(np.linspace(0, len(drawings) - 1, count).round()
-                     .astype(np.int64))
-  # Drawn again with a pen, as an app's canvas: every pen, theme and place
-  # of the quality gate's suite.
-  pictures = canvases.pen_suite(drawings[chosen], config.canvas_size)[0]
-  seen = preprocessing.canvas_to_drawings(pictures).numpy().astype(np.uint8)
+  chosen, pictures, seen = as_the_app_sees(drawings, config.check_canvases,
+                                           config.canvas_size, seed=0)
   canvas_labels = labels[chosen]
   count = len(chosen)
   canvas_reference = inference.predict_drawings(keras_model, seen)

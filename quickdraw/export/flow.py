@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from absl import logging
 
-from quickdraw import (atomic_files, backbones, calibration, canvases,
-                       inference, preprocessing, run_files, visualize)
+from quickdraw import (atomic_files, backbones, calibration, inference,
+                       run_files, splits, visualize)
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource, drawings_from_split
@@ -93,25 +93,6 @@ def finish_interrupted_export(report_dir: str) -> int:
   return finished
 
 
-def as_the_app_sees(drawings: np.ndarray, count: int, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-  """Up to `count` of `drawings` (spread over them) re-drawn with a pen as
-  app canvases (`canvases.pen_suite`, every pen, theme and place) and
-  brought back by the app model's preprocessing: (which rows, the 28x28
-  drawings the network is given)."""
-  if not len(drawings) or count <= 0:
-    return np.zeros(0, np.int64), np.zeros((0, 784), np.uint8)
-  rows = np.unique(np.linspace(0, len(drawings) - 1,
-                               min(count, len(drawings))).round()
-                   .astype(np.int64))
-  pictures = canvases.pen_suite(np.asarray(drawings)[rows],
-                                THRESHOLD_CANVAS_SIDE, seed=seed)[0]
-  seen = np.concatenate([
-      preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
-      for i in range(0, len(pictures), 100)])
-  return rows, seen.astype(np.uint8).reshape(-1, 784)
-
-
 def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
               unknown: tuple[np.ndarray, Sequence[str]] | None = None,
               unknown_recall: float | None = None,
@@ -119,7 +100,8 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   """Fits the temperature and the default score threshold on held-out
   drawings; measures both sides, and places an `unknown_recall`
   threshold, on `canvases_each` of them and of the `unknown` doodles of
-  other categories re-drawn as the app's canvases (`as_the_app_sees`): the
+  other categories re-drawn as the app's canvases
+  (`checks.as_the_app_sees`): the
   app's scores on a canvas run lower than on a QuickDraw bitmap
   (`calibration.report`'s figures)."""
   predictor = inference.KerasPredictor("", classifier)
@@ -135,9 +117,11 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   # other categories the curve is the known side's alone, on drawings.
   canvas, others, names = None, None, ()
   if unknown is not None and len(unknown[0]):
-    rows, seen = as_the_app_sees(drawings, canvases_each, seed=2)
+    rows, _, seen = checks.as_the_app_sees(drawings, canvases_each,
+                                           THRESHOLD_CANVAS_SIDE, seed=2)
     canvas = (scores(seen), labels[rows])
-    others = scores(as_the_app_sees(unknown[0], canvases_each, seed=3)[1])
+    others = scores(checks.as_the_app_sees(
+        unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3)[2])
     names = tuple(unknown[1])
   threshold = calibration.score_threshold(after, labels, others,
                                           unknown_recall=unknown_recall)
@@ -195,7 +179,6 @@ def _export(classifier, categories, config, check_drawings, check_labels,
     # artifact, so that model_info.json's threshold means the same for it.
     keras_path = os.path.join(config.report_dir, KERAS_MODEL)
     contents[keras_path] = convert.keras_bytes(classifier)
-  if calibrated:
     contents[os.path.join(config.report_dir, THRESHOLD_PLOT)] = (
         visualize.png_bytes(visualize.threshold_curve_image(
             calibrated["curve"], calibrated["score_threshold"])))
@@ -327,13 +310,12 @@ def export_run(data: DataConfig, config: ExportConfig,
       source, Split.VALIDATION if source.split_size(Split.VALIDATION)
       else Split.TRAIN, HELD_OUT_DRAWINGS)
   if others is None:
-    others = others_lib.open_others(data)
+    others = others_lib.open_others(data, exposure=False)
   unknown = None
   if len(others.held_out):
     # Spread over the categories, as many as the known side has at most.
-    take = np.linspace(0, len(others.held_out) - 1,
-                       min(len(others.held_out), HELD_OUT_DRAWINGS))
-    unknown = (others.held_out[np.unique(take.round().astype(int))],
+    unknown = (others.held_out[splits.spread(len(others.held_out),
+                                             HELD_OUT_DRAWINGS)],
                others.held_out_categories)
   return export_model(classifier, source.categories, config, drawings,
                       labels, representative, held_out, unknown)
