@@ -14,8 +14,9 @@ The threshold is a trade between two sides (`threshold_curve`): known
 drawings the model answers right, and doodles of other things (categories
 no training batch used) that it should turn away. By default it is the
 lowest score at and above which TARGET_PRECISION of the held-out answers
-are right; `unknown_recall` instead asks for a share of the other doodles
-refused.
+are right, the held-out drawings re-drawn as the app's canvases (the
+export's `calibrate`); `unknown_recall` instead asks for a share of the
+other doodles refused.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def report(before: np.ndarray, after: np.ndarray, labels: np.ndarray,
       "rule": (f"refuse {unknown_recall:.0%} of other doodles"
                if unknown_recall is not None and unknown_after is not None
                and len(unknown_after) else
-               f"{TARGET_PRECISION:.0%} of held-out answers right"),
+               f"{TARGET_PRECISION:.0%} of held-out answers right"
+               + (" on the app's canvases" if canvas_scores else "")),
       "measured_on": "canvases" if canvas_scores else "drawings",
       "known_drawings": int(len(known_labels)),
       "answered_above_threshold": float(answered.mean()),

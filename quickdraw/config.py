@@ -116,6 +116,14 @@ class TrainConfig:
       threshold). Off by default: on the quality gate's frozen v1 0.25
       run, 0.2 lowered unseen categories' and junk's refusal on canvases
       (scripts/README.md, "Other categories").
+    redraw_share: Training drawings drawn again with a pen of random width
+      and size on an app canvas of a random theme, read back by the app
+      model's canvas preprocessing (`redraws`), added to each training
+      batch with their labels, as a share of its drawings; the pool holds
+      this share of the training split. The app's canvases have other
+      strokes than QuickDraw's bitmaps: on the quality gate, 0.5 raised
+      canvas top-1 by N points (scripts/README.md, "Pen re-draws"). 0 for
+      bitmaps alone.
     fine_tune_layers: Top backbone layers with trainable weights
       (`backbones.fine_tune_candidates`: convolutions and dense layers,
       never batch norm) to unfreeze after the head has trained; 0 skips
@@ -164,6 +172,7 @@ class TrainConfig:
   dropout: float = 0.2
   junk_share: float = 0.1
   other_share: float = 0.0
+  redraw_share: float = 0.5
   fine_tune_layers: int = 0
   fine_tune_learning_rate: float = 1e-4
   fine_tune_epochs: int = 2
@@ -201,6 +210,9 @@ class TrainConfig:
     if not 0 <= self.other_share <= 1:
       raise QuickDrawError(f"--other_share={self.other_share} is outside "
                            "[0, 1]; pass a share of the batch, such as 0.2")
+    if not 0 <= self.redraw_share <= 1:
+      raise QuickDrawError(f"--redraw_share={self.redraw_share} is outside "
+                           "[0, 1]; pass a share such as 0.5, or 0 for none")
     if not 0 <= self.junk_share <= 1:
       raise QuickDrawError(f"--junk_share={self.junk_share} is outside "
                            "[0, 1]; pass a share such as 0.1, or 0 for none")

@@ -218,7 +218,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  drop_remainder: bool = False, augment: bool = False,
                  stream: bool | None = None,
                  value_range: tuple[float, float] | None,
-                 exposure: Sequence[tuple[np.ndarray, int]] = ()
+                 exposure: Sequence[tuple] = ()
                  ) -> tf.data.Dataset:
   """The input pipeline for one split.
 
@@ -240,10 +240,12 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       streams unshuffled passes and splits over `INDEX_LIMIT` drawings.
     value_range: The images' values: the backbone's input range
       (`backbones`); None only without `image_size` (uint8 drawings).
-    exposure: For training, (pool, count) pairs: `count` drawings of each
-      pool (uint8 (N, 28, 28, 1), none of the classes: `outliers`' junk,
-      other categories' doodles) are appended to each batch with label
-      `outliers.JUNK_LABEL`, before upsampling and augmentation.
+    exposure: For training, (pool, count[, labels]) tuples: `count`
+      drawings of each pool (uint8 (N, 28, 28, 1)) are appended to each
+      batch, before upsampling and augmentation, with label
+      `outliers.JUNK_LABEL` (none of the classes: `outliers`' junk, other
+      categories' doodles) or their own `labels` (pen re-draws:
+      `redraws`).
 
   Returns:
     A dataset of (images, labels) batches; labels are int32 class indices in
@@ -269,9 +271,9 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                                                 drop_remainder)
   if image_size is not None and value_range is None:
     raise ValueError("images need a value_range (the backbone's input range)")
-  for i, (pool, count) in enumerate(exposure):
+  for i, (pool, count, *labels) in enumerate(exposure):
     ds = outliers.add_junk(ds, pool, count, outliers.pool_seed(i, seed),
-                           first_batch)
+                           first_batch, *labels)
   if augment:
     if image_size is None:
       raise ValueError("augment needs an image_size")

@@ -101,9 +101,11 @@ def per_batch(batch_size: int, share: float, replicas: int = 1) -> int:
 
 
 def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
-             first_batch: int = 0) -> tf.data.Dataset:
+             first_batch: int = 0, pool_labels: np.ndarray | None = None
+             ) -> tf.data.Dataset:
   """Appends `count` rows of `pool` to each (x, labels) batch of `ds`, with
-  labels JUNK_LABEL.
+  labels JUNK_LABEL, or the rows' own `pool_labels` (pen re-draws of the
+  training drawings: `redraws`).
 
   The rows of batch n are drawn from (seed, n) alone, so a run resumed at
   `first_batch` (its first epoch times the batches per epoch) sees the
@@ -115,6 +117,7 @@ def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
     count: Rows per batch; 0 returns `ds` unchanged.
     seed: The draws' seed.
     first_batch: The number of `ds`'s first batch since training began.
+    pool_labels: (N,) class indices of `pool`'s rows; None for junk.
 
   Returns:
     Batches of (x, labels) `count` rows longer.
@@ -123,15 +126,19 @@ def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
     return ds
   pool = tf.constant(pool)
   size = tf.constant(len(pool), tf.int64)
+  if pool_labels is not None:
+    pool_labels = tf.constant(np.asarray(pool_labels, np.int64))
 
   def append(batch_number, batch):
     x, labels = batch
     picks = tf.random.stateless_uniform(
         [count], tf.stack([tf.constant(seed, tf.int64), batch_number]),
         maxval=size, dtype=tf.int64)
+    added = (tf.fill([count], tf.constant(JUNK_LABEL, labels.dtype))
+             if pool_labels is None else
+             tf.cast(tf.gather(pool_labels, picks), labels.dtype))
     return (tf.concat([x, tf.cast(tf.gather(pool, picks), x.dtype)], 0),
-            tf.concat([labels, tf.fill([count], tf.constant(
-                JUNK_LABEL, labels.dtype))], 0))
+            tf.concat([labels, added], 0))
 
   return ds.enumerate(start=first_batch).map(
       append, num_parallel_calls=tf.data.AUTOTUNE)

@@ -34,11 +34,11 @@ from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
                        evaluation, inference, input_pipeline,
-                       outliers, run_files, schedules, visualize)
+                       outliers, redraws, run_files, schedules, visualize)
 from quickdraw import model as model_lib
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
-from quickdraw.data_source import QuickDrawSource
+from quickdraw.data_source import QuickDrawSource, drawings_from_split
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
@@ -139,30 +139,47 @@ class _Run:
                                    config.junk_share, self.replicas),
         "others": outliers.per_batch(config.train_batch_size,
                                      config.other_share, self.replicas)
-                  if len(self.others.exposure) else 0}
-    self._pools: dict[str, np.ndarray] = {}
+                  if len(self.others.exposure) else 0,
+        "redraws": outliers.per_batch(config.train_batch_size,
+                                      config.redraw_share, self.replicas)}
+    self._pools: dict[str, tuple] = {}
 
-  def exposure(self, features: bool = False) -> list[tuple[np.ndarray, int]]:
-    """(pool, rows per batch) of each kind of outlier exposure (junk,
-    then other categories' doodles), in that order, an empty pool for a
-    kind that is off: 28x28 drawings, or their bottleneck features (cached
-    beside the splits')."""
+  def _pool(self, name: str) -> tuple:
+    """(28x28 drawings, labels or None) of one kind of added rows."""
+    if name == "junk":
+      return outliers.cached_junk_drawings(), None
+    if name == "others":
+      return self.others.exposure.reshape(-1, 28, 28, 1), None
+    # Pen re-draws of a `redraw_share` of the training drawings, spread
+    # over the classes, with their labels (`redraws`).
+    drawings, labels = drawings_from_split(
+        self.source, Split.TRAIN, max(1, round(
+            self.config.redraw_share * self.source.split_size(Split.TRAIN))))
+    return redraws.cached_pen_redraws(
+        drawings, self.config.seed_for(self.data),
+        os.path.expanduser(self.config.bottleneck_dir)), labels
+
+  def exposure(self, features: bool = False) -> list[tuple]:
+    """(pool, rows per batch, labels) of each kind of rows added to the
+    training batches: junk and other categories' doodles (labels None: a
+    uniform target), then pen re-draws of training drawings (their own
+    labels), in that order, an empty pool for a kind that is off: 28x28
+    drawings, or their bottleneck features (cached beside the splits')."""
     pools = []
     for name, count in self.per_batch.items():
       if not count:
-        pools.append((np.zeros((0, 28, 28, 1), np.uint8), 0))  # adds none
+        pools.append((np.zeros((0, 28, 28, 1), np.uint8), 0, None))
         continue
       if name not in self._pools:
-        logging.info("Outlier exposure: %d %s per batch", count, name)
-        self._pools[name] = (
-            outliers.cached_junk_drawings() if name == "junk" else
-            self.others.exposure.reshape(-1, 28, 28, 1))
+        logging.info("Added to each training batch: %d %s", count, name)
+        self._pools[name] = self._pool(name)
+      drawings, labels = self._pools[name]
       if features and f"{name} features" not in self._pools:
         self._pools[f"{name} features"] = bottlenecks.drawings_features(
-            self.backbone, self._pools[name], self.data.image_size,
+            self.backbone, drawings, self.data.image_size,
             os.path.expanduser(self.config.bottleneck_dir), name=name)
-      pools.append((self._pools[f"{name} features" if features else name],
-                    count))
+      pools.append((self._pools[f"{name} features"] if features else
+                    drawings, count, labels))
     return pools
 
   def _build_models(self, data: DataConfig, config: TrainConfig) -> None:
@@ -308,10 +325,12 @@ class _Run:
             features, labels, config.train_batch_size, shuffle=True,
             seed=config.seed_for(self.data), epochs=None, first_epoch=start,
             drop_remainder=self.drop_remainder)
-        for i, (pool, count) in enumerate(self.exposure(features=True)):
+        for i, (pool, count, labels) in enumerate(
+            self.exposure(features=True)):
           train_data = outliers.add_junk(
               train_data, pool, count,
-              outliers.pool_seed(i, config.seed_for(self.data)), start * steps)
+              outliers.pool_seed(i, config.seed_for(self.data)), start * steps,
+              labels)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)

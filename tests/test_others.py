@@ -128,15 +128,18 @@ def test_a_run_trains_on_them_and_chooses_its_threshold_on_both_sides(
   exporting = export_config.ExportConfig(
       output_graph=str(out / "g.pb"), output_labels=str(out / "l.txt"),
       output_tflite=str(out / "model.tflite"), report_dir=str(out),
-      canvas_size=64, check_drawings=40, check_canvases=40,
+      canvas_size=64, check_drawings=40, check_canvases=30,
       float_tolerance=0.01)
   report = flow.export_run(data, exporting, classifier=result.classifier,
                            source=result.source, others=result.others)
   calibrated = report["calibration"]
   assert calibrated["unknown"]["categories"] == described["held_out"]
-  # Chosen as the app sees them: canvases of both sides.
+  # Chosen as the app sees them: canvases of both sides, every held-out
+  # drawing of the known side.
   assert calibrated["measured_on"] == "canvases"
-  assert calibrated["known_drawings"] == exporting.check_canvases
+  assert calibrated["known_drawings"] == result.source.split_size(
+      Split.VALIDATION)
+  assert "on the app's canvases" in calibrated["rule"]
   assert calibrated["unknown"]["drawings"] == exporting.check_canvases
   assert {"threshold", "right_answered", "right_kept",
           "unknown_refused"} <= set(calibrated["curve"][0])

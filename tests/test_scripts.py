@@ -3,6 +3,7 @@
 import glob
 import importlib.util
 import os
+import re
 
 import pytest
 from absl import flags
@@ -160,6 +161,30 @@ def test_bench_head_defaults_runs(data_dir, tmp_path, capsys):
   for row in rows:  # npy and canvas top-1, then per pen and place
     cells = [float(c) for c in row.split("|")[2:-1]]
     assert len(cells) == 8 and all(0 <= c <= 1 for c in cells)
+
+
+def test_bench_redraws_runs(tmp_path, capsys):
+  from quickdraw.testing import synthetic
+  folder = tmp_path / "data"
+  synthetic.write_category_files(str(folder), CATEGORIES + ("zigzag",), 60)
+  bench = script("bench_redraws")
+  with flagsaver.flagsaver(
+      architecture="test_tiny_32", weights="none", data_dir=str(folder),
+      categories=list(CATEGORIES), unseen_categories=["zigzag"],
+      samples_per_class=60, pools=["20", "1000"], canvas_side=64, epochs=2,
+      bottleneck_dir=str(tmp_path / "cache")):
+    bench.main(["bench_redraws"])
+  out = capsys.readouterr().out
+  rows = [l for l in out.splitlines() if l.startswith("| ")]
+  # The largest pool is capped at the training split.
+  train = int(re.search(r"\((\d+) training drawings\)", out).group(1))
+  assert 150 < train < 200
+  assert [r.split("|")[1].strip() for r in rows] == [
+      "head", "bitmaps", "bitmaps + 20 re-draws",
+      f"bitmaps + {train} re-draws"]
+  for row in rows[1:]:
+    cells = [float(c) for c in row.split("|")[2:-1]]
+    assert len(cells) == 6 and all(0 <= c <= 1 for c in cells)
 
 
 def test_bench_unknown_runs(tmp_path, capsys):

@@ -105,6 +105,13 @@ flags.DEFINE_float(
     "of its drawings, with a uniform target, so that the app's model "
     "answers 'not sure' to kinds of drawing it does not know; 0 for none.",
     lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float(
+    "redraw_share", _DEFAULTS.redraw_share,
+    "Training drawings drawn again as app canvases (a random pen, size, "
+    "place and theme, read back by the app model's preprocessing) added to "
+    "each training batch with their labels, as a share of its drawings, so "
+    "that the app's model knows an app's strokes; 0 for none.",
+    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer(
     "fine_tune_layers", _DEFAULTS.fine_tune_layers,
     "After the head, unfreeze this many of the backbone's top layers with "
