@@ -193,6 +193,22 @@ def load_checked_npy(path: str) -> np.ndarray | None:
   return None
 
 
+def cached_npy(path: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+  """The array kept at `path` (`save_checked_npy`), else `make()`'s, then
+  kept there. A cache only: a damaged entry is made again, and a folder
+  that cannot be written is left as it is."""
+  array = load_checked_npy(path)
+  if array is not None:
+    return array
+  array = make()
+  try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_checked_npy(path, array)
+  except OSError:
+    pass
+  return array
+
+
 def finish_interrupted(journal: str) -> int:
   """Completes the renames of a `staged` call killed half-way (its
   journal lists them, written once every temporary was complete): the

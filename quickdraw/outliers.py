@@ -72,18 +72,9 @@ def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
   folder = os.path.expanduser(folder or os.path.join(
       os.environ.get("KERAS_HOME", os.path.join("~", ".keras")),
       "quickdraw_junk"))
-  path = os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
-                      f"{CANVAS_SIDE}.npy")
-  drawings = atomic_files.load_checked_npy(path)
-  if drawings is not None:
-    return drawings
-  drawings = junk_drawings()
-  try:
-    os.makedirs(folder, exist_ok=True)
-    atomic_files.save_checked_npy(path, drawings)
-  except OSError:
-    pass  # a cache only: made again next time
-  return drawings
+  return atomic_files.cached_npy(
+      os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
+                   f"{CANVAS_SIDE}.npy"), junk_drawings)
 
 
 def pool_seed(pool: int, seed: int) -> int:

@@ -29,6 +29,8 @@ import numpy as np
 from quickdraw import atomic_files
 from quickdraw import canvases
 from quickdraw import preprocessing
+from quickdraw.data_source import QuickDrawSource, drawings_from_split
+from quickdraw.splits import Split
 
 # The canvas the re-draws are made on, and the ranges they are drawn from:
 # the drawing's box as a share of the canvas side, and the pen's width as a
@@ -97,14 +99,20 @@ def cached_pen_redraws(drawings: np.ndarray, seed: int, folder: str
       f"{_FORMAT}\0{seed}\0".encode() +
       hashlib.sha256(np.ascontiguousarray(drawings).tobytes()).digest()
   ).hexdigest()[:20]
-  path = os.path.join(folder, f"redraws-{key}.npy")
-  cached = atomic_files.load_checked_npy(path)
-  if cached is not None and len(cached) == len(drawings):
-    return cached
-  redrawn = pen_redraws(drawings, seed)
-  try:
-    os.makedirs(folder, exist_ok=True)
-    atomic_files.save_checked_npy(path, redrawn)
-  except OSError:
-    pass  # a cache only: made again next time
-  return redrawn
+  return atomic_files.cached_npy(
+      os.path.join(folder, f"redraws-{key}.npy"),
+      lambda: pen_redraws(drawings, seed))
+
+
+def training_pool(source: QuickDrawSource, share: float, seed: int,
+                  folder: str) -> tuple[np.ndarray, np.ndarray]:
+  """Pen re-draws of `share` of the training split's drawings (spread over
+  it, so every class has its share), cached in `folder`.
+
+  Returns:
+    (uint8 (N, 28, 28, 1) re-draws, int64 (N,) their labels).
+  """
+  drawings, labels = drawings_from_split(
+      source, Split.TRAIN,
+      max(1, round(share * source.split_size(Split.TRAIN))))
+  return cached_pen_redraws(drawings, seed, folder), labels

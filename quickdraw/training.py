@@ -38,7 +38,7 @@ from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
 from quickdraw import model as model_lib
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
-from quickdraw.data_source import QuickDrawSource, drawings_from_split
+from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
@@ -150,14 +150,9 @@ class _Run:
       return outliers.cached_junk_drawings(), None
     if name == "others":
       return self.others.exposure.reshape(-1, 28, 28, 1), None
-    # Pen re-draws of a `redraw_share` of the training drawings, spread
-    # over the classes, with their labels (`redraws`).
-    drawings, labels = drawings_from_split(
-        self.source, Split.TRAIN, max(1, round(
-            self.config.redraw_share * self.source.split_size(Split.TRAIN))))
-    return redraws.cached_pen_redraws(
-        drawings, self.config.seed_for(self.data),
-        os.path.expanduser(self.config.bottleneck_dir)), labels
+    return redraws.training_pool(
+        self.source, self.config.redraw_share, self.config.seed_for(self.data),
+        os.path.expanduser(self.config.bottleneck_dir))
 
   def exposure(self, features: bool = False) -> list[tuple]:
     """(pool, rows per batch, labels) of each kind of rows added to the
@@ -530,14 +525,20 @@ def _save(run: _Run, report: dict) -> None:
 
 
 def _write_samples(run: _Run) -> None:
-  """A grid of training inputs, as the model sees them, with their labels."""
+  """A grid of training inputs, as the model sees them, with their labels:
+  drawings, and the last rows of the batch (the added ones: pen re-draws,
+  or junk and other doodles, captioned "not sure")."""
   images, labels = next(iter(run.images(Split.TRAIN, train=True)))
-  images, labels = images[:32], labels.numpy()[:32]
+  picks = np.arange(32)
+  if len(labels) - run.config.train_batch_size >= 8:
+    picks = np.r_[0:24, len(labels) - 8:len(labels)]
+  images, labels = tf.gather(images, picks), labels.numpy()[picks]
   if run.on_device:  # what the device layer makes of them
     images = run.image_model.get_layer("drawings_to_images")(
         images, training=run.config.augment)
   grid = visualize.model_inputs_grid(
-      np.asarray(images), [run.source.categories[i] for i in labels],
+      np.asarray(images), [run.source.categories[i] if i >= 0 else
+                           "not sure" for i in labels],
       value_range=run.value_range)
   visualize.write_png(
       os.path.join(run.config.output_dir, "training_inputs.png"), grid)

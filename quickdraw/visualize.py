@@ -281,7 +281,8 @@ def model_inputs_grid(images: np.ndarray, captions: Sequence[str], *,
       small, captions, columns=8,
       title="Training inputs, as the model sees them",
       legend="Each tile: a training drawing after upsampling (and "
-      "augmentation, if on), shown at 56 px; caption: its label.")
+      "augmentation, if on), shown at 56 px; caption: its label. The last "
+      "row: rows added to the batch (pen re-draws, or junk: 'not sure').")
 
 
 def write_summary_images(summaries_dir: str,

@@ -65,7 +65,11 @@ def built_once(tmp_path_factory, name: str):
   temporary folder). Yields (folder, build): build the folder's contents
   when `build` is True. A test that changes the contents copies them first
   (`copy_of`)."""
-  root = tmp_path_factory.getbasetemp().parent  # shared by the workers
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The workers' folders are popen-gwN in the run's own folder. Without
+    # xdist the parent would be pytest-of-<user>, which outlives the run.
+    root = root.parent
   folder = root / name
   with filelock.FileLock(str(folder) + ".lock"):
     done = folder / ".built"

@@ -76,6 +76,21 @@ def test_unknown_recall_moves_along_the_curve():
   assert report["precision_above_threshold"] >= 0.95
 
 
+def test_a_model_right_on_everything_still_gives_up_some_answers():
+  # Three classes, always right, with spread-out scores: any threshold
+  # meets the precision; the default gives up the lowest 3% of the right
+  # answers, no more.
+  rng = np.random.default_rng(2)
+  labels = rng.integers(0, 3, 1000)
+  top = rng.uniform(0.55, 1.0, 1000)
+  scores = np.full((1000, 3), 0.0)
+  scores[np.arange(1000), labels] = top
+  scores[np.arange(1000), (labels + 1) % 3] = 1 - top
+  threshold = calibration.score_threshold(scores, labels)
+  lost = np.mean(top < threshold)
+  assert 0.025 <= lost <= calibration.RIGHT_GIVEN_UP
+
+
 def test_score_threshold_stays_above_equal_scores():
   labels = np.arange(4) % 2
   scores = np.eye(2)[labels] * 0.02 + 0.49  # always right, barely

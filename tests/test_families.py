@@ -79,8 +79,9 @@ def run(request, data_dir, tmp_path_factory):
       architecture=name, weights="none", epochs=EPOCHS, train_batch_size=32,
       output_dir=str(out), bottleneck_dir=str(out / "cache"), verbose=0,
       # No junk: its 2,000 pictures' features cost four times the
-      # drawings', and outlier exposure is the workflow tests' (test_tiny).
-      junk_share=0.0)
+      # drawings', and outlier exposure is the workflow tests' (test_tiny);
+      # no pen re-draws either (tests/test_redraws.py, the workflow tests).
+      junk_share=0.0, redraw_share=0.0)
   exporting = export.ExportConfig(
       output_graph=str(out / "retrained_graph.pb"),
       output_labels=str(out / "retrained_labels.txt"),

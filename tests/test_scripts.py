@@ -163,6 +163,17 @@ def test_bench_head_defaults_runs(data_dir, tmp_path, capsys):
     assert len(cells) == 8 and all(0 <= c <= 1 for c in cells)
 
 
+def test_bench_not_sure_chooses_its_categories():
+  bench = script("bench_not_sure")
+  from quickdraw import quality
+  shared = sorted(quality.SHARED_CATEGORIES)
+  assert bench._categories(3, shared) == ("apple", "banana", "fish")
+  assert bench._categories(10, shared) == quality.RETRAIN_CATEGORIES
+  assert bench._categories(22, shared) == tuple(shared)
+  # A folder without the usual names: its first ones.
+  assert bench._categories(3, ["a", "b", "c", "d"]) == ("a", "b", "c")
+
+
 def test_bench_redraws_runs(tmp_path, capsys):
   from quickdraw.testing import synthetic
   folder = tmp_path / "data"

@@ -79,7 +79,8 @@ class ExportConfig:
     unknown_recall: The share of held-out other categories' doodles the
       score threshold refuses (a point on `calibration.threshold_curve`);
       None for the default point, where `calibration.TARGET_PRECISION` of
-      the held-out answers above it are right.
+      the held-out answers above it are right, on the held-out drawings
+      re-drawn as the app's canvases.
   """
   output_graph: str
   output_labels: str

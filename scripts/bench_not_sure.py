@@ -1,0 +1,104 @@
+"""How often the app's model says "not sure": per backbone and category count.
+
+  python scripts/bench_not_sure.py --data_dir=../shared/data/quickdraw \
+      --weights_dir=../shared/data/weights
+
+For each --architectures backbone and --counts number of categories, trains
+quickdraw-train's defaults (frozen, 1,000 drawings a class; 3: apple,
+banana, fish; 10: the gate's `retrain` ten; 22: every category at hand),
+exported for Android, and scores the app's model through MediaPipe as the
+quality gate does (`quality.score_run`): test drawings re-drawn with a pen
+answered right at or above the model's own threshold, junk refused under
+it, and doodles of the data folder's other categories refused under it.
+Half of those other categories (every second name) are the run's
+--other_categories, a quarter of which choose the threshold; the other
+half no part of the run sees, and are the ones scored. With every
+category trained there are none left to score ("-").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
+
+from absl import flags
+
+from quickdraw import atomic_files, quality
+from quickdraw.cli import common
+
+FLAGS = flags.FLAGS
+common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
+                   "files.")
+flags.DEFINE_list("architectures", ["mobilenet_0.25_224",
+                                    "mobilenet_v2_0.35_224",
+                                    "mobilenet_v2_0.5_224"],
+                  "Backbones, each with its weights in --weights_dir.")
+flags.DEFINE_list("counts", ["3", "10", "22"], "Category counts.")
+flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags, "
+                    "space-separated.")
+FLAGS.set_default("output_dir", os.path.join("runs", "not_sure"))
+
+# The categories of a run of each size: the issue's three, the gate's ten.
+CHOSEN = {3: ("apple", "banana", "fish"), 10: quality.RETRAIN_CATEGORIES}
+
+
+def _categories(count: int, available: Sequence[str]) -> tuple[str, ...]:
+  chosen = CHOSEN.get(count, tuple(available[:count]))
+  missing = sorted(set(chosen) - set(available))
+  if missing:  # a folder without the usual names: its first ones instead
+    chosen = tuple(available[:count])
+  return chosen
+
+
+def main(argv: Sequence[str]) -> None:
+  del argv
+  available = sorted(n[:-4] for n in os.listdir(FLAGS.data_dir)
+                     if n.endswith(".npy"))
+  out = os.path.expanduser(FLAGS.output_dir)
+  rows = [["backbone", "categories", "threshold", "canvas top-1",
+           "right and sure", "junk refused", "unseen refused",
+           "unseen categories"]]
+  for architecture in FLAGS.architectures:
+    for count in (int(c) for c in FLAGS.counts):
+      categories = _categories(count, available)
+      rest = [c for c in available if c not in categories]
+      others = rest[::2]
+      run = quality.ReferenceRun(
+          "", architecture, categories,
+          (f"--other_categories={','.join(others) or 'none'}",
+           *FLAGS.train_flags.split()))
+      folder = os.path.join(out, f"{architecture}_{count}")
+      if not os.path.exists(os.path.join(folder, "export_report.json")):
+        command = [sys.executable, "-m", "quickdraw.cli.train",
+                   *quality.train_command(
+                       run, data_dir=FLAGS.data_dir,
+                       weights_dir=FLAGS.weights_dir, output_dir=folder)]
+        print(f"{architecture} x {count}: training", flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+      figures = quality.score_run(folder, canvas_side=512)
+      with open(os.path.join(folder, "android_assets",
+                             "model_info.json")) as f:
+        threshold = json.load(f)["output"]["score_threshold"]
+      atomic_files.write_text(os.path.join(folder, "not_sure.json"),
+                              json.dumps(figures, indent=1))
+      unseen = [c for c in rest if c not in others]
+      rows.append([
+          architecture, str(count), f"{threshold:.3f}",
+          f"{figures['canvas_top1']:.4f}",
+          f"{figures['canvas_right_and_sure']:.4f}",
+          f"{figures['junk_refused']:.3f}",
+          (f"{figures['others_refused']:.3f}" if "others_refused" in figures
+           else "-"),
+          ", ".join(unseen) or "-"])
+      print("| " + " | ".join(rows[-1]) + " |", flush=True)
+  for r in rows:
+    print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+  common.run_app(main, "__main__")
