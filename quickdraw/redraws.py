@@ -90,6 +90,11 @@ def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
   return out
 
 
+# The process's latest re-draws, by key: a process that trains again on the
+# same drawings (the tests, a notebook) neither makes nor reads them again.
+_MADE: dict[str, np.ndarray] = {}
+
+
 def cached_pen_redraws(drawings: np.ndarray, seed: int, folder: str
                        ) -> np.ndarray:
   """`pen_redraws`, kept in `folder` (the bottleneck cache) under a key of
@@ -99,9 +104,13 @@ def cached_pen_redraws(drawings: np.ndarray, seed: int, folder: str
       f"{_FORMAT}\0{seed}\0".encode() +
       hashlib.sha256(np.ascontiguousarray(drawings).tobytes()).digest()
   ).hexdigest()[:20]
-  return atomic_files.cached_npy(
-      os.path.join(folder, f"redraws-{key}.npy"),
-      lambda: pen_redraws(drawings, seed))
+  if key not in _MADE:
+    if len(_MADE) >= 4:
+      _MADE.pop(next(iter(_MADE)))
+    _MADE[key] = atomic_files.cached_npy(
+        os.path.join(folder, f"redraws-{key}.npy"),
+        lambda: pen_redraws(drawings, seed))
+  return _MADE[key]
 
 
 def training_pool(source: QuickDrawSource, share: float, seed: int,

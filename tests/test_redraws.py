@@ -47,11 +47,18 @@ def test_each_drawing_draws_from_its_own_seed():
   assert not np.array_equal(every, redraws.pen_redraws(drawings, seed=5))
 
 
-def test_cached_redraws_are_read_back(tmp_path):
+def test_cached_redraws_are_read_back(tmp_path, monkeypatch):
   drawings = synthetic.make_drawings(2, 8)
   first = redraws.cached_pen_redraws(drawings, 3, str(tmp_path))
   files = [n for n in os.listdir(tmp_path) if n.endswith(".npy")]
   assert len(files) == 1 and files[0].startswith("redraws-")
+  # Another process (no re-draws in memory) reads them back.
+  monkeypatch.setattr(redraws, "_MADE", {})
+  monkeypatch.setattr(redraws, "pen_redraws", None)  # must not be called
+  np.testing.assert_array_equal(
+      redraws.cached_pen_redraws(drawings, 3, str(tmp_path)), first)
+  monkeypatch.undo()
+  monkeypatch.setattr(redraws, "_MADE", {})
   np.save(tmp_path / files[0], np.zeros_like(first))  # not what was written
   # A damaged entry (its sha256 no longer matches) is made again.
   np.testing.assert_array_equal(

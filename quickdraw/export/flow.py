@@ -118,13 +118,13 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   # nothing; on the app's canvases the same rule refused 43% of unseen
   # categories' doodles and 90% of junk, where the bitmaps' threshold
   # refused 25% and 82% (scripts/README.md, "The threshold").
-  rows, _, seen = checks.as_the_app_sees(drawings, len(drawings),
-                                         THRESHOLD_CANVAS_SIDE, seed=2)
+  rows, seen = checks.seen_by_the_app(drawings, len(drawings),
+                                      THRESHOLD_CANVAS_SIDE, seed=2)
   canvas = (scores(seen), labels[rows])
   others, names = None, ()
   if unknown is not None and len(unknown[0]):
-    others = scores(checks.as_the_app_sees(
-        unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3)[2])
+    others = scores(checks.seen_by_the_app(
+        unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3)[1])
     names = tuple(unknown[1])
   threshold = calibration.score_threshold(*canvas, others,
                                           unknown_recall=unknown_recall)
