@@ -122,8 +122,9 @@ class TrainConfig:
       batch with their labels, as a share of its drawings; the pool holds
       this share of the training split. The app's canvases have other
       strokes than QuickDraw's bitmaps: on the quality gate, 0.5 raised
-      canvas top-1 by N points (scripts/README.md, "Pen re-draws"). 0 for
-      bitmaps alone.
+      canvas top-1 by 4.6 points (v1 0.25, 10 categories) and 7.6 (V2
+      0.5, 22; scripts/README.md, "bench_redraws.py"). 0 for bitmaps
+      alone.
     fine_tune_layers: Top backbone layers with trainable weights
       (`backbones.fine_tune_candidates`: convolutions and dense layers,
       never batch norm) to unfreeze after the head has trained; 0 skips

@@ -13,11 +13,12 @@ random width and size, in a random theme and place, and reads the canvas
 back through the app's preprocessing. Added to the training batches with
 their own labels (`TrainConfig.redraw_share`), they teach the head the
 strokes it will meet: on frozen MobileNetV2 0.5 features, 10 categories,
-canvas top-1 rose from 0.873 to 0.926 on the gate's canvases and from 0.927
-to 0.953 on canvases made another way (`canvases.redraw`), bitmaps'
-unchanged, and unseen categories' doodles were refused more often
-(scripts/README.md, "Pen re-draws"). The widths, sizes and themes are drawn
-from ranges, not from the gate's suite of three of each.
+a pool of half the training split raised canvas top-1 from 0.873 to 0.931
+on the gate's canvases and from 0.927 to 0.946 on canvases made another
+way (`canvases.redraw`), bitmaps' unchanged, and unseen categories' doodles
+were refused more often (scripts/README.md, "bench_redraws.py"). The
+widths, sizes and themes are drawn from ranges, not from the gate's suite
+of three of each.
 """
 
 import hashlib

@@ -129,12 +129,13 @@ def main(argv: Sequence[str]) -> None:
     kept = scores["val canvases"]
     threshold = np.quantile(kept.max(1)[kept.argmax(1) == val_y], 0.03)
     suite = scores["suite canvases"]
+    sure = np.mean((suite.argmax(1) == test_y) & (suite.max(1) >= threshold))
     rows.append([
         "bitmaps" + (f" + {pool} re-draws" if pool else ""),
         *(f"{np.mean(scores[n].argmax(1) == test_y):.4f}"
           for n in ("bitmaps", "suite canvases", "other canvases")),
         f"{threshold:.3f}",
-        f"{np.mean((suite.argmax(1) == test_y) & (suite.max(1) >= threshold)):.4f}",
+        f"{sure:.4f}",
         f"{np.mean(scores['unseen canvases'].max(1) < threshold):.3f}"])
   print(f"{FLAGS.architecture}, {k} categories x {FLAGS.samples_per_class}"
         f" ({len(train_x)} training drawings), unseen: "
