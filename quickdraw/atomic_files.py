@@ -193,6 +193,15 @@ def load_checked_npy(path: str) -> np.ndarray | None:
   return None
 
 
+def array_key(prefix: str, array: np.ndarray) -> str:
+  """A cache key (20 hex digits) of a text `prefix` (what made the entry:
+  settings joined by NUL) and `array`'s bytes."""
+  return hashlib.sha256(
+      prefix.encode() +
+      hashlib.sha256(np.ascontiguousarray(array).tobytes()).digest()
+  ).hexdigest()[:20]
+
+
 def cached_npy(path: str, make: Callable[[], np.ndarray]) -> np.ndarray:
   """The array kept at `path` (`save_checked_npy`), else `make()`'s, then
   kept there. A cache only: a damaged entry is made again, and a folder

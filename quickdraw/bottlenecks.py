@@ -264,11 +264,9 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   Returns:
     float32 (N, D), in memory.
   """
-  key = hashlib.sha256(
+  key = atomic_files.array_key(
       f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{weights_digest(backbone)}\0{image_size}\0".encode() +
-      hashlib.sha256(np.ascontiguousarray(drawings).tobytes()).digest()
-  ).hexdigest()[:20]
+      f"{weights_digest(backbone)}\0{image_size}\0", drawings)
   path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
   if os.path.exists(path):
     features = atomic_files.load_checked_npy(path)

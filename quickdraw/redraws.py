@@ -21,7 +21,6 @@ widths, sizes and themes are drawn from ranges, not from the gate's suite
 of three of each.
 """
 
-import hashlib
 import os
 from concurrent import futures
 
@@ -101,10 +100,7 @@ def cached_pen_redraws(drawings: np.ndarray, seed: int, folder: str
   """`pen_redraws`, kept in `folder` (the bottleneck cache) under a key of
   the drawings' bytes and the seed: about 3 ms a drawing, so a rerun reads
   them instead."""
-  key = hashlib.sha256(
-      f"{_FORMAT}\0{seed}\0".encode() +
-      hashlib.sha256(np.ascontiguousarray(drawings).tobytes()).digest()
-  ).hexdigest()[:20]
+  key = atomic_files.array_key(f"{_FORMAT}\0{seed}\0", drawings)
   if key not in _MADE:
     if len(_MADE) >= 4:
       _MADE.pop(next(iter(_MADE)))

@@ -42,17 +42,6 @@ flags.DEFINE_list("counts", ["3", "10", "22"], "Category counts.")
 flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags, "
                     "space-separated.")
 
-# The categories of a run of each size: the three, the gate's ten.
-CHOSEN = {3: ("apple", "banana", "fish"), 10: quality.RETRAIN_CATEGORIES}
-
-
-def _categories(count: int, available: Sequence[str]) -> tuple[str, ...]:
-  chosen = CHOSEN.get(count, tuple(available[:count]))
-  missing = sorted(set(chosen) - set(available))
-  if missing:  # a folder without the usual names: its first ones instead
-    chosen = tuple(available[:count])
-  return chosen
-
 
 def main(argv: Sequence[str]) -> None:
   del argv
@@ -64,7 +53,7 @@ def main(argv: Sequence[str]) -> None:
            "unseen categories"]]
   for architecture in FLAGS.architectures:
     for count in (int(c) for c in FLAGS.counts):
-      categories = _categories(count, available)
+      categories = quality.categories_of_size(count, available)
       rest = [c for c in available if c not in categories]
       others = rest[::2]
       run = quality.ReferenceRun(
@@ -94,9 +83,9 @@ def main(argv: Sequence[str]) -> None:
           (f"{figures['others_refused']:.3f}" if "others_refused" in figures
            else "-"),
           ", ".join(unseen) or "-"])
-      print("| " + " | ".join(rows[-1]) + " |", flush=True)
+      print(common.markdown_row(rows[-1]), flush=True)
   for r in rows:
-    print("| " + " | ".join(r) + " |")
+    print(common.markdown_row(r))
 
 
 if __name__ == "__main__":

@@ -141,7 +141,7 @@ def main(argv: Sequence[str]) -> None:
         f" ({len(train_x)} training drawings), unseen: "
         f"{', '.join(FLAGS.unseen_categories)}")
   for r in rows:
-    print("| " + " | ".join(r) + " |")
+    print(common.markdown_row(r))
 
 
 if __name__ == "__main__":

@@ -136,7 +136,7 @@ def main(argv: Sequence[str]) -> None:
         f"exposure {len(FLAGS.exposure)} x {FLAGS.other_drawings}, unseen "
         f"{', '.join(FLAGS.unseen)}")
   for r in rows:
-    print("| " + " | ".join(r) + " |")
+    print(common.markdown_row(r))
 
 
 if __name__ == "__main__":

@@ -164,14 +164,16 @@ def test_bench_head_defaults_runs(data_dir, tmp_path, capsys):
 
 
 def test_bench_not_sure_chooses_its_categories():
-  bench = script("bench_not_sure")
+  # bench_not_sure.py's choice (it shares --weights_dir with
+  # bench_quality.py, so the two are not imported into one process).
   from quickdraw import quality
   shared = sorted(quality.SHARED_CATEGORIES)
-  assert bench._categories(3, shared) == ("apple", "banana", "fish")
-  assert bench._categories(10, shared) == quality.RETRAIN_CATEGORIES
-  assert bench._categories(22, shared) == tuple(shared)
+  assert quality.categories_of_size(3, shared) == ("apple", "banana", "fish")
+  assert quality.categories_of_size(10, shared) == quality.RETRAIN_CATEGORIES
+  assert quality.categories_of_size(22, shared) == tuple(shared)
   # A folder without the usual names: its first ones.
-  assert bench._categories(3, ["a", "b", "c", "d"]) == ("a", "b", "c")
+  assert quality.categories_of_size(3, ["a", "b", "c", "d"]) == (
+      "a", "b", "c")
 
 
 def test_bench_redraws_runs(tmp_path, capsys):

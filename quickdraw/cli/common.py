@@ -300,6 +300,12 @@ def with_configs(argv: list[str]) -> list[str]:
   return out
 
 
+def markdown_row(cells: Sequence[object]) -> str:
+  """A row of a Markdown table, as the benchmarks print their figures for
+  scripts/README.md."""
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def program_name() -> str:
   return os.path.basename(sys.argv[0]) or "quickdraw"
 

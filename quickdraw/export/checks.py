@@ -3,14 +3,13 @@ and on pen-drawn app canvases, and the report they make."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 from absl import logging
 
-from quickdraw import (calibration, canvases, inference, preprocessing,
-                       splits)
+from quickdraw import (atomic_files, calibration, canvases, inference,
+                       preprocessing, splits)
 from quickdraw.errors import QuickDrawError
 from quickdraw.export.config import (PREPROCESSED_TENSOR,
                                      PREPROCESSING_TOLERANCE, ExportConfig)
@@ -45,8 +44,7 @@ def seen_by_the_app(drawings: np.ndarray, count: int, side: int, seed: int
   """`as_the_app_sees` without the canvases: (rows, 28x28 drawings),
   kept for the process's next export of the same drawings (calibration's
   canvases, about 10 ms a drawing, are the same each time)."""
-  key = hashlib.sha256(f"{count}\0{side}\0{seed}\0".encode() +
-                       np.ascontiguousarray(drawings).tobytes()).hexdigest()
+  key = atomic_files.array_key(f"{count}\0{side}\0{seed}\0", drawings)
   if key not in _SEEN:
     if len(_SEEN) >= 4:
       _SEEN.pop(next(iter(_SEEN)))
