@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -341,6 +342,16 @@ def find_architecture(model: keras.Model) -> Architecture | None:
       family, alpha, size = read
       return Architecture(float(alpha or 1.0), size, family.key)
   return None
+
+
+def weights_digest(model: keras.Model) -> str:
+  """A sha256 of every weight value of `model`, in layer order."""
+  digest = hashlib.sha256()
+  for weight in model.weights:
+    value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+    digest.update(weight.path.encode() + str(value.shape).encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
 
 
 def input_range_of(model: keras.Model) -> tuple[float, float]:

@@ -40,23 +40,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from quickdraw import atomic_files, backbones, input_pipeline, preprocessing
+from quickdraw import (atomic_files, backbones, input_pipeline,
+                       litert_features, preprocessing)
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
 _FORMAT = 3  # 2: the architecture and its input range in the key; 3: block sampling
 _PROGRESS_EVERY = 20  # batches between progress records
-
-
-def weights_digest(model: keras.Model) -> str:
-  """A sha256 of every weight value of `model`, in layer order."""
-  digest = hashlib.sha256()
-  for weight in model.weights:
-    value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-    digest.update(weight.path.encode() + str(value.shape).encode())
-    digest.update(value.tobytes())
-  return digest.hexdigest()
 
 
 def data_digest(source: QuickDrawSource, split: Split | str) -> str:
@@ -82,15 +73,16 @@ def entry_dir(bottleneck_dir: str, backbone: keras.Model,
   """The cache folder for `split`."""
   key = hashlib.sha256(
       f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{weights_digest(backbone)}\0{image_size}\0"
+      f"{backbones.weights_digest(backbone)}\0{image_size}\0"
       f"{data_digest(source, split)}".encode()).hexdigest()[:20]
   return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
 
 
 def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
                     split: Split | str, image_size: int, bottleneck_dir: str,
-                    batch_size: int = 64,
-                    verbose: int = 1) -> tuple[np.ndarray, np.ndarray, bool]:
+                    batch_size: int = 64, verbose: int = 1,
+                    run_drawings: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, bool]:
   """Returns a split's (features, labels), from the cache when possible.
 
   Args:
@@ -102,6 +94,8 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
     batch_size: Drawings per backbone call.
     verbose: 1 shows a Keras progress bar while computing, 2 one line when
       done, 0 nothing.
+    run_drawings: How many drawings the run will compute features of in
+      all (`litert_features.forward` weighs a conversion against them).
 
   Returns:
     (features float32 (N, D) memmap, labels int32 (N,), computed): the
@@ -122,9 +116,12 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   with _entry_lock(folder, split):
     loaded = _load_checked(folder)
     if loaded is not None:
+      # The backbone's LiteRT model, if one was kept, serves what has no
+      # cache (the export's references, calibration's canvases).
+      litert_features.forward(backbone, image_size, bottleneck_dir, 0, None)
       return (*loaded, False)
     return _compute(backbone, source, split, image_size, folder,
-                    batch_size, verbose)
+                    batch_size, verbose, run_drawings)
 
 
 @contextlib.contextmanager
@@ -167,7 +164,7 @@ def _load_checked(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _compute(backbone: keras.Model, source: QuickDrawSource,
              split: Split | str, image_size: int, folder: str,
-             batch_size: int, verbose: int
+             batch_size: int, verbose: int, run_drawings: int = 0
              ) -> tuple[np.ndarray, np.ndarray, bool]:
   meta_path = os.path.join(folder, "meta.json")
   os.makedirs(folder, exist_ok=True)
@@ -201,12 +198,22 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
                  done, n)
 
   # Unshuffled, so batch b always holds positions [b*B, (b+1)*B): the record
-  # of finished batches is enough to resume. The pipeline ships 28x28 uint8
-  # drawings and the compiled forward pass upsamples them: 784 bytes a
-  # drawing cross tf.data instead of 600 KB, and on two cores the backbone
-  # no longer competes with tf.data's threads.
-  ds = input_pipeline.make_dataset(source, split, batch_size, shuffle=False,
-                                   value_range=None)
+  # of finished batches is enough to resume. For Keras the pipeline ships
+  # 28x28 uint8 drawings and the compiled forward pass upsamples them: 784
+  # bytes a drawing cross tf.data instead of 600 KB, and on two cores the
+  # backbone no longer competes with tf.data's threads. LiteRT, a third of
+  # Keras' time on a CPU, is given images upsampled by tf.data, which
+  # prepares the next batch while it runs.
+  value_range = backbones.input_range_of(backbone)
+  lite = litert_features.forward(
+      backbone, image_size, os.path.dirname(folder),
+      max(n - done, run_drawings),
+      sample=lambda: next(iter(input_pipeline.make_dataset(
+          source, split, 16, shuffle=False, value_range=None)))[0].numpy())
+  ds = input_pipeline.make_dataset(
+      source, split, batch_size, shuffle=False,
+      image_size=image_size if lite else None,
+      value_range=value_range if lite else None)
   ds = ds.with_options(input_pipeline.untuned())
   first_batch = done // batch_size
   done = first_batch * batch_size
@@ -214,7 +221,7 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
          if verbose else None)
   if bar:
     bar.update(done)
-  infer = compiled_forward(backbone, image_size)
+  infer = lite or compiled_forward(backbone, image_size)
   # In a log file (verbose 2: one line at the end), a line every 10% too:
   # this is the longest phase of a first run.
   tenth, started = 10 * done // max(n, 1), time.monotonic()
@@ -266,17 +273,26 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   """
   key = atomic_files.array_key(
       f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{weights_digest(backbone)}\0{image_size}\0", drawings)
+      f"{backbones.weights_digest(backbone)}\0{image_size}\0", drawings)
   path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
   if os.path.exists(path):
     features = atomic_files.load_checked_npy(path)
     if features is not None and features.shape[0] == len(drawings):
       return features
     logging.warning("%s: a damaged cache entry; computing it again", path)
-  forward = compiled_forward(backbone, image_size)
-  features = np.concatenate([
-      np.asarray(forward(drawings[i:i + 256]), np.float32)
-      for i in range(0, len(drawings), 256)])
+  lite = litert_features.forward(backbone, image_size, bottleneck_dir,
+                                 len(drawings), lambda: drawings[:16])
+  if lite:
+    value_range = backbones.input_range_of(backbone)
+    features = np.concatenate([
+        lite(preprocessing.upsample_to_rgb(drawings[i:i + 64], image_size,
+                                           value_range))
+        for i in range(0, len(drawings), 64)])
+  else:
+    forward = compiled_forward(backbone, image_size)
+    features = np.concatenate([
+        np.asarray(forward(drawings[i:i + 256]), np.float32)
+        for i in range(0, len(drawings), 256)])
   try:
     os.makedirs(bottleneck_dir, exist_ok=True)
     with atomic_files.disk_full_is_an_error(

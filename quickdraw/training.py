@@ -242,7 +242,8 @@ class _Run:
           self.backbone, self.source, split, self.data.image_size,
           os.path.expanduser(self.config.bottleneck_dir),
           batch_size=self.config.train_batch_size,
-          verbose=self.config.verbose)
+          verbose=self.config.verbose,
+          run_drawings=sum(self.source.split_size(s) for s in Split))
       if computed:
         self.computed.append(split.value)
       self._cache[split.value] = (features, labels)

@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 
 from quickdraw import (atomic_files, backbones, calibration, inference,
-                       run_files, splits, visualize)
+                       litert_features, run_files, splits, visualize)
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource, drawings_from_split
@@ -105,7 +105,7 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   `calibration.TARGET_PRECISION` of the app's answers on the canvases
   right; `unknown_recall` places it to refuse that share of the unknown
   doodles instead (`calibration.report`'s figures)."""
-  predictor = inference.KerasPredictor("", classifier)
+  predictor = litert_features.predictor(classifier)
   before = inference.predict_drawings(predictor, drawings)
   labels = np.asarray(labels, np.int64)
   temperature = calibration.fit_temperature(before, labels)

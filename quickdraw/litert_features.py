@@ -1,0 +1,242 @@
+"""The frozen backbone's forward pass through LiteRT, on CPUs.
+
+On a CPU, LiteRT (XNNPACK) runs a MobileNet about three times faster per
+drawing than Keras does (scripts/README.md, bench_train.py), and a frozen
+backbone's features are all a bottleneck cache needs. So on a machine with
+no GPU or TPU, the bottlenecks of a run with enough drawings to repay the
+conversion are computed by the backbone's float32 TFLite model:
+
+* converted once per backbone (architecture, input range, weight values and
+  input size) and kept in the bottleneck folder beside the features
+  (`litert-<key>.tflite`), so that a rerun, and the export's references
+  after it, load it in milliseconds;
+* checked against Keras on a batch of the run's own drawings when made:
+  features more than `TOLERANCE` apart, or a conversion that fails, and the
+  run goes on in Keras with a notice;
+* fed upsampled images by the same tf.data pipeline, whose threads upsample
+  the next batch while LiteRT runs this one, on every core.
+
+Keras stays the path on GPUs and TPUs, for fine-tuning (the backbone
+changes, so there is nothing to cache) and for `--augment`.
+
+`predictor(classifier)` gives the export's calibration and checks the same
+speed: the head on the LiteRT features, for a classifier whose backbone is
+one of these (same weights) in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+import weakref
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from quickdraw import atomic_files, backbones, inference, preprocessing, quiet
+
+# Features of a batch, Keras against LiteRT, as a share of the largest
+# feature: measured 2.1e-5 (MobileNetV2 0.5) and 2.5e-5 (v1 0.25) on an
+# AVX-512 Xeon, whose absolute differences (1.3e-4 and 1.5e-4 on features
+# up to 6) are float32 rounding of sums in another order; 5e-5 absolute on
+# an AVX2 EPYC. A wrong conversion is off by whole units.
+TOLERANCE = 1e-4
+# Below this many drawings to compute (at 224 px; a smaller input counts
+# for its share of the pixels), a first conversion (1 to 4 s on 2 cores)
+# would cost about what it saves: Keras does them.
+MIN_DRAWINGS = 1000
+_FORMAT = 1
+_OUTPUT_NAME = "features"
+
+# Backbones whose LiteRT model was made or loaded in this process, with the
+# weights it was made of: backbone -> (weights digest, LiteRTBackbone).
+_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def on_cpu_only() -> bool:
+  """True when TensorFlow sees no GPU or TPU (LiteRT's case)."""
+  return not (tf.config.list_logical_devices("GPU") or
+              tf.config.list_logical_devices("TPU"))
+
+
+def cores() -> int:
+  """The CPUs this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+class LiteRTBackbone:
+  """Images in the backbone's input range -> its pooled features, by a
+  LiteRT interpreter on every core."""
+
+  def __init__(self, model_content: bytes, image_size: int):
+    from ai_edge_litert.interpreter import Interpreter
+    with quiet.native_stderr_silenced():  # "Created ... XNNPACK delegate"
+      self.interpreter = Interpreter(model_content=model_content,
+                                     num_threads=cores())
+    self.image_size = image_size
+    self._input = self.interpreter.get_input_details()[0]["index"]
+    self._output = self.interpreter.get_output_details()[0]["index"]
+    self._batch = None
+
+  def __call__(self, images) -> np.ndarray:
+    images = np.ascontiguousarray(images, np.float32)
+    if self._batch != len(images):
+      # Allocating costs about a forward pass of a batch: a run's batches
+      # are all one size but the last.
+      self.interpreter.resize_tensor_input(self._input, images.shape)
+      with quiet.native_stderr_silenced():
+        self.interpreter.allocate_tensors()
+      self._batch = len(images)
+    self.interpreter.set_tensor(self._input, images)
+    self.interpreter.invoke()
+    return np.array(self.interpreter.get_tensor(self._output))
+
+
+def model_path(folder: str, backbone: keras.Model, image_size: int) -> str:
+  """Where `backbone`'s LiteRT model is kept in the bottleneck folder."""
+  key = hashlib.sha256(
+      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
+      f"{backbones.weights_digest(backbone)}\0{image_size}\0{tf.__version__}"
+      .encode()).hexdigest()[:20]
+  return os.path.join(folder, f"litert-{key}.tflite")
+
+
+def forward(backbone: keras.Model, image_size: int, folder: str,
+            drawings: int, sample: Callable[[], np.ndarray]
+            ) -> LiteRTBackbone | None:
+  """The LiteRT forward pass for `backbone`, when it is the better path.
+
+  Args:
+    backbone: The frozen backbone.
+    image_size: Its input side.
+    folder: The bottleneck folder, where the model is kept.
+    drawings: How many drawings are about to go through it (the run's,
+      where it knows).
+    sample: Gives uint8 (B, 28, 28, 1) drawings of the run: a new
+      conversion is checked on them against Keras.
+
+  Returns:
+    The forward pass, or None where Keras is the path: an accelerator is
+    in use, too few drawings to repay a conversion that is not kept yet, or
+    a conversion that failed or disagrees with Keras (said in a notice).
+  """
+  if not on_cpu_only():
+    return None
+  digest = backbones.weights_digest(backbone)
+  made = _MADE.get(backbone)
+  if made is not None and made[0] == digest:
+    return made[1]
+  path = model_path(folder, backbone, image_size)
+  content = _read(path)
+  if content is None:
+    if drawings * (image_size / 224) ** 2 < MIN_DRAWINGS:
+      return None
+    content = _convert(backbone, image_size, sample())
+    if content is None:
+      return None
+    try:
+      atomic_files.write_bytes(path, content)
+    except OSError:
+      pass  # kept for this process only; the features are what matter
+  lite = LiteRTBackbone(content, image_size)
+  _MADE[backbone] = (digest, lite)
+  return lite
+
+
+def registered(backbone: keras.Model) -> LiteRTBackbone | None:
+  """`backbone`'s LiteRT forward if this process made or loaded one of its
+  present weights (a fine-tuned backbone has none)."""
+  made = _MADE.get(backbone)
+  if made is not None and made[0] == backbones.weights_digest(backbone):
+    return made[1]
+  return None
+
+
+def _read(path: str) -> bytes | None:
+  try:
+    with open(path, "rb") as f:
+      content = f.read()
+  except OSError:
+    return None
+  try:  # a damaged file is converted again
+    LiteRTBackbone(content, 1)
+  except (ValueError, RuntimeError):
+    logging.warning("%s: a damaged LiteRT model; converting it again", path)
+    return None
+  return content
+
+
+def _convert(backbone: keras.Model, image_size: int,
+             sample: np.ndarray) -> bytes | None:
+  """The backbone as a float32 TFLite model, if it matches Keras on
+  `sample`; None (with a notice) if not."""
+  from quickdraw.export import convert
+  value_range = backbones.input_range_of(backbone)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      content = convert.tflite_bytes(
+          convert.serving_function(backbone, _OUTPUT_NAME), "float32",
+          final_tensor_name=_OUTPUT_NAME, value_range=value_range)
+  except Exception as e:  # any converter failure: Keras still works
+    logging.warning("The backbone did not convert to LiteRT (%s); its "
+                    "features are computed by Keras", str(e).splitlines()[0]
+                    if str(e) else type(e).__name__)
+    return None
+  images = preprocessing.upsample_to_rgb(sample[:16], image_size,
+                                         value_range)
+  expected = np.asarray(backbone(images, training=False))
+  difference = float(np.max(np.abs(
+      LiteRTBackbone(content, image_size)(images) - expected)) / max(
+          float(np.max(np.abs(expected))), 1e-6))
+  if difference > TOLERANCE:
+    logging.warning("The backbone's LiteRT model gives features up to "
+                    "%.2g off Keras' (of the largest; tolerance %g); its "
+                    "features are computed by Keras", difference, TOLERANCE)
+    return None
+  logging.info("Bottlenecks by LiteRT on %d cores (features within %.1g "
+               "of Keras', of the largest)", cores(), difference)
+  return content
+
+
+class HeadOnFeatures(inference.Predictor):
+  """A classifier (images -> backbone -> head) run as the head on its
+  backbone's LiteRT features: the same probabilities, to float rounding,
+  in about a third of Keras' time on a CPU."""
+
+  def __init__(self, classifier: keras.Model, lite: LiteRTBackbone,
+               head: keras.Model):
+    self.path = ""
+    self.model = classifier
+    self.image_size = int(classifier.input_shape[1])
+    self.input_range = backbones.input_range_of(classifier)
+    self._lite = lite
+    self._head = tf.function(lambda x: head(x, training=False),
+                             reduce_retracing=True)
+
+  def __call__(self, images):
+    return np.concatenate([
+        np.asarray(self._head(self._lite(images[i:i + 64])))
+        for i in range(0, len(images), 64)] or
+        [np.zeros((0, int(self.model.output_shape[-1])), np.float32)])
+
+
+def predictor(classifier: keras.Model) -> inference.Predictor:
+  """The fastest faithful predictor of `classifier`: `HeadOnFeatures` when
+  its backbone has a LiteRT forward of the same weights in this process,
+  else Keras (`inference.KerasPredictor`)."""
+  parts = [layer for layer in classifier.layers
+           if not isinstance(layer, keras.layers.InputLayer)]
+  if len(parts) == 2 and all(isinstance(p, keras.Model) for p in parts):
+    lite = registered(parts[0])
+    if lite is not None and lite.image_size == int(
+        classifier.input_shape[1]):
+      return HeadOnFeatures(classifier, lite, parts[1])
+  return inference.KerasPredictor("", classifier)

@@ -1,0 +1,145 @@
+"""Bottlenecks by LiteRT: the same features as Keras, a kept conversion,
+the fallback to Keras, and the export's references on them."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from quickdraw import (backbones, bottlenecks, input_pipeline,
+                       litert_features, model, preprocessing)
+from quickdraw.export import checks, flow
+
+SIZE = 64
+TINY = model.Architecture(alpha=0.25, image_size=SIZE)
+
+
+def _backbone(seed=0):
+  keras.utils.set_random_seed(seed)
+  return model.build_backbone(TINY, None)
+
+
+@pytest.fixture(autouse=True)
+def always_worth(monkeypatch):
+  """Every test run converts, however few its drawings; the in-process
+  memo starts empty."""
+  monkeypatch.setattr(litert_features, "MIN_DRAWINGS", 0)
+  litert_features._MADE.clear()
+
+
+def test_the_split_s_features_are_keras_own(make_source, tmp_path,
+                                             monkeypatch):
+  """The split computed by LiteRT (never by Keras' compiled forward) holds
+  the features Keras computes, in index order."""
+  backbone = _backbone()
+  source = make_source()
+
+  def no_keras(*args):
+    raise AssertionError("Keras computed the bottlenecks")
+  monkeypatch.setattr(bottlenecks, "compiled_forward", no_keras)
+  features, labels, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path), batch_size=32,
+      verbose=0)
+  assert computed
+  np.testing.assert_array_equal(labels, source.index("train").class_ids)
+  images = np.concatenate([x for x, _ in input_pipeline.make_dataset(
+      source, "train", 64, image_size=SIZE, shuffle=False,
+      value_range=preprocessing.SIGNED_RANGE)])
+  expected = backbone.predict(images, verbose=0)
+  scale = np.abs(expected).max()
+  assert np.abs(features - expected).max() <= litert_features.TOLERANCE * (
+      scale)
+  kept = [f for f in os.listdir(tmp_path) if f.startswith("litert-")]
+  assert len(kept) == 1 and kept[0].endswith(".tflite")
+
+
+def test_a_kept_model_is_loaded_not_converted(make_source, tmp_path,
+                                              monkeypatch):
+  backbone = _backbone()
+  bottlenecks.load_or_compute(backbone, make_source(), "train", SIZE,
+                              str(tmp_path), verbose=0)
+  litert_features._MADE.clear()  # as a new process
+
+  def no_conversion(*args):
+    raise AssertionError("converted again")
+  monkeypatch.setattr(litert_features, "_convert", no_conversion)
+  _, _, computed = bottlenecks.load_or_compute(
+      backbone, make_source(), "validation", SIZE, str(tmp_path), verbose=0)
+  assert computed
+  # Other weights are another model: never the kept one.
+  other = _backbone(seed=1)
+  assert litert_features.model_path(str(tmp_path), other, SIZE) != (
+      litert_features.model_path(str(tmp_path), backbone, SIZE))
+
+
+def test_a_damaged_kept_model_is_converted_again(make_source, tmp_path):
+  backbone = _backbone()
+  path = litert_features.model_path(str(tmp_path), backbone, SIZE)
+  with open(path, "wb") as f:
+    f.write(b"not a model")
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "train", 8, shuffle=False, value_range=None)))[0])
+  lite = litert_features.forward(backbone, SIZE, str(tmp_path), 8,
+                                 lambda: drawings)
+  assert lite is not None
+  with open(path, "rb") as f:
+    assert f.read() != b"not a model"
+
+
+def test_a_disagreeing_conversion_falls_back_to_keras(make_source, tmp_path,
+                                                      monkeypatch, caplog):
+  """Features off by more than the tolerance: a notice, Keras computes
+  them, and nothing is kept."""
+  monkeypatch.setattr(litert_features, "TOLERANCE", -1.0)
+  backbone = _backbone()
+  features, _, computed = bottlenecks.load_or_compute(
+      backbone, make_source(), "train", SIZE, str(tmp_path), verbose=0)
+  assert computed and len(features)
+  assert "computed by Keras" in caplog.text
+  assert not [f for f in os.listdir(tmp_path) if f.startswith("litert-")]
+
+
+def test_an_accelerator_or_too_few_drawings_keep_keras(tmp_path,
+                                                       monkeypatch):
+  backbone = _backbone()
+  sample = lambda: np.zeros((4, 28, 28, 1), np.uint8)  # noqa: E731
+  monkeypatch.setattr(litert_features, "on_cpu_only", lambda: False)
+  assert litert_features.forward(backbone, SIZE, str(tmp_path), 10**6,
+                                 sample) is None
+  monkeypatch.undo()
+  monkeypatch.setattr(litert_features, "MIN_DRAWINGS", 1000)
+  # 10,000 drawings at 64 px are 816 at 224: not worth a conversion.
+  assert litert_features.forward(backbone, SIZE, str(tmp_path), 10_000,
+                                 sample) is None
+  assert not os.listdir(tmp_path)
+
+
+def test_the_export_s_references_run_the_head_on_litert_features(
+    make_source, tmp_path):
+  """Calibration and the checks take `litert_features.predictor`: the head
+  on the LiteRT features for a frozen backbone, the same probabilities as
+  Keras; Keras again once the backbone's weights change (fine-tuning)."""
+  backbone = _backbone()
+  head = model.build_head(int(backbone.output_shape[-1]), 4)
+  classifier = model.build_classifier(backbone, head)
+  assert isinstance(litert_features.predictor(classifier),
+                    type(checks.inference.KerasPredictor("", classifier)))
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "test", 40, shuffle=False, value_range=None)))[0])
+  assert litert_features.forward(backbone, SIZE, str(tmp_path), 40,
+                                 lambda: drawings) is not None
+  fast = litert_features.predictor(classifier)
+  assert isinstance(fast, litert_features.HeadOnFeatures)
+  assert fast.input_range == backbones.input_range_of(classifier)
+  keras_one = checks.inference.KerasPredictor("", classifier)
+  np.testing.assert_allclose(
+      checks.inference.predict_drawings(fast, drawings),
+      checks.inference.predict_drawings(keras_one, drawings), atol=1e-4)
+  # Calibration runs on it, and finds a temperature.
+  labels = np.arange(len(drawings)) % 4
+  assert flow.calibrate(classifier, drawings.reshape(-1, 784), labels,
+                        canvases_each=8)["temperature"] > 0
+  backbone.weights[-1].assign(backbone.weights[-1] * 1.01)
+  assert not isinstance(litert_features.predictor(classifier),
+                        litert_features.HeadOnFeatures)
