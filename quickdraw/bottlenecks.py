@@ -280,6 +280,7 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
     if features is not None and features.shape[0] == len(drawings):
       return features
     logging.warning("%s: a damaged cache entry; computing it again", path)
+  logging.info("Features of the %s (%d drawings)", name, len(drawings))
   lite = litert_features.forward(backbone, image_size, bottleneck_dir,
                                  len(drawings), lambda: drawings[:16])
   if lite:

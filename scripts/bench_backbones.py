@@ -63,9 +63,10 @@ from quickdraw.export import flow as export_flow
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bench_dir", os.path.join("runs", "bench_backbones"),
                     "Where the runs and their exports are written.")
-flags.DEFINE_string("weights_dir", os.path.join("~", ".keras", "models"),
-                    "A folder holding Keras' ImageNet no-top weight files; "
-                    "none trains random weights (for tests).")
+if "weights_dir" not in FLAGS:  # tests import it beside bench_train
+  flags.DEFINE_string("weights_dir", os.path.join("~", ".keras", "models"),
+                      "A folder holding Keras' ImageNet no-top weight files; "
+                      "none trains random weights (for tests).")
 flags.DEFINE_list("trained", ["mobilenet_0.25_224", "mobilenet_v2_0.35_224",
                               "mobilenet_v2_0.5_224"],
                   "Architectures trained and tested (their weights file "

@@ -77,12 +77,33 @@ def tiny_flags(data_dir, tmp_path, **extra):
 def test_bench_train_runs(data_dir, tmp_path, capsys):
   bench = script("bench_train")
   with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path),
-                           bench_batch_size=16):
+                           bench_batch_size=16, pipeline_check=True):
     bench.main(["bench_train"])
   out = capsys.readouterr().out
   for figure in ("bare backbone forward:", "bottlenecks via pipeline:",
                  "epoch from the cache:", "second run finds its cache"):
     assert figure in out
+
+
+def test_bench_train_splits_a_run_into_phases_by_its_log_lines():
+  bench = script("bench_train")
+  lines = [(4.0, "Other categories: 9"),
+           (6.0, "Bottlenecks of the train split"),
+           (16.0, "Features of the junk (1921 drawings)"),
+           (17.0, "Features of the redraws (400 drawings)"),
+           (20.0, "Bottlenecks of the validation split"),
+           (25.0, "Bottlenecks of the test split"),
+           (26.0, "Calibrating on 1000 held-out drawings"),
+           (29.0, "Converting to TFLite (float32)")]
+  took = dict(bench.phases(40.0, lines))
+  assert list(took.values()) == [6.0, 10.0, 4.0, 5.0, 1.0, 3.0, 11.0]
+  # A cached rerun computes no features: the phase that ends at them is
+  # 0, its time goes to the next, and the phases still add up.
+  took = dict(bench.phases(40.0, [l for l in lines
+                                  if not l[1].startswith("Features")]))
+  assert took["train split's bottlenecks"] == 0.0
+  assert took["exposure features, pictures"] == 14.0
+  assert sum(took.values()) == 40.0
 
 
 def test_bench_accuracy_runs(data_dir, tmp_path, capsys):
