@@ -232,8 +232,9 @@ def timed_run(args: list[str]) -> tuple[float, list[tuple[float, str]]]:
   start_clock = time.time()
   start = time.perf_counter()
   done = subprocess.run(
-      [sys.executable, "-m", "quickdraw.cli.train", *args, "--verbosity=0",
-       "--alsologtostderr"], capture_output=True, text=True)
+      # --verbosity=1: absl's own log lines, which carry their time.
+      [sys.executable, "-m", "quickdraw.cli.train", *args, "--verbosity=1"],
+      capture_output=True, text=True)
   seconds = time.perf_counter() - start
   if done.returncode:
     raise SystemExit(f"quickdraw-train failed:\n{done.stderr[-3000:]}")

@@ -32,6 +32,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from absl import flags, logging
@@ -214,7 +215,9 @@ def main(argv: Sequence[str]) -> None:
     # Recorded first: a failed export's next try goes to the same folder.
     run_files.record_export(config.output_dir, export)
     report = flow.export_run(data, export, classifier=result.classifier,
-                             source=result.source, others=result.others)
+                             source=result.source, others=result.others,
+                             cache_dir=os.path.expanduser(
+                                 config.bottleneck_dir))
     if "android_assets" in report:
       run_files.record_export(config.output_dir, export, report)
     print(checks.format_report(report))

@@ -28,8 +28,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                  check_drawings: np.ndarray, check_labels: np.ndarray,
                  representative: np.ndarray | None = None,
                  held_out: tuple[np.ndarray, np.ndarray] | None = None,
-                 unknown: tuple[np.ndarray, Sequence[str]] | None = None
-                 ) -> dict:
+                 unknown: tuple[np.ndarray, Sequence[str]] | None = None,
+                 cache_dir: str | None = None) -> dict:
   """Writes, checks and publishes every artifact (`quickdraw.export` lists
   them).
 
@@ -49,6 +49,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     unknown: (uint8 drawings, category names) of other categories that no
       training batch used (`others`): the threshold is chosen on both
       sides, these to refuse and `held_out` to answer.
+    cache_dir: Where calibration keeps the drawings it re-draws as app
+      canvases for the next run (the bottleneck cache); None keeps them in
+      memory only.
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -68,7 +71,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     logging.info("Calibrating on %d held-out drawings", len(held_out[0]))
     calibrated = calibrate(classifier, *held_out, unknown=unknown,
                            unknown_recall=config.unknown_recall,
-                           canvases_each=config.check_canvases)
+                           canvases_each=config.check_canvases,
+                           cache_dir=cache_dir)
   with (calibration.temperature_folded(classifier, calibrated["temperature"])
         if calibrated else contextlib.nullcontext()):
     return _export(classifier, categories, config, check_drawings,
@@ -96,7 +100,8 @@ def finish_interrupted_export(report_dir: str) -> int:
 def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
               unknown: tuple[np.ndarray, Sequence[str]] | None = None,
               unknown_recall: float | None = None,
-              canvases_each: int = 300) -> dict:
+              canvases_each: int = 300,
+              cache_dir: str | None = None) -> dict:
   """Fits the temperature on held-out drawings, and chooses the score
   threshold as the app sees them: on those drawings re-drawn as the app's
   canvases (`checks.as_the_app_sees`), whose scores run lower than a
@@ -104,7 +109,8 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   other categories re-drawn likewise. The default threshold makes
   `calibration.TARGET_PRECISION` of the app's answers on the canvases
   right; `unknown_recall` places it to refuse that share of the unknown
-  doodles instead (`calibration.report`'s figures)."""
+  doodles instead (`calibration.report`'s figures). The re-drawn
+  drawings are kept in `cache_dir` when given (`checks.seen_by_the_app`)."""
   predictor = litert_features.predictor(classifier)
   before = inference.predict_drawings(predictor, drawings)
   labels = np.asarray(labels, np.int64)
@@ -119,12 +125,14 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   # categories' doodles and 90% of junk, where the bitmaps' threshold
   # refused 25% and 82% (scripts/README.md, "The threshold").
   rows, seen = checks.seen_by_the_app(drawings, len(drawings),
-                                      THRESHOLD_CANVAS_SIDE, seed=2)
+                                      THRESHOLD_CANVAS_SIDE, seed=2,
+                                      folder=cache_dir)
   canvas = (scores(seen), labels[rows])
   others, names = None, ()
   if unknown is not None and len(unknown[0]):
     others = scores(checks.seen_by_the_app(
-        unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3)[1])
+        unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3,
+        folder=cache_dir)[1])
     names = tuple(unknown[1])
   threshold = calibration.score_threshold(*canvas, others,
                                           unknown_recall=unknown_recall)
@@ -281,7 +289,8 @@ def check_destinations(config: ExportConfig) -> None:
 def export_run(data: DataConfig, config: ExportConfig,
                model_path: str | None = None, classifier=None,
                source: QuickDrawSource | None = None,
-               others: others_lib.OtherDrawings | None = None) -> dict:
+               others: others_lib.OtherDrawings | None = None,
+               cache_dir: str | None = None) -> dict:
   """Exports a trained classifier, checked on the test split.
 
   Args:
@@ -292,6 +301,8 @@ def export_run(data: DataConfig, config: ExportConfig,
     source: The opened data, if already at hand.
     others: The run's other categories' drawings, if already at hand; their
       held-out categories take part in choosing the score threshold.
+    cache_dir: The bottleneck cache, where calibration's canvases are kept
+      for the next run (see `export_model`).
 
   Returns:
     The export report (see `export_model`).
@@ -321,4 +332,5 @@ def export_run(data: DataConfig, config: ExportConfig,
                                              HELD_OUT_DRAWINGS)],
                others.held_out_categories)
   return export_model(classifier, source.categories, config, drawings,
-                      labels, representative, held_out, unknown)
+                      labels, representative, held_out, unknown,
+                      cache_dir=cache_dir)
