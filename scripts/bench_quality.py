@@ -121,7 +121,10 @@ def main(argv: Sequence[str]) -> None:
     if FLAGS.compare_as:
       rows = quality.compare(figures, baseline["runs"][FLAGS.compare_as])
       print(quality.format_comparison(FLAGS.compare_as, rows))
-      if any(row[-1] for row in rows):
+      fell = [row[0] for row in rows if row[-1]]
+      if fell:
+        print(f"Quality gate FAILED: {FLAGS.score} as {FLAGS.compare_as}: "
+              f"{', '.join(fell)} fell", file=sys.stderr)
         sys.exit(1)
     return
   if not FLAGS.weights_dir:

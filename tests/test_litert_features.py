@@ -143,3 +143,24 @@ def test_the_export_s_references_run_the_head_on_litert_features(
   backbone.weights[-1].assign(backbone.weights[-1] * 1.01)
   assert not isinstance(litert_features.predictor(classifier),
                         litert_features.HeadOnFeatures)
+
+
+def test_calibration_s_canvases_are_kept_for_the_next_run(monkeypatch,
+                                                          tmp_path):
+  """The held-out drawings re-drawn as app canvases (about 10 ms each) are
+  kept in the bottleneck cache: a new process reads them, draws nothing,
+  and gets the same drawings."""
+  from quickdraw.testing import synthetic
+  drawings = synthetic.make_drawings(0, 12).reshape(-1, 784)
+  rows, seen = checks.seen_by_the_app(drawings, 12, 64, seed=2,
+                                      folder=str(tmp_path))
+  assert [f for f in os.listdir(tmp_path) if f.startswith("canvases-")]
+  checks._SEEN.clear()  # as a new process
+
+  def no_drawing(*args):
+    raise AssertionError("drew the canvases again")
+  monkeypatch.setattr(checks, "as_the_app_sees", no_drawing)
+  again_rows, again = checks.seen_by_the_app(drawings, 12, 64, seed=2,
+                                             folder=str(tmp_path))
+  np.testing.assert_array_equal(again_rows, rows)
+  np.testing.assert_array_equal(again, seen)

@@ -3,6 +3,7 @@ small reference run against the committed baseline (real data only)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -105,19 +106,26 @@ def test_the_committed_baseline_holds_every_default_run():
 def test_small_reference_run_passes_the_gate_and_sabotage_fails(tmp_path):
   """The gate's small run (the retrain route, 300 drawings a class at 128
   px) against scripts/quality_baseline.json, with the bands measured over
-  three training seeds; then the same run with a learning rate too small
-  to train must fail it, naming the figures."""
+  three training seeds; then the same run with the wrong artifact given
+  to the app must fail it, naming the figures."""
   command = [sys.executable, os.path.join(REPO, "scripts", "bench_quality.py"),
              f"--data_dir={SHARED_DATA}", f"--weights_dir={WEIGHTS_DIR}",
              f"--output_dir={tmp_path}", "--runs=small"]
   passed = subprocess.run(command, capture_output=True, text=True)
   assert passed.returncode == 0, passed.stdout + passed.stderr
   assert "Quality gate passed" in passed.stdout
-  # One epoch, fewer export check canvases: the gate scores the app model
-  # itself, and this run must fail whatever its export checked.
-  failed = subprocess.run(
-      command + ["--train_flags=--learning_rate=0.00001 --epochs=1 "
-                 "--check_canvases=30"], capture_output=True, text=True)
+  # The same run with the wrong artifact in the app's assets: the network
+  # without its canvas preprocessing, which works only if the app
+  # re-implements ours. Scored as the app sees it, it must fail the gate,
+  # naming the canvas figures (the run's own npy top-1 is unchanged).
+  run = tmp_path / "small_seed0"
+  wrong = tmp_path / "wrong_artifact"
+  shutil.copytree(run, wrong)
+  shutil.copy(run / "model.tflite", wrong / "android_assets" / "model.tflite")
+  failed = subprocess.run(command[:3] + [f"--score={wrong}",
+                                         "--compare_as=small"],
+                          capture_output=True, text=True)
   assert failed.returncode == 1, failed.stdout + failed.stderr
   assert "Quality gate FAILED" in failed.stderr
-  assert "canvas_top1" in failed.stderr and "npy_top1" in failed.stderr
+  assert "canvas_top1" in failed.stderr
+  assert "canvas_right_and_sure" in failed.stderr
