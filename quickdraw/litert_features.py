@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.framework import convert_to_constants
 
 from quickdraw import atomic_files, backbones, inference, preprocessing, quiet
 
@@ -49,8 +50,7 @@ TOLERANCE = 1e-4
 # for its share of the pixels), a first conversion (1 to 4 s on 2 cores)
 # would cost about what it saves: Keras does them.
 MIN_DRAWINGS = 1000
-_FORMAT = 1
-_OUTPUT_NAME = "features"
+_FORMAT = 2  # 2: converted here, not by the export
 
 # Backbones whose LiteRT model was made or loaded in this process, with the
 # weights it was made of: backbone -> (weights digest, LiteRTBackbone).
@@ -177,14 +177,22 @@ def _convert(backbone: keras.Model, image_size: int,
              sample: np.ndarray) -> bytes | None:
   """The backbone as a float32 TFLite model, if it matches Keras on
   `sample`; None (with a notice) if not."""
-  from quickdraw.export import convert
   value_range = backbones.input_range_of(backbone)
+  spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
+  forward = tf.function(lambda x: backbone(x, training=False),
+                        input_signature=[spec], autograph=False)
   try:
-    with warnings.catch_warnings():
+    # Not the export's converter (quickdraw.export.convert): training does
+    # not import the export, and this model gets no metadata or names. The
+    # weights frozen into constants, as the export's are: left as
+    # variables, XNNPACK does not take the graph.
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        forward.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [frozen], tf.Module())
+    with warnings.catch_warnings(), quiet.native_stderr_silenced():
       warnings.simplefilter("ignore")
-      content = convert.tflite_bytes(
-          convert.serving_function(backbone, _OUTPUT_NAME), "float32",
-          final_tensor_name=_OUTPUT_NAME, value_range=value_range)
+      content = converter.convert()
   except Exception as e:  # any converter failure: Keras still works
     logging.warning("The backbone did not convert to LiteRT (%s); its "
                     "features are computed by Keras", str(e).splitlines()[0]

@@ -76,7 +76,7 @@ if "weights_dir" not in FLAGS:  # tests import it beside bench_backbones
 flags.DEFINE_integer("floor_drawings", 4000, "Drawings the bare forward "
                      "pass is timed on (then scaled to the run's).",
                      lower_bound=64)
-common.DEFINE_path("work_dir", None, "Where the runs and their caches go "
+common.DEFINE_path("runs_dir", None, "Where the runs and their caches go "
                     "(default: a temporary folder, removed after).")
 
 QUICKSTART = ["airplane", "alarm clock", "apple", "banana", "bicycle", "cat",
@@ -281,7 +281,7 @@ def whole_runs() -> None:
     raise SystemExit("pass --weights_dir")
   if not FLAGS.categories and not FLAGS.categories_file:
     FLAGS.categories = QUICKSTART
-  work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_train_")
+  work = FLAGS.runs_dir or tempfile.mkdtemp(prefix="bench_train_")
   source = QuickDrawSource.open(common.data_config_from_flags())
   drawings = sum(source.split_size(s) for s in Split)
   print(f"{source.num_classes} categories, {drawings:,} drawings in the "
@@ -319,7 +319,7 @@ def whole_runs() -> None:
           label, f"{floor:.1f} s", f"{first:.1f} s ({first / floor:.2f}x)",
           f"{cached:.1f} s ({cached / floor:.2f}x)"]))
   finally:
-    if not FLAGS.work_dir:
+    if not FLAGS.runs_dir:
       shutil.rmtree(work, ignore_errors=True)
 
 
