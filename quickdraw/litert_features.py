@@ -118,7 +118,7 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
     image_size: Its input side.
     folder: The bottleneck folder, where the model is kept.
     drawings: How many drawings are about to go through it (the run's,
-      where it knows).
+      where it knows); 0 only loads a kept model, converting nothing.
     sample: Gives uint8 (B, 28, 28, 1) drawings of the run: a new
       conversion is checked on them against Keras.
 
@@ -136,7 +136,7 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
   path = model_path(folder, backbone, image_size)
   content = _read(path)
   if content is None:
-    if drawings * (image_size / 224) ** 2 < MIN_DRAWINGS:
+    if not drawings or drawings * (image_size / 224) ** 2 < MIN_DRAWINGS:
       return None
     content = _convert(backbone, image_size, sample())
     if content is None:
@@ -236,13 +236,31 @@ class HeadOnFeatures(inference.Predictor):
         [np.zeros((0, int(self.model.output_shape[-1])), np.float32)])
 
 
+def _parts(classifier: keras.Model) -> tuple[keras.Model, keras.Model] | None:
+  """(backbone, head) of a quickdraw classifier (images -> backbone ->
+  head), else None."""
+  parts = [layer for layer in classifier.layers
+           if not isinstance(layer, keras.layers.InputLayer)]
+  if len(parts) == 2 and all(isinstance(p, keras.Model) for p in parts):
+    return parts[0], parts[1]
+  return None
+
+
+def load_kept(classifier: keras.Model, folder: str) -> bool:
+  """Loads the LiteRT model `folder` keeps of `classifier`'s backbone at
+  its present weights, if there is one (a re-export of a trained run:
+  quickdraw-export); converts nothing. Returns whether one was loaded."""
+  parts = _parts(classifier)
+  return parts is not None and forward(
+      parts[0], int(classifier.input_shape[1]), folder, 0, None) is not None
+
+
 def predictor(classifier: keras.Model) -> inference.Predictor:
   """The fastest faithful predictor of `classifier`: `HeadOnFeatures` when
   its backbone has a LiteRT forward of the same weights in this process,
   else Keras (`inference.KerasPredictor`)."""
-  parts = [layer for layer in classifier.layers
-           if not isinstance(layer, keras.layers.InputLayer)]
-  if len(parts) == 2 and all(isinstance(p, keras.Model) for p in parts):
+  parts = _parts(classifier)
+  if parts is not None:
     lite = registered(parts[0])
     if lite is not None and lite.image_size == int(
         classifier.input_shape[1]):

@@ -164,3 +164,26 @@ def test_calibration_s_canvases_are_kept_for_the_next_run(monkeypatch,
                                              folder=str(tmp_path))
   np.testing.assert_array_equal(again_rows, rows)
   np.testing.assert_array_equal(again, seen)
+
+
+def test_a_reexport_loads_the_run_s_kept_model(make_source, tmp_path):
+  """quickdraw-export's model, saved and loaded again, finds the LiteRT
+  backbone its training kept (same weights, same key), converting
+  nothing; an untrained copy finds none."""
+  from quickdraw import run_files
+  backbone = _backbone()
+  classifier = model.build_classifier(
+      backbone, model.build_head(int(backbone.output_shape[-1]), 4))
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "test", 16, shuffle=False, value_range=None)))[0])
+  litert_features.forward(backbone, SIZE, str(tmp_path), 16,
+                          lambda: drawings)
+  classifier.save(tmp_path / "model.keras")
+  litert_features._MADE.clear()  # as quickdraw-export's own process
+  loaded = run_files.load_model(str(tmp_path / "model.keras"))
+  assert litert_features.load_kept(loaded, str(tmp_path))
+  assert isinstance(litert_features.predictor(loaded),
+                    litert_features.HeadOnFeatures)
+  other = model.build_classifier(
+      _backbone(seed=1), model.build_head(int(backbone.output_shape[-1]), 4))
+  assert not litert_features.load_kept(other, str(tmp_path))

@@ -171,7 +171,12 @@ def main(argv: Sequence[str]) -> None:
       FLAGS.output_labels or run["train"].get("output_labels", ""))
   assets = android_assets_dir(run)
   config = dataclasses.replace(config, android_assets_dir=assets)
-  report = flow.export_run(data, config, model_path)
+  # The run's bottleneck cache: its LiteRT backbone and calibration's
+  # canvases, kept by quickdraw-train, serve the re-export too.
+  cache = run["train"].get("bottleneck_dir")
+  report = flow.export_run(data, config, model_path,
+                           cache_dir=os.path.expanduser(cache) if cache
+                           else None)
   print(checks.format_report(report))
   if assets:
     run_files.record_export(out, config, report)

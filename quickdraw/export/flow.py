@@ -309,6 +309,8 @@ def export_run(data: DataConfig, config: ExportConfig,
   """
   if classifier is None:
     classifier = run_files.load_model(model_path)
+    if cache_dir:  # a re-export: the run's kept LiteRT backbone, if any
+      litert_features.load_kept(classifier, cache_dir)
   source = source or QuickDrawSource.open(data)
   # Drawings, upsampled a chunk at a time inside the export's checks.
   drawings, labels = drawings_from_split(source, Split.TEST,
