@@ -53,7 +53,7 @@ MIN_DRAWINGS = 1000
 _FORMAT = 2  # 2: converted here, not by the export
 
 # Backbones whose LiteRT model was made or loaded in this process, with the
-# weights it was made of: backbone -> (weights digest, LiteRTBackbone).
+# weights it was made of: backbone -> (weights digest, its interpreter).
 _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -71,46 +71,29 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-class LiteRTBackbone:
-  """Images in the backbone's input range -> its pooled features, by a
-  LiteRT interpreter on every core."""
-
-  def __init__(self, model_content: bytes, image_size: int):
-    from ai_edge_litert.interpreter import Interpreter
-    with quiet.native_stderr_silenced():  # "Created ... XNNPACK delegate"
-      self.interpreter = Interpreter(model_content=model_content,
-                                     num_threads=cores())
-    self.image_size = image_size
-    self._input = self.interpreter.get_input_details()[0]["index"]
-    self._output = self.interpreter.get_output_details()[0]["index"]
-    self._batch = None
-
-  def __call__(self, images) -> np.ndarray:
-    images = np.ascontiguousarray(images, np.float32)
-    if self._batch != len(images):
-      # Allocating costs about a forward pass of a batch: a run's batches
-      # are all one size but the last.
-      self.interpreter.resize_tensor_input(self._input, images.shape)
-      with quiet.native_stderr_silenced():
-        self.interpreter.allocate_tensors()
-      self._batch = len(images)
-    self.interpreter.set_tensor(self._input, images)
-    self.interpreter.invoke()
-    return np.array(self.interpreter.get_tensor(self._output))
+def _interpreter(content: bytes, *, value_range: tuple[float, float]
+                 ) -> inference.TFLitePredictor:
+  """The backbone's model run by LiteRT on every core, 64 images a call."""
+  return inference.TFLitePredictor("", batch_size=64, num_threads=cores(),
+                                   model_content=content,
+                                   input_range=value_range)
 
 
-def model_path(folder: str, backbone: keras.Model, image_size: int) -> str:
-  """Where `backbone`'s LiteRT model is kept in the bottleneck folder."""
+def model_path(folder: str, backbone: keras.Model, image_size: int,
+               digest: str | None = None) -> str:
+  """Where `backbone`'s LiteRT model is kept in the bottleneck folder
+  (`digest`: its `backbones.weights_digest`, if already at hand)."""
+  digest = digest or backbones.weights_digest(backbone)
   key = hashlib.sha256(
       f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{backbones.weights_digest(backbone)}\0{image_size}\0{tf.__version__}"
+      f"{digest}\0{image_size}\0{tf.__version__}"
       .encode()).hexdigest()[:20]
   return os.path.join(folder, f"litert-{key}.tflite")
 
 
 def forward(backbone: keras.Model, image_size: int, folder: str,
             drawings: int, sample: Callable[[], np.ndarray]
-            ) -> LiteRTBackbone | None:
+            ) -> inference.TFLitePredictor | None:
   """The LiteRT forward pass for `backbone`, when it is the better path.
 
   Args:
@@ -130,11 +113,12 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
   if not on_cpu_only():
     return None
   digest = backbones.weights_digest(backbone)
-  made = _MADE.get(backbone)
-  if made is not None and made[0] == digest:
-    return made[1]
-  path = model_path(folder, backbone, image_size)
-  content = _read(path)
+  lite = registered(backbone, digest)
+  if lite is not None:
+    return lite
+  value_range = backbones.input_range_of(backbone)
+  path = model_path(folder, backbone, image_size, digest)
+  content = _read(path, value_range=value_range)
   if content is None:
     if not drawings or drawings * (image_size / 224) ** 2 < MIN_DRAWINGS:
       return None
@@ -145,28 +129,31 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
       atomic_files.write_bytes(path, content)
     except OSError:
       pass  # kept for this process only; the features are what matter
-  lite = LiteRTBackbone(content, image_size)
+  lite = _interpreter(content, value_range=value_range)
   _MADE[backbone] = (digest, lite)
   return lite
 
 
-def registered(backbone: keras.Model) -> LiteRTBackbone | None:
+def registered(backbone: keras.Model, digest: str | None = None
+               ) -> inference.TFLitePredictor | None:
   """`backbone`'s LiteRT forward if this process made or loaded one of its
-  present weights (a fine-tuned backbone has none)."""
+  present weights (a fine-tuned backbone has none); `digest`: its
+  `backbones.weights_digest`, if already at hand."""
   made = _MADE.get(backbone)
-  if made is not None and made[0] == backbones.weights_digest(backbone):
+  if made is not None and made[0] == (
+      digest or backbones.weights_digest(backbone)):
     return made[1]
   return None
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, *, value_range: tuple[float, float]) -> bytes | None:
   try:
     with open(path, "rb") as f:
       content = f.read()
   except OSError:
     return None
   try:  # a damaged file is converted again
-    LiteRTBackbone(content, 1)
+    _interpreter(content, value_range=value_range)
   except (ValueError, RuntimeError):
     logging.warning("%s: a damaged LiteRT model; converting it again", path)
     return None
@@ -202,7 +189,7 @@ def _convert(backbone: keras.Model, image_size: int,
                                          value_range)
   expected = np.asarray(backbone(images, training=False))
   difference = float(np.max(np.abs(
-      LiteRTBackbone(content, image_size)(images) - expected)) / max(
+      _interpreter(content, value_range=value_range)(images) - expected)) / max(
           float(np.max(np.abs(expected))), 1e-6))
   if difference > TOLERANCE:
     logging.warning("The backbone's LiteRT model gives features up to "
@@ -219,8 +206,8 @@ class HeadOnFeatures(inference.Predictor):
   backbone's LiteRT features: the same probabilities, to float rounding,
   in about a third of Keras' time on a CPU."""
 
-  def __init__(self, classifier: keras.Model, lite: LiteRTBackbone,
-               head: keras.Model):
+  def __init__(self, classifier: keras.Model,
+               lite: inference.TFLitePredictor, head: keras.Model):
     self.path = ""
     self.model = classifier
     self.image_size = int(classifier.input_shape[1])
@@ -230,10 +217,10 @@ class HeadOnFeatures(inference.Predictor):
                              reduce_retracing=True)
 
   def __call__(self, images):
-    return np.concatenate([
-        np.asarray(self._head(self._lite(images[i:i + 64])))
-        for i in range(0, len(images), 64)] or
-        [np.zeros((0, int(self.model.output_shape[-1])), np.float32)])
+    if not len(images):
+      return np.zeros((0, int(self.model.output_shape[-1])), np.float32)
+    # The interpreter takes the images 64 at a time itself.
+    return np.asarray(self._head(self._lite(images)))
 
 
 def _parts(classifier: keras.Model) -> tuple[keras.Model, keras.Model] | None:
