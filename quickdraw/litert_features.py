@@ -188,9 +188,9 @@ def _convert(backbone: keras.Model, image_size: int,
   images = preprocessing.upsample_to_rgb(sample[:16], image_size,
                                          value_range)
   expected = np.asarray(backbone(images, training=False))
-  difference = float(np.max(np.abs(
-      _interpreter(content, value_range=value_range)(images) - expected)) / max(
-          float(np.max(np.abs(expected))), 1e-6))
+  got = _interpreter(content, value_range=value_range)(images)
+  difference = float(np.max(np.abs(got - expected)) / max(
+      float(np.max(np.abs(expected))), 1e-6))
   if difference > TOLERANCE:
     logging.warning("The backbone's LiteRT model gives features up to "
                     "%.2g off Keras' (of the largest; tolerance %g); its "

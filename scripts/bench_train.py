@@ -264,10 +264,9 @@ def phases(seconds: float, lines: list[tuple[float, str]]
   whose landmark is missing (a cached rerun logs no features) is 0."""
   out, at = [], 0.0
   for name, until in _PHASES:
-    end = next((t for t, message in lines if until and message.startswith(
-        until) and t >= at), None)
-    if until is None:
-      end = seconds
+    end = seconds if until is None else next(
+        (t for t, message in lines if message.startswith(until) and t >= at),
+        None)
     if end is None:
       out.append((name, 0.0))
       continue
