@@ -65,17 +65,30 @@ def parse_colour(text: str) -> tuple[int, int, int]:
 def read_picture(path: str,
                  background: tuple[int, int, int] = (255, 255, 255)
                  ) -> np.ndarray:
-  """A PNG, JPEG, GIF or BMP file as opaque (H, W, 1 or 3) uint8 pixels, a
-  transparent one composited over `background`.
+  """A PNG, JPEG, GIF, BMP or WebP file as opaque (H, W, 1 or 3) uint8
+  pixels, a transparent one composited over `background`.
 
   Raises:
     QuickDrawError: the file is not a picture.
   """
+  return decode_picture(tf.io.read_file(path), path, background)
+
+
+def decode_picture(data, name: str,
+                   background: tuple[int, int, int] = (255, 255, 255)
+                   ) -> np.ndarray:
+  """`read_picture` of a file's bytes (`name` only for the error).
+
+  Raises:
+    QuickDrawError: the bytes are not a picture.
+  """
   try:
-    picture = tf.io.decode_image(tf.io.read_file(path),
-                                 expand_animations=False).numpy()
-  except tf.errors.OpError:
-    raise QuickDrawError(f"{path}: not a PNG or JPEG image") from None
+    picture = tf.io.decode_image(data, expand_animations=False).numpy()
+  except (tf.errors.OpError, ValueError):
+    raise QuickDrawError(f"{name}: not a PNG, JPEG, GIF, BMP or WebP image"
+                         ) from None
+  if picture.ndim != 3 or min(picture.shape[:2]) < 1:
+    raise QuickDrawError(f"{name}: holds no pixels")
   return composite_over_white(picture, background)
 
 

@@ -176,7 +176,8 @@ def resolve_categories(names: Iterable[str]) -> list[Category]:
   if not resolved:
     raise QuickDrawError(
         "no categories chosen; pass --categories=cat,dog,... or "
-        "--categories_file=PATH (one name per line)")
+        "--categories_file=PATH (one name per line), or --image_dir=DIR "
+        "(a folder of class folders of pictures)")
   return resolved
 
 

@@ -16,6 +16,7 @@ from quickdraw.errors import QuickDrawError
 DEFAULT_DATA_DIR = os.path.join("~", ".keras", "datasets", "quickdraw")
 DEFAULT_BOTTLENECK_DIR = os.path.join("~", ".keras", "quickdraw_bottlenecks")
 HEAD_SCHEDULES = ("constant", "cosine", "hold_cosine")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +40,12 @@ class DataConfig:
       (`others`): "" for a sample of official names not chosen (with
       `download`; else the data folder's other files), "none", or names,
       comma-separated.
+    image_dir: A folder of class folders of pictures (retrain.py's
+      --image_dir; `image_folders`), "" for none: a folder named for a
+      chosen category adds to it, the others are classes after
+      `categories` (which may then be empty).
+    min_images_per_class: Fewest usable pictures an image_dir class may
+      have.
   """
   categories: tuple[str, ...] = ()
   data_dir: str = DEFAULT_DATA_DIR
@@ -50,11 +57,14 @@ class DataConfig:
   seed: int = 0
   image_size: int = 224
   other_categories: str = ""
+  image_dir: str = ""
+  min_images_per_class: int = 20
 
   def __post_init__(self):
     object.__setattr__(self, "categories", tuple(self.categories))
-    object.__setattr__(self, "data_dir",
-                       os.path.expanduser(os.fspath(self.data_dir)))
+    for name in ("data_dir", "image_dir"):
+      object.__setattr__(self, name,
+                         os.path.expanduser(os.fspath(getattr(self, name))))
     if self.samples_per_class < 0:
       raise QuickDrawError(
           f"--samples_per_class={self.samples_per_class} is negative; pass a "
@@ -139,6 +149,10 @@ class TrainConfig:
     augment: Random rotations, zooms and shifts of training drawings, for
       the head and fine-tuning; bypasses the bottleneck cache.
     min_accuracy: Fail, saving no model, if test top-1 is below this.
+    class_weight: "none", or "balanced": each training drawing weighs
+      N / (classes * its class's count) in the loss (scikit-learn's
+      rule), so that a class of 50 pictures beside QuickDraw's thousands
+      is not drowned out.
     upsample: Where drawings are upsampled (and augmented) when images flow
       into the model (fine-tuning, augmentation): "host" in tf.data,
       "device" in the model's first layer on the accelerator, "auto" device
@@ -180,6 +194,7 @@ class TrainConfig:
   fine_tune_augment: bool = False
   augment: bool = False
   min_accuracy: float = 0.0
+  class_weight: str = "none"
   upsample: str = "auto"
   output_labels: str = ""
   output_graph: str = ""
@@ -226,6 +241,9 @@ class TrainConfig:
     if self.head_schedule not in HEAD_SCHEDULES:
       raise QuickDrawError(f"--head_schedule={self.head_schedule}; use "
                            f"{' or '.join(HEAD_SCHEDULES)}")
+    if self.class_weight not in CLASS_WEIGHTS:
+      raise QuickDrawError(f"--class_weight={self.class_weight}; use "
+                           f"{' or '.join(CLASS_WEIGHTS)}")
     if self.upsample not in ("auto", "host", "device"):
       raise QuickDrawError(
           f"--upsample={self.upsample}; use auto, host or device")

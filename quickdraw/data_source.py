@@ -24,6 +24,7 @@ from absl import logging
 
 from quickdraw import categories as categories_lib
 from quickdraw import download as download_lib
+from quickdraw import image_folders
 from quickdraw import npy_files
 from quickdraw import remote_rows
 from quickdraw import splits
@@ -88,10 +89,7 @@ class QuickDrawSource:
     self.files = list(files)
     self.categories = tuple(f.category for f in self.files)
     # None means every row: no need to hold an arange per file.
-    self._selected = [
-        None if splits.uses_all_rows(config.samples_per_class, len(f)) else
-        splits.sample_rows(config.seed, f.category, len(f),
-                           config.samples_per_class) for f in self.files]
+    self._selected = [_selected_rows(f, config) for f in self.files]
     self._counts: dict[splits.Split, np.ndarray] = {}
 
   @classmethod
@@ -99,11 +97,19 @@ class QuickDrawSource:
            progress_stream: TextIO | None = None) -> QuickDrawSource:
     """Resolves, fetches if needed, checks and maps `config`'s categories.
 
+    With `config.image_dir`, its class folders' pictures join
+    (`image_folders.merge`): added to the QuickDraw category a folder is
+    named for, or classes of their own after QuickDraw's.
+
     Raises:
-      QuickDrawError: an unknown category, a missing or bad file, or a
-        failed download; the message names it.
+      QuickDrawError: an unknown category, a missing or bad file, a failed
+        download, or a bad image folder; the message names it.
     """
-    records = categories_lib.resolve_categories(config.categories)
+    pictures = (image_folders.read_image_dir(config.image_dir,
+                                             config.min_images_per_class)
+                if config.image_dir else [])
+    records = (categories_lib.resolve_categories(config.categories)
+               if config.categories or not pictures else [])
     paths = [npy_files.find_category_file(config.data_dir, r.name)
              for r in records]
     # Categories not on disk: a sampled run takes its rows from the row
@@ -124,7 +130,8 @@ class QuickDrawSource:
       if files[i] is None:
         path = locate_or_download(record, config, progress_stream)
         files[i] = npy_files.open_drawings(path, record.name)
-    source = cls(config, files)
+    source = cls(config, image_folders.merge(
+        files, [r.name for r in records], pictures))
     source._warn_short_files()
     return source
 
@@ -144,7 +151,7 @@ class QuickDrawSource:
     if wanted <= 0:
       return
     for f in self.files:
-      if len(f) < wanted:
+      if isinstance(f, npy_files.DrawingFile) and len(f) < wanted:
         logging.warning(
             "%r has %d drawings, fewer than --samples_per_class=%d; using all "
             "of them", f.category, len(f), wanted)
@@ -169,9 +176,13 @@ class QuickDrawSource:
     selected = self._selected[class_id]
     rows = (np.arange(start, stop, dtype=np.int64) if selected is None
             else selected[start:stop])
-    return rows[splits.split_mask(
-        self.config.seed, self.categories[class_id], rows, split,
-        self.config.validation_percentage, self.config.testing_percentage)]
+    f = self.files[class_id]
+    scores = (f.split_scores(self.config.seed, rows)
+              if hasattr(f, "split_scores") else
+              splits.split_scores(self.config.seed, f.category, rows))
+    return rows[splits.in_split(scores, split,
+                                self.config.validation_percentage,
+                                self.config.testing_percentage)]
 
   def split_counts(self, split: splits.Split | str) -> np.ndarray:
     """Drawings of `split` per class, int64 (num_classes,).
@@ -265,6 +276,22 @@ class QuickDrawSource:
     class_ids = index.class_ids[positions]
     return self.gather(class_ids, index.rows[positions]), class_ids
 
+  def report_class_counts(self, class_weight: str) -> None:
+    """Says how many training drawings each class has when they differ a
+    lot (a folder of pictures beside QuickDraw's files), and what to do."""
+    counts = self.split_counts(splits.Split.TRAIN)
+    if not len(counts) or counts.max() <= 2 * max(counts.min(), 1):
+      return
+    logging.info("Training drawings per class: %s", ", ".join(
+        f"{c} {n}" for c, n in zip(self.categories, counts)))
+    if class_weight == "none":
+      logging.warning(
+          "the classes' training drawings range from %d (%r) to %d (%r): "
+          "the head will favour the large ones; --class_weight=balanced "
+          "weighs them alike", counts.min(),
+          self.categories[counts.argmin()], counts.max(),
+          self.categories[counts.argmax()])
+
   def summary(self) -> list[dict[str, object]]:
     """Per category: its file, rows in the file, rows used, split sizes."""
     per_split = {s: self.split_counts(s) for s in splits.Split}
@@ -275,6 +302,17 @@ class QuickDrawSource:
         "used": self.num_selected(i),
         **{s.value: int(per_split[s][i]) for s in splits.Split},
     } for i, f in enumerate(self.files)]
+
+
+def _selected_rows(f, config: DataConfig) -> np.ndarray | None:
+  """A file's rows in use, ascending; None for all of them. Files of
+  pictures choose their own (`image_folders`); QuickDraw's are sampled."""
+  if hasattr(f, "selected_rows"):
+    return f.selected_rows(config.seed, config.samples_per_class)
+  if splits.uses_all_rows(config.samples_per_class, len(f)):
+    return None
+  return splits.sample_rows(config.seed, f.category, len(f),
+                            config.samples_per_class)
 
 
 def drawings_from_split(source: QuickDrawSource, split: splits.Split | str,

@@ -6,7 +6,11 @@ plain HTML, CSS and JavaScript, nothing from the network) and one endpoint:
   POST /classify   body: the canvas as a PNG (or JPEG); answer (JSON): the
                    top 3 categories and probabilities, the 28x28 drawing the
                    model saw, whether the canvas was blank, milliseconds
-  GET  /info       the model's file, its categories and canvas size
+  GET  /info       the model's file, its categories and canvas size, and
+                   with a collection, its counts per label
+  POST /collect?label=NAME   (with --collect_dir, `collect.Collector`)
+                   body: the canvas as a PNG; saved under NAME's folder;
+                   answer: the file and the counts per label
 
 The page posts the canvas while the user draws. Answers come from the
 canvas `.tflite` that the Android assets receive, run by
@@ -36,6 +40,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 import warnings
 from importlib import resources
 
@@ -43,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from quickdraw import canvases, inference, tflite_metadata
+from quickdraw import canvases, collect, inference, tflite_metadata
 from quickdraw.export import contracts
 from quickdraw.errors import QuickDrawError
 
@@ -174,9 +179,11 @@ def page() -> bytes:
           ).read_bytes()
 
 
-def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
-  """The request handler class, bound to `classifier`; at most
-  `max_in_flight` pictures are decoded or classified at a time."""
+def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT,
+                 collector: collect.Collector | None = None):
+  """The request handler class, bound to `classifier` (and `collector`, if
+  drawings are collected); at most `max_in_flight` pictures are decoded,
+  classified or saved at a time."""
   in_flight = threading.BoundedSemaphore(max_in_flight)
 
   class Handler(http.server.BaseHTTPRequestHandler):
@@ -212,14 +219,27 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
       if self.path in ("/", "/index.html"):
         self._send(200, page(), "text/html; charset=utf-8")
       elif self.path == "/info":
-        self._json(200, classifier.info())
-      elif self.path == "/classify":
+        self._json(200, {**classifier.info(), "collect": (
+            None if collector is None else collector.counts())})
+      elif self.path == "/classify" or self._route() == "/collect":
         self._error(405, "use POST with the canvas as a PNG body")
       else:
         self._error(404, f"no such page: {self.path}; try /")
 
+    def _route(self) -> str:
+      return urllib.parse.urlsplit(self.path).path
+
     def do_POST(self):  # noqa: N802
-      if self.path != "/classify":
+      route = self._route()
+      if route == "/collect" and collector is not None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        try:
+          label = collect.check_label(query.get("label", [""])[0])
+        except ValueError as e:
+          self.close_connection = True  # the body is not read
+          self._error(400, str(e))
+          return
+      elif self.path != "/classify":
         self.close_connection = True
         self._error(404 if self.path not in ("/", "/info") else 405,
                     f"cannot POST {self.path}; POST a PNG to /classify")
@@ -248,15 +268,25 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
                    {"Retry-After": "1"})
         return
       try:
-        status, answer = self._classify(length)
+        status, answer = self._picture(length)
+        if status == 200 and route == "/classify":
+          answer = classifier.classify(answer)
+        elif status == 200:
+          try:
+            answer = collector.save(label, answer)
+          except OSError as e:
+            status, answer = 507, {"error": "cannot save the drawing in "
+                                            f"{collector.folder}: "
+                                            f"{e.strerror or e}"}
       finally:
         # Before the answer goes out: a client that has its answer may
         # send the next drawing at once, and must find the slot free.
         in_flight.release()
       self._json(status, answer)
 
-    def _classify(self, length: int) -> tuple[int, dict]:
-      """Reads, decodes and classifies the body: (status, JSON answer)."""
+    def _picture(self, length: int) -> tuple[int, object]:
+      """Reads and decodes the body: (200, the picture) or (status, JSON
+      error)."""
       self.connection.settimeout(BODY_TIMEOUT_S)
       try:
         body = self.rfile.read(length)
@@ -269,10 +299,9 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT):
         return 400, {"error": f"the body ended after {len(body)} of the "
                               f"{length} bytes its Content-Length gave"}
       try:
-        picture = decode_picture(body)
+        return 200, decode_picture(body)
       except ValueError as e:
         return 413 if isinstance(e, TooLarge) else 400, {"error": str(e)}
-      return 200, classifier.classify(picture)
 
     def _not_allowed(self):
       self.close_connection = True
@@ -296,7 +325,8 @@ def is_loopback(host: str) -> bool:
 
 
 def make_server(classifier: Classifier, host: str = "127.0.0.1",
-                port: int = 8000, max_in_flight: int = MAX_IN_FLIGHT
+                port: int = 8000, max_in_flight: int = MAX_IN_FLIGHT,
+                collector: collect.Collector | None = None
                 ) -> http.server.ThreadingHTTPServer:
   """The demo's server, bound and ready (`serve_forever` to run it).
 
@@ -306,7 +336,8 @@ def make_server(classifier: Classifier, host: str = "127.0.0.1",
   try:
     server = http.server.ThreadingHTTPServer((host, port),
                                              make_handler(classifier,
-                                                          max_in_flight))
+                                                          max_in_flight,
+                                                          collector))
   except OSError as e:
     raise QuickDrawError(f"cannot listen on {host}:{port} ({e.strerror or e})"
                          "; pass another --port (0 picks a free one)"

@@ -292,6 +292,24 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def with_class_weights(ds: tf.data.Dataset, counts: np.ndarray
+                       ) -> tf.data.Dataset:
+  """(x, labels) batches -> (x, labels, sample weights): each drawing
+  weighs N / (classes x its class's count) of the classes' training
+  `counts` (scikit-learn's "balanced"), junk (a negative label) 1."""
+  counts = np.asarray(counts, np.float64)
+  table = tf.constant(
+      (counts.sum() / (len(counts) * np.maximum(counts, 1))).astype(
+          np.float32))
+
+  def weigh(x, labels):
+    known = labels >= 0
+    picked = tf.gather(table, tf.where(known, labels, tf.zeros_like(labels)))
+    return x, labels, tf.where(known, picked, tf.ones_like(picked))
+
+  return ds.map(weigh, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def pad_batches(ds: tf.data.Dataset, multiple: int) -> tf.data.Dataset:
   """Pads each batch to a multiple of `multiple` rows, with zero weights.
 

@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 
 from quickdraw import categories as categories_lib
+from quickdraw import image_folders
 from quickdraw import npy_files
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
@@ -59,9 +60,16 @@ NO_OTHERS = OtherDrawings(np.zeros((0, 784), np.uint8), (),
                           np.zeros((0, 784), np.uint8), ())
 
 
+def chosen_names(data: DataConfig) -> set[str]:
+  """The run's classes: its categories and its image folders' labels (a
+  folder named for a QuickDraw category is never an other category)."""
+  return set(data.categories) | set(
+      image_folders.class_names(data.image_dir) if data.image_dir else ())
+
+
 def local_extras(data: DataConfig) -> list[str]:
   """Official categories with a file in the data folder, not chosen."""
-  chosen = set(data.categories)
+  chosen = chosen_names(data)
   return [name for name in categories_lib.official_categories()
           if name not in chosen
           and npy_files.find_category_file(data.data_dir, name)]
@@ -71,7 +79,7 @@ def sampled_names(data: DataConfig, count: int = DEFAULT_CATEGORIES
                   ) -> list[str]:
   """A seeded sample of `count` official names not chosen, in the
   official order (the same for the same seed and categories)."""
-  chosen = set(data.categories)
+  chosen = chosen_names(data)
   names = [n for n in categories_lib.official_categories() if n not in chosen]
   rng = np.random.default_rng([data.seed, 7])
   picked = rng.choice(len(names), min(count, len(names)), replace=False)
@@ -92,12 +100,12 @@ def choose(data: DataConfig) -> list[str]:
   names = [n.strip().strip('"').strip() for n in setting.split(",")
            if n.strip().strip('"').strip()]
   categories_lib.resolve_categories(names)  # unknown names: one line
-  both = sorted(set(names) & set(data.categories))
+  both = sorted(set(names) & chosen_names(data))
   if both:
     raise QuickDrawError(
         f"--other_categories names {', '.join(map(repr, both))}, which "
-        "--categories chose too; an other category must be one the model "
-        "does not learn")
+        "--categories (or --image_dir) chose too; an other category must be "
+        "one the model does not learn")
   return names
 
 
@@ -126,7 +134,7 @@ def _drawings(data: DataConfig, names: list[str],
   if not names:
     return np.zeros((0, 784), np.uint8)
   config = dataclasses.replace(
-      data, categories=tuple(names), other_categories=NONE,
+      data, categories=tuple(names), other_categories=NONE, image_dir="",
       samples_per_class=DRAWINGS_PER_CATEGORY, validation_percentage=0.0,
       testing_percentage=0.0)
   if rows_only:

@@ -85,12 +85,19 @@ def split_mask(seed: int, category: str, rows: np.ndarray, split: Split,
                validation_percentage: float,
                testing_percentage: float) -> np.ndarray:
   """A boolean mask of the rows that fall in `split`."""
-  scores = split_scores(seed, category, rows)
+  return in_split(split_scores(seed, category, rows), split,
+                  validation_percentage, testing_percentage)
+
+
+def in_split(scores: np.ndarray, split: Split, validation_percentage: float,
+             testing_percentage: float) -> np.ndarray:
+  """A boolean mask of the split scores that fall in `split`."""
   low, high = {
       Split.VALIDATION: (0.0, validation_percentage),
       Split.TEST: (validation_percentage,
                    validation_percentage + testing_percentage),
-      Split.TRAIN: (validation_percentage + testing_percentage, 100.0),
+      # Up to 100 included: retrain.py's path scores reach it.
+      Split.TRAIN: (validation_percentage + testing_percentage, np.inf),
   }[Split(split)]
   return (scores >= low) & (scores < high)
 

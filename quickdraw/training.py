@@ -2,7 +2,8 @@
 
 `train_and_evaluate(data, config)` is the whole job behind `quickdraw-train`:
 
-1. Open the data and build the frozen backbone (weights fetched if needed).
+1. Open the data (QuickDraw's files, and class folders of pictures) and
+   build the frozen backbone (weights fetched if needed).
 2. Train the head. Without augmentation it trains on the bottleneck cache:
    each drawing's features are computed once, and every epoch after the
    first, and every later run on the same data, skips the backbone. With
@@ -13,7 +14,7 @@
 4. Evaluate on the test split, write the report, apply the accuracy gate,
    and save the Keras model and labels.
 
-Every epoch ends with a checkpoint, so a killed run started again with the
+Every epoch ends with a checkpoint: a killed run started again with the
 same settings resumes at the next epoch with the same data order.
 """
 
@@ -33,8 +34,8 @@ import tensorflow as tf
 from absl import logging
 
 from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
-                       evaluation, inference, input_pipeline,
-                       outliers, redraws, run_files, schedules, visualize)
+                       evaluation, inference, input_pipeline, outliers,
+                       redraws, run_files, schedules, visualize)
 from quickdraw import model as model_lib
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
@@ -93,11 +94,9 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
 
 
 def _predict(model: keras.Model, ds: tf.data.Dataset) -> np.ndarray:
-  """`model`'s outputs over `ds`'s batches, on this process alone.
-
-  Not `Model.predict`: under a multi-worker strategy that splits the batches
-  over the workers, while every worker here needs every prediction.
-  """
+  """`model`'s outputs over `ds`'s batches, on this process alone (not
+  `Model.predict`: under a multi-worker strategy that splits the batches
+  over the workers, while every worker here needs every prediction)."""
   forward = tf.function(lambda x: model(x, training=False),
                         reduce_retracing=True)
   return np.concatenate([np.asarray(forward(x)) for x, _ in ds])
@@ -120,6 +119,7 @@ class _Run:
     self.on_device = upsample_on_device(config.upsample)
     self.extra_callbacks = list(callbacks)
     self.source = QuickDrawSource.open(data)
+    self.source.report_class_counts(config.class_weight)
     with strategy.scope():
       self._build_models(data, config)
     self.checkpoints = checkpoints.Checkpoints(
@@ -290,6 +290,9 @@ class _Run:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
+    if self.config.class_weight == "balanced":
+      train_data = input_pipeline.with_class_weights(
+          train_data, self.source.split_counts(Split.TRAIN))
     train_data = train_data.with_options(options)
     validation_data = self.for_evaluation(validation_data)
     if validation_data is not None:
@@ -402,9 +405,9 @@ def train_and_evaluate(
   """Trains, evaluates on the test split, and saves a classifier.
 
   Writes to `config.output_dir`: `model.keras`, the labels file, the
-  evaluation files (see `evaluation`), `training_inputs.png`, `run.json` (the
-  settings) and, while training, `checkpoints/`. Exporting is the caller's
-  next step (`export.flow.export_run`, as quickdraw-train does).
+  evaluation files (see `evaluation`), `training_inputs.png`, `run.json`
+  and, while training, `checkpoints/`. Exporting is the caller's next step
+  (`export.flow.export_run`, as quickdraw-train does).
 
   Args:
     data: Which drawings, split how, at what input size.
@@ -418,10 +421,11 @@ def train_and_evaluate(
     QuickDrawError: bad data, weights or paths, or test accuracy below
       `config.min_accuracy` (then no model or labels are written).
   """
-  if len(data.categories) < 2:
+  if len(others_lib.chosen_names(data)) < 2:
     raise QuickDrawError(
-        f"--categories names {len(data.categories)} category; a classifier "
-        "tells categories apart, so name at least two")
+        f"--categories (with --image_dir's class folders) names "
+        f"{len(others_lib.chosen_names(data))} class; a classifier tells "
+        "classes apart, so name at least two")
   # First: multi-worker and TPU strategies set up the runtime.
   strategy = distribute.make_strategy(config.strategy, config.tpu)
   keras.utils.set_random_seed(config.seed_for(data))
@@ -476,7 +480,6 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
         "the test split is empty; raise --testing_percentage or "
         "--samples_per_class")
   _write_samples(run)
-
   resume = run.checkpoints.latest()
   run.train_head(resume)
   if config.fine_tune_layers:
@@ -526,9 +529,9 @@ def _save(run: _Run, report: dict) -> None:
 
 
 def _write_samples(run: _Run) -> None:
-  """A grid of training inputs, as the model sees them, with their labels:
-  drawings, and the last rows of the batch (the added ones: pen re-draws,
-  or junk and other doodles, captioned "not sure")."""
+  """A grid of training inputs as the model sees them, labelled: drawings,
+  then the batch's added rows (pen re-draws; junk, other doodles: "not
+  sure")."""
   images, labels = next(iter(run.images(Split.TRAIN, train=True)))
   picks = np.arange(32)
   if len(labels) - run.config.train_batch_size >= 8:

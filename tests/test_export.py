@@ -507,7 +507,7 @@ def test_predict_errors(exported, tmp_path):
   with pytest.raises(QuickDrawError) as e:
     predict_cli.predict(config.output_tflite, config.output_labels,
                         [str(bad)])
-  assert str(e.value) == f"{bad}: not a PNG or JPEG image"
+  assert str(e.value) == f"{bad}: not a PNG, JPEG, GIF, BMP or WebP image"
 
 
 def test_export_command_reexports_a_trained_run(data_dir, tmp_path, capsys):

@@ -15,7 +15,7 @@ GROUPS = (("prepare", "train", "export", "predict", "dump_jpeg"), ("demo",))
 EXPECTED = {"categories_file", "data_dir", "output_dir", "output_labels",
             "output_graph", "output_tflite", "android_assets_dir", "model",
             "labels", "save_drawings", "weights", "model_dir",
-            "bottleneck_dir", "summaries_dir"}
+            "bottleneck_dir", "summaries_dir", "image_dir", "collect_dir"}
 
 _PROBE = """
 import json, sys

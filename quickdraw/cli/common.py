@@ -18,6 +18,7 @@ from absl import app, flags, logging
 
 from quickdraw import backbones
 from quickdraw import categories as categories_lib
+from quickdraw import image_folders
 from quickdraw import model as model_lib
 from quickdraw.config import DEFAULT_DATA_DIR, DataConfig, TrainConfig
 from quickdraw.errors import QuickDrawError
@@ -101,6 +102,18 @@ flags.DEFINE_string(
     "official categories not in --categories, 100 drawings of each fetched "
     "by range requests (7.8 MB); with --nodownload, or offline, the other "
     ".npy files in --data_dir. 'none' for none, or names, comma-separated.")
+DEFINE_path(
+    "image_dir", _DEFAULTS.image_dir,
+    "retrain.py's flag: a folder of class folders of pictures (PNG, JPEG, "
+    "GIF, BMP, WebP, at any depth), each named for its label. Every picture "
+    "becomes a drawing by the app model's canvas preprocessing. A folder "
+    "named for one of --categories adds to it; the others are classes of "
+    "their own, after --categories (which may be empty). Split by a hash "
+    "of each picture's path; nothing in the folder is written.")
+flags.DEFINE_integer(
+    "min_images_per_class", _DEFAULTS.min_images_per_class,
+    "With --image_dir: fewest usable pictures a class folder may have.",
+    lower_bound=1)
 flags.DEFINE_integer(
     "seed", _DEFAULTS.seed,
     "Seeds which drawings are sampled, the split, and the shuffle.")
@@ -166,8 +179,12 @@ def data_config_from_flags() -> DataConfig:
       not official.
   """
   names = category_names_from_flags()
-  # Check the names now, so a typo fails before anything slow starts.
-  categories_lib.resolve_categories(names)
+  # Check the names and the folder now, so a typo fails before anything
+  # slow starts.
+  if FLAGS.image_dir:
+    image_folders.class_names(FLAGS.image_dir)
+  if names or not FLAGS.image_dir:
+    categories_lib.resolve_categories(names)
   values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(DataConfig)
             if f.name not in ("categories", "image_size")}
   image_size = (FLAGS.image_size or

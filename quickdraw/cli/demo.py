@@ -9,6 +9,7 @@ Examples:
   quickdraw-demo --output_dir=runs/quickstart
   quickdraw-demo --model=../MyApp/app/src/main/assets/model.tflite \\
       --host=0.0.0.0 --port=8080
+  quickdraw-demo --output_dir=runs/quickstart --collect_dir=~/my_drawings
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from quickdraw import demo, export
+from quickdraw import collect, demo, export
 from quickdraw.cli import common
 from quickdraw.errors import QuickDrawError
 
@@ -37,6 +38,11 @@ flags.DEFINE_string(
     "network) reach the page.")
 flags.DEFINE_integer("port", 8000, "Port to listen on; 0 picks a free one.",
                      lower_bound=0, upper_bound=65535)
+common.DEFINE_path(
+    "collect_dir", None,
+    "Collect drawings: the page gets a 'Save as' field, and each drawing "
+    "saved goes to <collect_dir>/<label>/ as a PNG canvas. Then "
+    "quickdraw-train --image_dir=<collect_dir> trains on them.")
 
 
 def app_model(output_dir: str) -> str:
@@ -69,7 +75,10 @@ def main(argv: Sequence[str]) -> None:
   signal.signal(signal.SIGINT, signal.default_int_handler)
   signal.signal(signal.SIGTERM, signal.default_int_handler)
   classifier = demo.Classifier(FLAGS.model or app_model(FLAGS.output_dir))
-  server = demo.make_server(classifier, FLAGS.host, FLAGS.port)
+  collector = (collect.Collector(FLAGS.collect_dir) if FLAGS.collect_dir
+               else None)
+  server = demo.make_server(classifier, FLAGS.host, FLAGS.port,
+                            collector=collector)
   if not demo.is_loopback(FLAGS.host):
     print(f"{common.program_name()}: warning: --host={FLAGS.host} makes the "
           "page reachable by anyone on your network, not only this "
@@ -80,6 +89,9 @@ def main(argv: Sequence[str]) -> None:
   try:  # from the moment the URL is out, Ctrl-C means stop
     print(f"Serving {classifier.path} ({len(classifier.labels)} categories) "
           f"at http://{shown}:{port}/ ; Ctrl-C stops it", flush=True)
+    if collector is not None:
+      print(f"Drawings saved on the page go to {collector.folder}/<label>/; "
+            f"train on them with --image_dir={collector.folder}", flush=True)
     server.serve_forever()
   except KeyboardInterrupt:
     print("Stopped.")

@@ -22,7 +22,8 @@ A run that is interrupted resumes at its last finished epoch when started
 again with the same flags. retrain.py's flags keep their meaning
 (--architecture, --bottleneck_dir, --how_many_training_steps, --model_dir,
 --summaries_dir, --output_graph, --output_labels, --train_batch_size,
---learning_rate), with --data_dir and --categories in place of --image_dir.
+--learning_rate, --image_dir), with --data_dir and --categories for
+QuickDraw's own files.
 
 Examples:
   quickdraw-train --flagfile=configs/quickstart.flags
@@ -165,6 +166,12 @@ flags.DEFINE_float(
     "min_accuracy", _DEFAULTS.min_accuracy,
     "Fail the run, saving and exporting nothing, if test top-1 accuracy is "
     "below this fraction.")
+flags.DEFINE_enum(
+    "class_weight", _DEFAULTS.class_weight, list(config_lib.CLASS_WEIGHTS),
+    "balanced weighs each training drawing by N / (classes x its class's "
+    "count), so that small classes (a folder of your own pictures beside "
+    "QuickDraw's thousands) count as much as large ones; none weighs all "
+    "alike. The run prints the counts per class.")
 flags.DEFINE_integer(
     "train_seed", _DEFAULTS.train_seed,
     "Seeds training alone (initialisation, dropout, the head's batch order "
