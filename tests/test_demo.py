@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from quickdraw import demo
+from quickdraw import collect, demo
 from quickdraw.testing import synthetic
 from quickdraw.errors import QuickDrawError
 
-from conftest import CATEGORIES, REPO, export_stand_in
+from conftest import CATEGORIES, REPO, export_stand_in, run_command, smoke_args
 
 CANVAS = 128
 
@@ -37,9 +37,16 @@ def run_dir(stand_in, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(run_dir):
+def collected(tmp_path_factory):
+  """The folder the module's server collects drawings into."""
+  return tmp_path_factory.mktemp("collected") / "drawings"
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, collected):
   classifier = demo.Classifier(str(run_dir / "model_canvas.tflite"))
-  httpd = demo.make_server(classifier, "127.0.0.1", 0)
+  httpd = demo.make_server(classifier, "127.0.0.1", 0,
+                           collector=collect.Collector(str(collected)))
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
   yield httpd
@@ -267,6 +274,98 @@ def test_parallel_requests_each_get_their_own_answer(server):
   assert all(CATEGORIES[c] == name for c, _, name in results)
 
 
+# Figures the generated classes do not use: a user's own kinds of drawing.
+OWN = {"zigzag": 4, "my logo": 5}
+
+
+def own_canvas(class_id, seed):
+  rng = np.random.default_rng([seed, class_id])
+  size = int(rng.choice([256, 400, 512]))
+  extent = size * rng.uniform(0.4, 0.7)
+  return synthetic.render_canvas(class_id, size, extent * rng.uniform(
+      0.08, 0.12), extent, (size / 2, size / 2), seed=seed)
+
+
+def test_collect_saves_labelled_canvases_and_refuses_bad_labels(
+    server, collected):
+  canvas = own_canvas(4, 0)
+  status, body = request(server, "POST", "/collect?label=my%20logo",
+                         png(canvas))
+  answer = json.loads(body)
+  assert status == 200 and answer["label"] == "my logo"
+  saved = collected / answer["saved"]
+  assert saved.parent == collected / "my logo" and saved.suffix == ".png"
+  np.testing.assert_array_equal(tf.io.decode_png(saved.read_bytes()), canvas)
+  assert answer["counts"]["my logo"] >= 1
+  info = json.loads(request(server, "GET", "/info")[1])
+  assert info["collect"]["my logo"] == answer["counts"]["my logo"]
+  before = sorted(p for p in collected.parent.rglob("*"))
+  for label, reason in (("..%2Fescape", "letters, digits"),
+                        ("a%2Fb", "letters, digits"),
+                        (".hidden", "letters, digits"),
+                        ("%00x", "letters, digits"),
+                        ("", "give the drawing a label"),
+                        ("x" * 65, "keep it to 64")):
+    status, body = request(server, "POST", f"/collect?label={label}",
+                           png(canvas))
+    assert status == 400 and reason in json.loads(body)["error"], label
+  assert request(server, "POST", "/collect?label=ok",
+                 b"not a picture")[0] == 400
+  # The body's size is checked before a byte of it is read.
+  status, _, error = raw_request(server, _post_head(
+      str(demo.MAX_BODY_BYTES + 1)).replace(b"/classify", b"/collect?label=ok"))
+  assert status == 413 and "over the limit" in error["error"]
+  big = png(np.zeros((5000, 5000, 3), np.uint8))  # over MAX_PIXELS
+  assert request(server, "POST", "/collect?label=ok", big)[0] == 413
+  assert sorted(p for p in collected.parent.rglob("*")) == before
+  assert request(server, "GET", "/collect")[0] == 405
+
+
+def test_a_server_without_a_collection_refuses_to_collect(run_dir):
+  httpd = demo.make_server(demo.Classifier(str(run_dir / "model_canvas.tflite")),
+                           "127.0.0.1", 0)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  try:
+    status, body = request(httpd, "POST", "/collect?label=x", b"x")
+    assert status == 404 and "POST a PNG to /classify" in json.loads(body)[
+        "error"]
+    assert json.loads(request(httpd, "GET", "/info")[1])["collect"] is None
+  finally:
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_collected_drawings_train_and_the_app_model_knows_them(
+    server, collected, data_dir, tmp_path):
+  """The README's walk-through: drawings saved on the page, then
+  quickdraw-train --image_dir beside QuickDraw categories; the app's model
+  in MediaPipe answers the user's own kinds."""
+  mp = pytest.importorskip("mediapipe", reason="mediapipe is in the test "
+                           "extra: pip install -e '.[test]'")
+  from test_android import classifier_for, mediapipe_top1
+  for label, class_id in OWN.items():
+    for seed in range(30):
+      quoted = label.replace(" ", "%20")
+      status, _ = request(server, "POST", f"/collect?label={quoted}",
+                          png(own_canvas(class_id, seed)))
+      assert status == 200
+  out = tmp_path / "run"
+  status, stderr = run_command(
+      "train", *smoke_args(data_dir, tmp_path, out, tiny=True),
+      "--categories=circle,square", f"--image_dir={collected}",
+      "--class_weight=balanced", "--other_categories=none",
+      f"--android_assets_dir={out / 'assets'}")
+  assert status == 0, stderr
+  labels = (out / "assets" / "labels.txt").read_text().split("\n")[:4]
+  assert labels == ["circle", "square", "my logo", "zigzag"]
+  app = classifier_for(out / "assets" / "model.tflite")
+  for label, class_id in OWN.items():
+    right = sum(mediapipe_top1(app, own_canvas(class_id, seed)).category_name
+                == label for seed in range(100, 110))
+    print(f"{label}: {right} of 10 fresh canvases right in MediaPipe")
+    assert right >= 8, (label, right)
+
+
 def test_the_model_must_be_a_canvas_model(run_dir):
   with pytest.raises(QuickDrawError) as e:
     demo.Classifier(str(run_dir / "model.tflite"))
@@ -309,7 +408,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver (apt-get install -y "
            "chromium chromium-driver; .ci/run installs them)")
-def test_drawing_in_a_real_browser(server, tmp_path):
+def test_drawing_in_a_real_browser(server, collected, tmp_path):
   webdriver = pytest.importorskip("selenium.webdriver")
   from selenium.webdriver.common.actions.action_builder import ActionBuilder
   from selenium.webdriver.common.actions.pointer_input import PointerInput
@@ -374,6 +473,17 @@ def test_drawing_in_a_real_browser(server, tmp_path):
         ".filter((v, i) => i % 4 === 0).reduce((a, b) => a + b, 0);")
     assert seen > 0  # the 28x28 drawing is shown
     driver.save_screenshot(str(tmp_path / "demo.png"))
+    # Saved under a label (--collect_dir): the canvas lands in its folder.
+    before = len(list((collected / "my triangle").glob("*.png")))
+    driver.find_element(By.ID, "label").send_keys("my triangle")
+    driver.find_element(By.ID, "save").click()
+    WebDriverWait(driver, 15).until(lambda d: d.find_element(
+        By.ID, "saved").text.startswith("saved my triangle/"))
+    saved = sorted((collected / "my triangle").glob("*.png"))
+    assert len(saved) == before + 1
+    picture = tf.io.decode_png(saved[-1].read_bytes()).numpy()
+    assert picture.shape[:2] == (512, 512) and picture.min() == 0
+    assert "my triangle" in driver.find_element(By.ID, "collected").text
     assert (tmp_path / "demo.png").stat().st_size > 1000
     # A phone-sized viewport: the page still fits, without sideways scroll.
     driver.set_window_size(390, 844)
