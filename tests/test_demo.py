@@ -340,8 +340,8 @@ def test_collected_drawings_train_and_the_app_model_knows_them(
   """The README's walk-through: drawings saved on the page, then
   quickdraw-train --image_dir beside QuickDraw categories; the app's model
   in MediaPipe answers the user's own kinds."""
-  mp = pytest.importorskip("mediapipe", reason="mediapipe is in the test "
-                           "extra: pip install -e '.[test]'")
+  pytest.importorskip("mediapipe", reason="mediapipe is in the test "
+                      "extra: pip install -e '.[test]'")
   from test_android import classifier_for, mediapipe_top1
   for label, class_id in OWN.items():
     for seed in range(30):
