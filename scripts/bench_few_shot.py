@@ -77,6 +77,7 @@ def train(work: str, name: str, categories: Sequence[str],
        f"--samples_per_class={FLAGS.samples_per_class}",
        f"--architecture={FLAGS.architecture}", f"--weights={weights}",
        "--class_weight=balanced", "--other_categories=none",
+       "--min_images_per_class=1",
        f"--bottleneck_dir={os.path.join(work, 'bottlenecks')}",
        f"--output_dir={out}"], check=True, stdout=subprocess.DEVNULL)
   return out

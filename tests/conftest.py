@@ -239,11 +239,13 @@ FAMILY_UNITS = ("efficientnet_b0", "mobilenet_v2", "mobilenet_v3_large",
 SLOW_FIRST = {
     "test_quality.py::": 70, "test_export.py": 60,
     "test_real_data.py::test_quickstart": 50, ":efficientnet_b0": 40,
-    "test_distribute.py::test_multi_worker": 45, "test_demo.py": 30,
+    "test_distribute.py::test_multi_worker": 45, "test_demo.py": 40,
     "test_distribute.py::test_mirrored": 30, ":mobilenet_v3_large": 30,
     "test_android.py": 20,
     ":mobilenet_v2": 20, ":mobilenet_v3_small": 20,
     "test_faults.py::test_two_runs": 20,
+    "test_image_folders.py::test_the_seeds": 20,
+    "test_real_data.py::test_the_seeds": 20,
 }
 
 
