@@ -67,10 +67,14 @@ def class_names(image_dir: str) -> list[str]:
   names = sorted(n for n in os.listdir(image_dir) if not n.startswith(".")
                  and os.path.isdir(os.path.join(image_dir, n)))
   if not names:
+    loose = [n for n in os.listdir(image_dir)
+             if n.lower().endswith(PICTURE_EXTENSIONS)]
     raise QuickDrawError(
-        f"--image_dir={image_dir} has no class folders; put each class's "
-        "pictures in a sub-folder named for its label, e.g. "
-        f"{os.path.join(image_dir, 'logo', '1.png')}")
+        f"--image_dir={image_dir} has no class folders"
+        + (f" but {len(loose)} picture{'s' * (len(loose) > 1)} of its own "
+           "(a class folder? pass the folder above it)" if loose else "")
+        + "; put each class's pictures in a sub-folder named for its label, "
+        f"e.g. {os.path.join(image_dir, 'logo', '1.png')}")
   return names
 
 

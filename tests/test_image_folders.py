@@ -185,8 +185,9 @@ def test_bad_image_dirs_are_one_line_errors(data_dir, tmp_path, case):
       "missing": f"train.py: error: --image_dir={pics} is not a folder; pass "
                  "a folder holding one sub-folder of pictures per class",
       "no_classes": f"train.py: error: --image_dir={pics} has no class "
-                    "folders; put each class's pictures in a sub-folder "
-                    f"named for its label, e.g. {pics}/logo/1.png",
+                    "folders but 1 picture of its own (a class folder? pass "
+                    "the folder above it); put each class's pictures in a "
+                    f"sub-folder named for its label, e.g. {pics}/logo/1.png",
       "too_few": f"train.py: error: class 'few' in --image_dir={pics} has 7 "
                  "usable pictures, fewer than --min_images_per_class=20; add "
                  f"pictures to {pics}/few, or lower --min_images_per_class",
