@@ -151,10 +151,11 @@ class QuickDrawSource:
     if wanted <= 0:
       return
     for f in self.files:
-      if isinstance(f, npy_files.DrawingFile) and len(f) < wanted:
+      own = getattr(f, "base", f)  # a category's own file, pictures aside
+      if not isinstance(own, image_folders.PictureClass) and len(own) < wanted:
         logging.warning(
             "%r has %d drawings, fewer than --samples_per_class=%d; using all "
-            "of them", f.category, len(f), wanted)
+            "of them", f.category, len(own), wanted)
 
   def num_selected(self, class_id: int) -> int:
     """How many rows of class `class_id` are in use, across all splits."""

@@ -202,9 +202,19 @@ def _drawings_of(pictures: list[np.ndarray]) -> np.ndarray:
 
 def read_class(folder: str, label: str) -> PictureClass:
   """Reads every picture under `folder` into drawings, leaving out the
-  unreadable and the blank (counted in the result)."""
-  names, pictures, unreadable = [], [], []
+  unreadable and the blank (counted in the result). Pictures are decoded
+  and converted a batch of about _BATCH_PIXELS at a time, so a folder of
+  phone photos never sits decoded in memory."""
+  names, drawings, unreadable = [], [], []
+  pending: list[np.ndarray] = []
+  pixels = 0
   digest = hashlib.sha256()
+
+  def flush():
+    if pending:
+      drawings.append(_drawings_of(pending))
+      pending.clear()
+
   for name in picture_paths(folder):
     path = os.path.join(folder, name)
     try:
@@ -222,9 +232,15 @@ def read_class(folder: str, label: str) -> PictureClass:
       unreadable.append(str(e))
       continue
     names.append(name)
-    pictures.append(picture[..., :3])
+    pending.append(picture[..., :3])
     digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0".encode())
-  drawings = _drawings_of(pictures)
+    pixels += picture.shape[0] * picture.shape[1]
+    if pixels >= _BATCH_PIXELS:
+      flush()
+      pixels = 0
+  flush()
+  drawings = (np.concatenate(drawings) if drawings else
+              np.zeros((0, 28 * 28), np.uint8))
   inked = drawings.any(axis=1)
   return PictureClass(
       category=label, path=folder,
