@@ -277,6 +277,11 @@ class QuickDrawSource:
     class_ids = index.class_ids[positions]
     return self.gather(class_ids, index.rows[positions]), class_ids
 
+  def pictures_identity(self) -> str:
+    """What the image folders' pictures hash to ("" without any)."""
+    return "".join(f.identity() for f in self.files
+                   if hasattr(f, "selected_rows"))
+
   def report_class_counts(self, class_weight: str) -> None:
     """Says how many training drawings each class has when they differ a
     lot (a folder of pictures beside QuickDraw's files), and what to do."""

@@ -57,12 +57,9 @@ class TrainResult:
     epochs_run: Epochs trained by this call, per phase ("head",
       "fine_tune"); fewer than configured when it resumed.
     bottlenecks_computed: Splits whose bottlenecks this call computed.
-    chief: False on a non-chief worker, whose files went to a scratch
-      folder that is gone (the chief wrote the run's files).
-    source: The opened data, for the export's check drawings (opening it
-      again would read every file's header and sampling again).
-    others: The other categories' drawings (`others`), for the export's
-      threshold.
+    chief: False on a non-chief worker (its scratch files are gone).
+    source: The opened data, for the export's check drawings.
+    others: The other categories' drawings, for the export's threshold.
   """
   classifier: keras.Model
   report: dict
@@ -80,10 +77,14 @@ def upsample_on_device(upsample: str) -> bool:
   return upsample == "device"
 
 
-def fingerprint(data: DataConfig, config: TrainConfig) -> str:
-  """Identifies what a run trains; checkpoints resume only a run like it."""
+def fingerprint(data: DataConfig, config: TrainConfig,
+                pictures: str = "") -> str:
+  """Identifies what a run trains (with `pictures`, what its image folders
+  hold); checkpoints resume only a run like it."""
   shaping = {k: v for k, v in dataclasses.asdict(data).items()
              if k not in ("download", "download_base_url", "data_dir")}
+  if pictures:  # runs without image folders keep their fingerprints
+    shaping["pictures"] = pictures
   shaping.update({k: v for k, v in dataclasses.asdict(config).items()
                   if k not in ("model_dir", "bottleneck_dir", "output_dir",
                                "summaries_dir", "min_accuracy",
@@ -95,8 +96,7 @@ def fingerprint(data: DataConfig, config: TrainConfig) -> str:
 
 def _predict(model: keras.Model, ds: tf.data.Dataset) -> np.ndarray:
   """`model`'s outputs over `ds`'s batches, on this process alone (not
-  `Model.predict`: under a multi-worker strategy that splits the batches
-  over the workers, while every worker here needs every prediction)."""
+  `Model.predict`, which a multi-worker strategy splits over workers)."""
   forward = tf.function(lambda x: model(x, training=False),
                         reduce_retracing=True)
   return np.concatenate([np.asarray(forward(x)) for x, _ in ds])
@@ -122,8 +122,8 @@ class _Run:
     self.source.report_class_counts(config.class_weight)
     with strategy.scope():
       self._build_models(data, config)
-    self.checkpoints = checkpoints.Checkpoints(
-        checkpoint_dir, fingerprint(data, config), writable=chief)
+    self.checkpoints = checkpoints.Checkpoints(checkpoint_dir, fingerprint(
+        data, config, self.source.pictures_identity()), writable=chief)
     self.has_validation = self.source.split_size(Split.VALIDATION) > 0
     self.epochs_run: dict[str, int] = {}
     self.computed: list[str] = []

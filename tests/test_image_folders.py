@@ -270,3 +270,23 @@ def test_the_seeds_command_on_the_old_converters_jpegs(tmp_path, monkeypatch):
   print("held-out top-1 (the seed's .pb, the npy route's model):", scores)
   assert scores["jpeg"] >= 0.9 and scores["npy"] >= 0.9
   assert abs(scores["jpeg"] - scores["npy"]) <= 0.05
+
+
+def test_a_changed_picture_changes_the_checkpoints_fingerprint(tmp_path):
+  """A run resumed after its folders changed starts over: its checkpoints
+  were trained on other pictures."""
+  from quickdraw import training
+  rows = synthetic.make_drawings(4, 30).reshape(30, 784)
+  for label in ("a", "b"):
+    write_class(str(tmp_path / "pics" / label), rows, fmt="png")
+  data = DataConfig(image_dir=str(tmp_path / "pics"), other_categories="none")
+  config = training.TrainConfig(architecture="test_tiny_32")
+
+  def fingerprint():
+    return training.fingerprint(
+        data, config, QuickDrawSource.open(data).pictures_identity())
+
+  before = fingerprint()
+  assert fingerprint() == before
+  write_class(str(tmp_path / "pics" / "b"), rows[1:2], fmt="png")
+  assert fingerprint() != before
