@@ -19,6 +19,10 @@ last, by rename, and marks the entry complete. It holds the sha256 of
 100 MB, against minutes to compute them): an entry damaged by a machine
 crash or a bit flip is computed again, with a one-line notice, never used.
 
+A new entry copies the features of every class whose file and rows an
+earlier entry of the same backbone holds (`_reuse`: a folder of pictures
+changed, or a category added), and computes only the rest.
+
 Two runs sharing the cache take turns on an entry: the one computing it
 holds `<entry>.lock` (an flock, released even if the process is killed),
 and the other waits, then reads the finished entry.
@@ -67,15 +71,37 @@ def data_digest(source: QuickDrawSource, split: Split | str) -> str:
   return digest.hexdigest()
 
 
+def backbone_key(backbone: keras.Model, image_size: int) -> str:
+  """What a drawing's features depend on besides the drawing: the
+  architecture, its input range, its weight values and the input size."""
+  return hashlib.sha256(
+      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
+      f"{backbones.weights_digest(backbone)}\0{image_size}".encode()
+  ).hexdigest()
+
+
 def entry_dir(bottleneck_dir: str, backbone: keras.Model,
               source: QuickDrawSource, split: Split | str,
-              image_size: int) -> str:
-  """The cache folder for `split`."""
+              image_size: int, key: str | None = None) -> str:
+  """The cache folder for `split` (`key`: `backbone_key`, if known)."""
   key = hashlib.sha256(
-      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{backbones.weights_digest(backbone)}\0{image_size}\0"
+      f"{key or backbone_key(backbone, image_size)}\0"
       f"{data_digest(source, split)}".encode()).hexdigest()[:20]
   return os.path.join(bottleneck_dir, f"{Split(split).value}-{key}")
+
+
+def class_blocks(source: QuickDrawSource, split: Split | str
+                 ) -> list[list]:
+  """Each class's run of a split's drawings, as [what its file holds,
+  which of its rows, how many]: a block that another entry of the same
+  backbone holds too has the same features there (`_reuse`)."""
+  blocks = []
+  for c, f in enumerate(source.files):
+    rows = source.split_rows(c, split)
+    blocks.append([hashlib.sha256(f.identity().encode()).hexdigest(),
+                   hashlib.sha256(rows.astype(np.int64).tobytes()
+                                  ).hexdigest(), len(rows)])
+  return blocks
 
 
 def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
@@ -105,8 +131,8 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
   Raises:
     QuickDrawError: the cache folder cannot be written.
   """
-  folder = entry_dir(bottleneck_dir, backbone, source, split,
-                     image_size)
+  key = backbone_key(backbone, image_size)
+  folder = entry_dir(bottleneck_dir, backbone, source, split, image_size, key)
   try:
     os.makedirs(bottleneck_dir, exist_ok=True)
   except OSError as e:
@@ -121,7 +147,7 @@ def load_or_compute(backbone: keras.Model, source: QuickDrawSource,
       litert_features.forward(backbone, image_size, bottleneck_dir, 0, None)
       return (*loaded, False)
     return _compute(backbone, source, split, image_size, folder,
-                    batch_size, verbose, run_drawings)
+                    batch_size, verbose, run_drawings, key)
 
 
 @contextlib.contextmanager
@@ -162,10 +188,52 @@ def _load_checked(folder: str) -> tuple[np.ndarray, np.ndarray] | None:
   return None
 
 
+def _reuse(folder: str, key: str, split: Split | str, blocks: list,
+           features: np.ndarray, start: int) -> np.ndarray:
+  """Copies into `features` the class blocks from position `start` on that
+  another complete entry of the same backbone and split holds (an image
+  folder changed, or a category was added: the other classes' features
+  are the same). Returns a mask of the positions filled."""
+  filled = np.zeros(len(features), bool)
+  offsets = np.cumsum([0] + [count for _, _, count in blocks])
+  wanted = {(identity, rows): i for i, (identity, rows, count)
+            in enumerate(blocks) if count and offsets[i] >= start}
+  parent = os.path.dirname(folder)
+  prefix = f"{Split(split).value}-"
+  donors = []
+  for entry in os.listdir(parent):
+    path = os.path.join(parent, entry, "meta.json")
+    if entry.startswith(prefix) and os.path.join(parent, entry) != folder:
+      with contextlib.suppress(OSError):  # not an entry, or being removed
+        donors.append((-os.path.getmtime(path), entry))
+  for _, donor in sorted(donors):
+    if not wanted:
+      break
+    try:
+      with open(os.path.join(parent, donor, "meta.json")) as f:
+        meta = json.load(f)
+    except (OSError, ValueError):
+      continue  # computing, or not an entry
+    if meta.get("backbone") != key or not any(
+        (b[0], b[1]) in wanted for b in meta.get("blocks", [])):
+      continue
+    loaded = _load_checked(os.path.join(parent, donor))
+    if loaded is None or loaded[0].shape[1] != features.shape[1]:
+      continue
+    at = 0
+    for identity, rows, count in meta["blocks"]:
+      i = wanted.pop((identity, rows), None)
+      if i is not None:
+        features[offsets[i]:offsets[i] + count] = loaded[0][at:at + count]
+        filled[offsets[i]:offsets[i] + count] = True
+      at += count
+  return filled
+
+
 def _compute(backbone: keras.Model, source: QuickDrawSource,
              split: Split | str, image_size: int, folder: str,
-             batch_size: int, verbose: int, run_drawings: int = 0
-             ) -> tuple[np.ndarray, np.ndarray, bool]:
+             batch_size: int, verbose: int, run_drawings: int = 0,
+             key: str = "") -> tuple[np.ndarray, np.ndarray, bool]:
   meta_path = os.path.join(folder, "meta.json")
   os.makedirs(folder, exist_ok=True)
 
@@ -196,6 +264,13 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   if done:
     logging.info("Resuming %s bottlenecks at %d of %d", Split(split).value,
                  done, n)
+  blocks = class_blocks(source, split)
+  reused = _reuse(folder, key, split, blocks, features, done)
+  if reused.any():
+    features.flush()
+    logging.info("The features of %d of the %s split's %d drawings (classes "
+                 "unchanged) come from an earlier cache entry",
+                 reused.sum(), Split(split).value, n)
 
   # Unshuffled, so batch b always holds positions [b*B, (b+1)*B): the record
   # of finished batches is enough to resume. For Keras the pipeline ships
@@ -207,7 +282,7 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   value_range = backbones.input_range_of(backbone)
   lite = litert_features.forward(
       backbone, image_size, os.path.dirname(folder),
-      max(n - done, run_drawings),
+      max(n - done - int(reused.sum()), run_drawings),
       sample=lambda: next(iter(input_pipeline.make_dataset(
           source, split, 16, shuffle=False, value_range=None)))[0].numpy())
   ds = input_pipeline.make_dataset(
@@ -226,9 +301,13 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   # this is the longest phase of a first run.
   tenth, started = 10 * done // max(n, 1), time.monotonic()
   for b, (images, _) in enumerate(ds.skip(first_batch), start=first_batch):
-    out = np.asarray(infer(images))
-    features[done:done + len(out)] = out
-    done += len(out)
+    todo = ~reused[done:done + len(images)]
+    if todo.all():
+      features[done:done + len(todo)] = np.asarray(infer(images))
+    elif todo.any():
+      features[done:done + len(todo)][todo] = np.asarray(
+          infer(tf.boolean_mask(images, todo)))
+    done += len(todo)
     if bar:
       bar.update(done)
     if verbose == 2 and 10 * done // n > tenth and done < n:
@@ -251,7 +330,7 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
   atomic_files.write_text(meta_path, json.dumps({
       "format": _FORMAT, "split": Split(split).value, "drawings": n,
       "feature_dim": dim, "image_size": image_size,
-      "architecture": backbone.name,
+      "architecture": backbone.name, "backbone": key, "blocks": blocks,
       "categories": list(source.categories),
       "sha256": atomic_files.file_sums(folder, ("features.npy",
                                                 "labels.npy"))},

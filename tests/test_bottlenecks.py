@@ -194,3 +194,54 @@ def test_a_log_file_gets_a_progress_line_every_tenth(make_source, backbone,
   assert 5 <= len(lines) <= 9, lines
   assert lines[0].lstrip().split("%")[0].isdigit()
   assert f"of {len(labels)} drawings" in lines[-1]
+
+
+def test_a_changed_image_folder_recomputes_only_its_class(
+    data_dir, backbone, tmp_path, monkeypatch):
+  """Adding pictures to one class folder (the demo's collect-and-retrain
+  loop) computes that class's features; the other classes' come from the
+  earlier entry, the same as computed afresh."""
+  from PIL import Image
+  from quickdraw.config import DataConfig
+  from quickdraw.data_source import QuickDrawSource
+  from quickdraw.testing import synthetic
+  rows = synthetic.make_drawings(5, 60).reshape(60, 784)
+
+  def add(label, first, last):
+    os.makedirs(tmp_path / "pics" / label, exist_ok=True)
+    for i in range(first, last):
+      Image.fromarray(rows[i].reshape(28, 28)).save(
+          tmp_path / "pics" / label / f"{i}.png")
+
+  add("mine", 0, 40)
+  add("yours", 0, 30)
+  config = DataConfig(categories=("circle", "square"), data_dir=data_dir,
+                      download=False, samples_per_class=100,
+                      image_dir=str(tmp_path / "pics"),
+                      other_categories="none")
+  cache = str(tmp_path / "cache")
+  bottlenecks.load_or_compute(backbone, QuickDrawSource.open(config),
+                              "train", SIZE, cache, batch_size=32, verbose=0)
+  add("mine", 40, 60)  # 20 more pictures of one class
+  source = QuickDrawSource.open(config)
+  counts = source.split_counts("train")
+  computed_drawings = []
+  real = REAL_FORWARD
+
+  def counted_forward(net, image_size):
+    infer = real(net, image_size)
+
+    def run(images):
+      computed_drawings.append(len(images))
+      return infer(images)
+    return run
+
+  monkeypatch.setattr(bottlenecks, "compiled_forward", counted_forward)
+  features, labels, computed = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, cache, batch_size=32, verbose=0)
+  assert computed and sum(computed_drawings) == counts[2]  # "mine" alone
+  fresh, fresh_labels, _ = bottlenecks.load_or_compute(
+      backbone, source, "train", SIZE, str(tmp_path / "fresh"),
+      batch_size=32, verbose=0)
+  np.testing.assert_array_equal(labels, fresh_labels)
+  np.testing.assert_allclose(features, fresh, atol=1e-6)
