@@ -321,6 +321,15 @@ def test_collect_saves_labelled_canvases_and_refuses_bad_labels(
   assert request(server, "GET", "/collect")[0] == 405
 
 
+def test_an_unwritable_collect_dir_is_one_line(tmp_path):
+  (tmp_path / "file").write_text("")
+  with pytest.raises(QuickDrawError) as e:
+    collect.Collector(str(tmp_path / "file" / "sub"))
+  assert str(e.value) == (f"cannot write to --collect_dir {tmp_path}/file/sub"
+                          f": {tmp_path}/file is a file, not a folder; pass "
+                          "a writable folder")
+
+
 def test_a_server_without_a_collection_refuses_to_collect(run_dir):
   httpd = demo.make_server(demo.Classifier(str(run_dir / "model_canvas.tflite")),
                            "127.0.0.1", 0)
