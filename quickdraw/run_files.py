@@ -18,7 +18,15 @@ MODEL_FILENAME = "model.keras"
 RUN_FILENAME = "run.json"  # the run's settings: {"data", "train", ...}
 
 def write_run(output_dir: str, run: dict) -> None:
-  """Writes run.json (atomically)."""
+  """Writes run.json (atomically), its data folders as absolute paths: a
+  relative --data_dir or --image_dir must still be found by quickdraw-export
+  run from another folder."""
+  data = dict(run.get("data", {}))
+  for name in ("data_dir", "image_dir"):
+    if data.get(name):
+      data[name] = os.path.abspath(data[name])
+  if data:
+    run = {**run, "data": data}
   atomic_files.write_text(os.path.join(output_dir, RUN_FILENAME),
                           json.dumps(run, indent=2) + "\n")
 

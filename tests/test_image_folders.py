@@ -267,6 +267,11 @@ def test_the_seeds_command_on_the_old_converters_jpegs(tmp_path, monkeypatch):
                                                np.concatenate(held_out))
     truth = np.repeat([labels.index(n) for n in names], 60)
     scores[route] = np.mean(probabilities.argmax(1) == truth)
+  # run.json keeps the relative --image_dir as an absolute path, for a
+  # quickdraw-export run from any folder.
+  from quickdraw import run_files
+  assert run_files.read_run(str(tmp_path / "jpeg"))[1].image_dir == str(
+      tmp_path / "Output")
   print("held-out top-1 (the seed's .pb, the npy route's model):", scores)
   assert scores["jpeg"] >= 0.9 and scores["npy"] >= 0.9
   assert abs(scores["jpeg"] - scores["npy"]) <= 0.05
