@@ -200,24 +200,25 @@ def _reuse(folder: str, key: str, split: Split | str, blocks: list,
             in enumerate(blocks) if count and offsets[i] >= start}
   parent = os.path.dirname(folder)
   prefix = f"{Split(split).value}-"
-  donors = []
+  donors = []  # (newest first, entry folder)
   for entry in os.listdir(parent):
-    path = os.path.join(parent, entry, "meta.json")
-    if entry.startswith(prefix) and os.path.join(parent, entry) != folder:
+    donor = os.path.join(parent, entry)
+    if entry.startswith(prefix) and donor != folder:
       with contextlib.suppress(OSError):  # not an entry, or being removed
-        donors.append((-os.path.getmtime(path), entry))
+        donors.append((-os.path.getmtime(os.path.join(donor, "meta.json")),
+                       donor))
   for _, donor in sorted(donors):
     if not wanted:
       break
     try:
-      with open(os.path.join(parent, donor, "meta.json")) as f:
+      with open(os.path.join(donor, "meta.json")) as f:
         meta = json.load(f)
     except (OSError, ValueError):
       continue  # computing, or not an entry
     if meta.get("backbone") != key or not any(
         (b[0], b[1]) in wanted for b in meta.get("blocks", [])):
       continue
-    loaded = _load_checked(os.path.join(parent, donor))
+    loaded = _load_checked(donor)
     if loaded is None or loaded[0].shape[1] != features.shape[1]:
       continue
     at = 0
@@ -350,9 +351,8 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   Returns:
     float32 (N, D), in memory.
   """
-  key = atomic_files.array_key(
-      f"{_FORMAT}\0{backbone.name}\0{backbones.input_range_of(backbone)}\0"
-      f"{backbones.weights_digest(backbone)}\0{image_size}\0", drawings)
+  key = atomic_files.array_key(f"{backbone_key(backbone, image_size)}\0",
+                               drawings)
   path = os.path.join(bottleneck_dir, f"{name}-{key}.npy")
   if os.path.exists(path):
     features = atomic_files.load_checked_npy(path)

@@ -164,14 +164,11 @@ def decode_picture(body: bytes) -> np.ndarray:
   Raises:
     ValueError: the body is not such a picture, or too large.
   """
-  picture_size(body)
+  picture_size(body)  # from the header: too large is refused undecoded
   try:
-    picture = tf.io.decode_image(body, expand_animations=False).numpy()
-  except (tf.errors.OpError, ValueError):
+    return canvases.decode_picture(body, "the body")
+  except QuickDrawError:
     raise ValueError("the body is not a PNG or JPEG image") from None
-  if picture.ndim != 3 or min(picture.shape[:2]) < 1:
-    raise ValueError("the body is not a picture")
-  return canvases.composite_over_white(picture)
 
 
 def page() -> bytes:

@@ -124,6 +124,11 @@ class PictureClass:
   digest: str
   unreadable: tuple[str, ...] = ()
   too_little_ink: int = 0
+  # Each picture's split score, hashed once: splits are asked for often.
+  scores: np.ndarray = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    object.__setattr__(self, "scores", split_scores(self.names))
 
   def __len__(self) -> int:
     return len(self.drawings)
@@ -142,7 +147,7 @@ class PictureClass:
 
   def split_scores(self, seed: int, rows: np.ndarray) -> np.ndarray:
     del seed  # retrain.py's rule: the path alone
-    return split_scores([self.names[r] for r in np.asarray(rows, np.int64)])
+    return self.scores[np.asarray(rows, np.int64)]
 
 
 class WithPictures:
@@ -169,10 +174,7 @@ class WithPictures:
                            self.pictures.read_rows(rows[cut:] - self._n)])
 
   def selected_rows(self, seed: int, samples_per_class: int) -> np.ndarray:
-    own = (np.arange(self._n, dtype=np.int64)
-           if splits.uses_all_rows(samples_per_class, self._n) else
-           splits.sample_rows(seed, self.category, self._n,
-                              samples_per_class))
+    own = splits.sample_rows(seed, self.category, self._n, samples_per_class)
     return np.concatenate([own, self._n + np.arange(len(self.pictures))])
 
   def split_scores(self, seed: int, rows: np.ndarray) -> np.ndarray:

@@ -421,11 +421,11 @@ def train_and_evaluate(
     QuickDrawError: bad data, weights or paths, or test accuracy below
       `config.min_accuracy` (then no model or labels are written).
   """
-  if len(others_lib.chosen_names(data)) < 2:
+  classes = len(others_lib.chosen_names(data))
+  if classes < 2:
     raise QuickDrawError(
-        f"--categories (with --image_dir's class folders) names "
-        f"{len(others_lib.chosen_names(data))} class; a classifier tells "
-        "classes apart, so name at least two")
+        f"--categories (with --image_dir's class folders) names {classes} "
+        "class; a classifier tells classes apart, so name at least two")
   # First: multi-worker and TPU strategies set up the runtime.
   strategy = distribute.make_strategy(config.strategy, config.tpu)
   keras.utils.set_random_seed(config.seed_for(data))
