@@ -218,18 +218,18 @@ def make_handler(classifier: Classifier, max_in_flight: int = MAX_IN_FLIGHT,
       elif self.path == "/info":
         self._json(200, {**classifier.info(), "collect": (
             None if collector is None else collector.counts())})
-      elif self.path == "/classify" or self._route() == "/collect":
+      elif self.path == "/classify" or (
+          collector is not None
+          and urllib.parse.urlsplit(self.path).path == "/collect"):
         self._error(405, "use POST with the canvas as a PNG body")
       else:
         self._error(404, f"no such page: {self.path}; try /")
 
-    def _route(self) -> str:
-      return urllib.parse.urlsplit(self.path).path
-
     def do_POST(self):  # noqa: N802
-      route = self._route()
+      url = urllib.parse.urlsplit(self.path)
+      route = url.path
       if route == "/collect" and collector is not None:
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        query = urllib.parse.parse_qs(url.query)
         try:
           label = collect.check_label(query.get("label", [""])[0])
         except ValueError as e:

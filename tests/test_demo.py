@@ -339,6 +339,7 @@ def test_a_server_without_a_collection_refuses_to_collect(run_dir):
     assert status == 404 and "POST a PNG to /classify" in json.loads(body)[
         "error"]
     assert json.loads(request(httpd, "GET", "/info")[1])["collect"] is None
+    assert request(httpd, "GET", "/collect")[0] == 404  # no such page here
   finally:
     httpd.shutdown()
     httpd.server_close()
