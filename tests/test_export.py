@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import shutil
+from unittest import mock
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ from absl.testing import flagsaver
 from ai_edge_litert.interpreter import Interpreter
 
 from quickdraw import (canvases, export, inference, preprocessing,
-                       tflite_graph, training)
+                       quantization, tflite_graph, training)
 from quickdraw.testing import synthetic
 from quickdraw.cli import export as export_cli
 from quickdraw.cli import predict as predict_cli
@@ -422,6 +423,47 @@ def test_a_variant_over_the_loss_limit_never_reaches_the_app(
   assert sum("receive the float32 canvas model instead" in w
              for w in warnings) == 1
   assert "over the loss limit" in export_checks.format_report(report)
+
+
+@pytest.mark.parametrize("loss_target", [100.0, -1.0])
+def test_int8_ranks_layers_only_when_every_layer_quantized_loses_too_much(
+    trained, loss_target):
+  """Within the target, the fully quantized model is the answer and the
+  debugger never runs; beyond it (here: an unreachable target), layers are
+  ranked and kept in float while any suspect brings int8 closer."""
+  classifier, source = trained
+  frozen = export_convert.serving_function(classifier, "final_result")
+  float_network = export_convert.tflite_bytes(
+      frozen, "float32", value_range=preprocessing.SIGNED_RANGE)
+  held_out, labels = data_source.drawings_from_split(
+      source, Split.VALIDATION, 60)
+  representative = data_source.drawings_from_split(
+      source, Split.TRAIN, 30)[0]
+  float_classes = quantization.predictions(
+      float_network, held_out, value_range=preprocessing.SIGNED_RANGE)
+  with mock.patch.object(tf.lite.experimental, "QuantizationDebugger",
+                         wraps=tf.lite.experimental.QuantizationDebugger
+                         ) as debugger:
+    result = quantization.int8_network(
+        tf.lite.TFLiteConverter.from_concrete_functions(
+            [frozen], trackable_obj=tf.Module()),
+        SIZE, representative, held_out, labels, float_classes, loss_target,
+        max_float_layers=2, value_range=preprocessing.SIGNED_RANGE)
+  classes = quantization.predictions(result.model, held_out,
+                                     value_range=preprocessing.SIGNED_RANGE)
+  loss = 100 * (np.mean(float_classes == labels) - np.mean(classes == labels))
+  assert result.held_out_loss[-1] == pytest.approx(loss)
+  if loss_target > 0:
+    debugger.assert_not_called()
+    assert (result.float_layers, result.layer_errors) == ([], {})
+    assert len(result.held_out_loss) == 1
+  else:
+    debugger.assert_called_once()
+    # The stand-in's three layers with weights, each ranked.
+    assert len(result.layer_errors) == 3
+    assert set(result.float_layers) <= set(result.layer_errors)
+    assert len(result.float_layers) <= 2
+    assert len(result.held_out_loss) == len(result.float_layers) + 1
 
 
 def test_bad_quantize_mode(tmp_path):
