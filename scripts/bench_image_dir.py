@@ -60,9 +60,10 @@ flags.DEFINE_string("architecture", "mobilenet_0.25_224",
 if "weights_dir" not in FLAGS:  # shared with other scripts in tests
   flags.DEFINE_string("weights_dir", "", "Folder of Keras' no-top .h5 "
                       "weights; empty downloads ImageNet weights.")
-flags.DEFINE_list("seeds", ["0"], "--seed of each pair of runs (the npy "
-                  "route's split and both routes' training; the folders' "
-                  "split is their paths').")
+if "seeds" not in FLAGS:  # shared with other scripts in tests
+  flags.DEFINE_list("seeds", ["0"], "--seed of each pair of runs (the npy "
+                    "route's split and both routes' training; the folders' "
+                    "split is their paths').")
 flags.DEFINE_string("bench_dir", "", "Work folder; empty for a temporary "
                     "one, deleted at the end.")
 

@@ -32,15 +32,17 @@ from quickdraw import atomic_files, quality
 from quickdraw.cli import common
 
 FLAGS = flags.FLAGS
-common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
-                   "files.")
+if "weights_dir" not in FLAGS:  # shared with other scripts in tests
+  common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
+                     "files.")
 flags.DEFINE_list("architectures", ["mobilenet_0.25_224",
                                     "mobilenet_v2_0.35_224",
                                     "mobilenet_v2_0.5_224"],
                   "Backbones, each with its weights in --weights_dir.")
 flags.DEFINE_list("counts", ["3", "10", "22"], "Category counts.")
-flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags, "
-                    "space-separated.")
+if "train_flags" not in FLAGS:
+  flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags, "
+                      "space-separated.")
 
 
 def main(argv: Sequence[str]) -> None:

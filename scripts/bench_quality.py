@@ -46,21 +46,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = os.path.join(REPO, "scripts", "quality_baseline.json")
 
 FLAGS = flags.FLAGS
-common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
-                    "files (the reference runs' backbones').")
-# --output_dir (quickdraw's): the runs go in a folder each, beside a shared
-# bottlenecks/ folder.
-FLAGS.set_default("output_dir", os.path.join("runs", "quality"))
+# Flags other scripts define too are defined once: the tests import
+# scripts into one process.
+if "weights_dir" not in FLAGS:
+  common.DEFINE_path("weights_dir", None, "Folder of Keras' no-top weight "
+                     "files (the reference runs' backbones').")
 flags.DEFINE_list("runs", list(quality.DEFAULT_RUNS),
                   "Reference runs to train and score: "
                   f"{', '.join(quality.REFERENCE_RUNS)}. 'accurate' "
                   "fine-tunes: about 20 minutes on 2 cores.")
-flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags for "
-                    "every run, space-separated (e.g. "
-                    "--train_flags=--learning_rate=0.00001).")
-flags.DEFINE_list("seeds", ["0"], "--train_seed of each run (the drawings "
-                  "and split stay the same); the gate compares each seed's "
-                  "figures.")
+if "train_flags" not in FLAGS:
+  flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags for "
+                      "every run, space-separated (e.g. "
+                      "--train_flags=--learning_rate=0.00001).")
+if "seeds" not in FLAGS:
+  flags.DEFINE_list("seeds", ["0"], "--train_seed of each run (the "
+                    "drawings and split stay the same); the gate compares "
+                    "each seed's figures.")
 common.DEFINE_path("baseline", BASELINE, "The baseline to compare with, "
                     "or to write.")
 flags.DEFINE_boolean("write_baseline", False, "Write the baseline from "
@@ -173,4 +175,8 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+  # --output_dir (quickdraw's): the runs go in a folder each, beside a
+  # shared bottlenecks/ folder. Only here: the tests import scripts into one
+  # process.
+  FLAGS.set_default("output_dir", os.path.join("runs", "quality"))
   common.run_app(main, "__main__")

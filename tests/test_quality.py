@@ -4,11 +4,10 @@ small reference run against the committed baseline (real data only)."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from absl.testing import flagsaver
 
 from quickdraw import canvases, preprocessing, quality
 from quickdraw.testing import synthetic
@@ -103,17 +102,19 @@ def test_the_committed_baseline_holds_every_default_run():
                                     "mobilenet_2_5_224_tf_no_top.h5")),
     reason=f"real QuickDraw files and weights not found under {SHARED_DATA}/.."
            " (only in the development checkout, never committed)")
-def test_small_reference_run_passes_the_gate_and_sabotage_fails(tmp_path):
+def test_small_reference_run_passes_the_gate_and_sabotage_fails(tmp_path,
+                                                              capsys):
   """The gate's small run (the retrain route, 300 drawings a class at 128
   px) against scripts/quality_baseline.json, with the bands measured over
   three training seeds; then the same run with the wrong artifact given
-  to the app must fail it, naming the figures."""
-  command = [sys.executable, os.path.join(REPO, "scripts", "bench_quality.py"),
-             f"--data_dir={SHARED_DATA}", f"--weights_dir={WEIGHTS_DIR}",
-             f"--output_dir={tmp_path}", "--runs=small"]
-  passed = subprocess.run(command, capture_output=True, text=True)
-  assert passed.returncode == 0, passed.stdout + passed.stderr
-  assert "Quality gate passed" in passed.stdout
+  to the app must fail it, naming the figures. The script runs in this
+  process (it trains in a fresh one, as users' runs do)."""
+  from test_scripts import script
+  bench = script("bench_quality")
+  with flagsaver.flagsaver(data_dir=SHARED_DATA, weights_dir=WEIGHTS_DIR,
+                           output_dir=str(tmp_path), runs=["small"]):
+    bench.main(["bench_quality"])
+  assert "Quality gate passed" in capsys.readouterr().out
   # The same run with the wrong artifact in the app's assets: the network
   # without its canvas preprocessing, which works only if the app
   # re-implements ours. Scored as the app sees it, it must fail the gate,
@@ -122,10 +123,12 @@ def test_small_reference_run_passes_the_gate_and_sabotage_fails(tmp_path):
   wrong = tmp_path / "wrong_artifact"
   shutil.copytree(run, wrong)
   shutil.copy(run / "model.tflite", wrong / "android_assets" / "model.tflite")
-  failed = subprocess.run(command[:3] + [f"--score={wrong}",
-                                         "--compare_as=small"],
-                          capture_output=True, text=True)
-  assert failed.returncode == 1, failed.stdout + failed.stderr
-  assert "Quality gate FAILED" in failed.stderr
-  assert "canvas_top1" in failed.stderr
-  assert "canvas_right_and_sure" in failed.stderr
+  with flagsaver.flagsaver(data_dir=SHARED_DATA, score=str(wrong),
+                           compare_as="small"):
+    with pytest.raises(SystemExit) as e:
+      bench.main(["bench_quality"])
+  assert e.value.code == 1
+  failed = capsys.readouterr().err
+  assert "Quality gate FAILED" in failed
+  assert "canvas_top1" in failed
+  assert "canvas_right_and_sure" in failed
