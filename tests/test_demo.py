@@ -451,7 +451,10 @@ def test_drawing_in_a_real_browser(server, collected, tmp_path):
       driver.find_element(By.ID, "clear").click()
       answers = int(driver.execute_script(
           "return Number(document.body.dataset.answers || 0)"))
-      actions = ActionBuilder(driver, mouse=PointerInput("pen", "pen"))
+      # 20 ms a move (Selenium's default is 250 ms: a circle's 50 points
+      # took 13 s), still as pointer events the page handles one by one.
+      actions = ActionBuilder(driver, mouse=PointerInput("pen", "pen"),
+                              duration=20)
       size = pad.size["width"]
       for line in synthetic.figure_strokes(class_id):
         # Offsets from the pad's centre: the figure spans 70% of it.
