@@ -56,7 +56,7 @@ def _canvas(drawing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
       canvases.centre_lines(drawing), size, width,
       (top + width / 2, left + width / 2, side))
   return canvases.paint(coverage, canvases.THEMES[THEMES[rng.integers(
-      len(THEMES))]])
+      len(THEMES))]], canvases.PEN_LEVELS)
 
 
 def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
