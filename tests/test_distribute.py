@@ -124,8 +124,10 @@ def test_multi_worker_with_two_local_workers(data_dir, tmp_path):
 
 
 def test_mixed_precision_trains_and_saves_float32(data_dir, tmp_path):
+  # Few drawings: float16 on a CPU is slow, and nothing here is about
+  # accuracy.
   data = DataConfig(categories=CATEGORIES, data_dir=data_dir, download=False,
-                    samples_per_class=100, image_size=32)
+                    samples_per_class=40, image_size=32)
   config = training.TrainConfig(
       architecture="test_tiny_32", weights="none", epochs=2,
       fine_tune_layers=5, fine_tune_epochs=1, train_batch_size=32,
