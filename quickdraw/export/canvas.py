@@ -3,6 +3,8 @@ in float32, then the network, then a check that something was drawn."""
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from quickdraw import preprocessing, tflite_graph
@@ -17,16 +19,30 @@ def canvas_preprocessing_bytes(
   """The app model's first part, in float32: a uint8 [1, H, W, 3] canvas ->
   the network's [1, S, S, 3] input in `value_range`
   (`preprocessing.canvas_to_drawings`, then
-  `preprocessing.upsample_to_rgb`, as in training)."""
+  `preprocessing.upsample_to_rgb`, as in training).
+
+  The same for every model of these sizes and range: converted once per
+  process (half a second), for a process that exports again.
+  """
+  # Keyed by the functions too: a stand-in (a test's) is converted anew.
+  return _canvas_preprocessing(int(canvas_size), int(image_size),
+                               tuple(map(float, value_range)),
+                               preprocessing.canvas_to_drawings,
+                               preprocessing.upsample_to_rgb)
+
+
+@functools.lru_cache(maxsize=8)
+def _canvas_preprocessing(canvas_size: int, image_size: int,
+                          value_range: tuple[float, float],
+                          to_drawings, upsample) -> bytes:
   spec = tf.TensorSpec([1, canvas_size, canvas_size, 3], tf.uint8,
                        name=CANVAS_TENSOR)
 
   @tf.function(input_signature=[spec], autograph=False)
   def preprocess(canvas):
-    drawings = preprocessing.canvas_to_drawings(canvas)
-    return tf.identity(preprocessing.upsample_to_rgb(
-        drawings[..., tf.newaxis], image_size, value_range),
-                       name=PREPROCESSED_TENSOR)
+    drawings = to_drawings(canvas)
+    return tf.identity(upsample(drawings[..., tf.newaxis], image_size,
+                                value_range), name=PREPROCESSED_TENSOR)
 
   converter = tf.lite.TFLiteConverter.from_concrete_functions(
       [preprocess.get_concrete_function()], trackable_obj=tf.Module())
@@ -43,7 +59,15 @@ def nothing_drawn_bytes(classes: int, image_size: int, *,
   """The app model's last part, in float32: (probabilities, the network's
   input) -> the probabilities, or equal scores where the input is an
   all-black drawing (`canvas_to_drawings` makes one of a blank canvas or
-  too little ink), which no score threshold lets through."""
+  too little ink), which no score threshold lets through. Converted once
+  per process for these sizes and range, like the preprocessing."""
+  return _nothing_drawn(int(classes), int(image_size),
+                        tuple(map(float, value_range)))
+
+
+@functools.lru_cache(maxsize=8)
+def _nothing_drawn(classes: int, image_size: int,
+                   value_range: tuple[float, float]) -> bytes:
   low, high = value_range
   specs = [tf.TensorSpec([1, classes], tf.float32, name="probabilities"),
            tf.TensorSpec([1, image_size, image_size, 3], tf.float32,
