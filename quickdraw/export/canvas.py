@@ -26,15 +26,15 @@ def canvas_preprocessing_bytes(
   """
   # Keyed by the functions too: a stand-in (a test's) is converted anew.
   return _canvas_preprocessing(int(canvas_size), int(image_size),
-                               tuple(map(float, value_range)),
                                preprocessing.canvas_to_drawings,
-                               preprocessing.upsample_to_rgb)
+                               preprocessing.upsample_to_rgb,
+                               value_range=tuple(map(float, value_range)))
 
 
 @functools.lru_cache(maxsize=8)
-def _canvas_preprocessing(canvas_size: int, image_size: int,
-                          value_range: tuple[float, float],
-                          to_drawings, upsample) -> bytes:
+def _canvas_preprocessing(canvas_size: int, image_size: int, to_drawings,
+                          upsample, *, value_range: tuple[float, float]
+                          ) -> bytes:
   spec = tf.TensorSpec([1, canvas_size, canvas_size, 3], tf.uint8,
                        name=CANVAS_TENSOR)
 
@@ -62,11 +62,11 @@ def nothing_drawn_bytes(classes: int, image_size: int, *,
   too little ink), which no score threshold lets through. Converted once
   per process for these sizes and range, like the preprocessing."""
   return _nothing_drawn(int(classes), int(image_size),
-                        tuple(map(float, value_range)))
+                        value_range=tuple(map(float, value_range)))
 
 
 @functools.lru_cache(maxsize=8)
-def _nothing_drawn(classes: int, image_size: int,
+def _nothing_drawn(classes: int, image_size: int, *,
                    value_range: tuple[float, float]) -> bytes:
   low, high = value_range
   specs = [tf.TensorSpec([1, classes], tf.float32, name="probabilities"),
