@@ -70,6 +70,8 @@ flags.DEFINE_float("old_learning_rate", 0.01,
                    "retrain.py's --learning_rate (plain gradient descent).")
 flags.DEFINE_string("work_dir", "", "Scratch folder; empty for a temporary "
                     "one. Deleted at the end.")
+flags.DEFINE_float("rate_seconds", 3.0, "Seconds the backbone alone runs at "
+                   "each batch size, for its images/s.")
 
 
 class _Clock:
@@ -214,7 +216,8 @@ def main(argv: Sequence[str]) -> None:
           f"{os.cpu_count()} CPUs")
 
     backbone = model_lib.build_backbone(architecture, weights)
-    one, batched = backbone_rates(backbone, data.image_size)
+    one, batched = backbone_rates(backbone, data.image_size,
+                                  FLAGS.rate_seconds)
     print(f"  backbone alone: {one:,.0f} images/s one per call, "
           f"{batched:,.0f} in batches of 100 ({batched / one:.1f}x)")
     print("  (a) old route: JPEGs, then retrain.py", flush=True)

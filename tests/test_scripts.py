@@ -157,7 +157,7 @@ def test_bench_backbones_writes_its_table_and_resumes(data_dir, tmp_path,
 def test_bench_vs_jpeg_runs(data_dir, tmp_path, capsys):
   bench = script("bench_vs_jpeg")
   with flagsaver.flagsaver(**tiny_flags(data_dir, tmp_path), old_steps=12,
-                           work_dir=str(tmp_path / "work")):
+                           work_dir=str(tmp_path / "work"), rate_seconds=0.2):
     bench.main(["bench_vs_jpeg"])
   out = capsys.readouterr().out
   for figure in ("backbone alone:", "1. write JPEGs, one per drawing",
