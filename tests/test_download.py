@@ -42,7 +42,9 @@ def server(mirror):
                               directory=mirror[0])
   handler.log_message = lambda *a: None
   httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+  # Polled every 50 ms: shutdown() waits for the next poll.
+  thread = threading.Thread(target=httpd.serve_forever, daemon=True,
+                            kwargs={"poll_interval": 0.05})
   thread.start()
   yield f"http://127.0.0.1:{httpd.server_address[1]}"
   httpd.shutdown()

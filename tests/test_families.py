@@ -258,7 +258,8 @@ def test_the_demo_answers_with_the_assets_model(run):
   _, out, _, _, _ = run
   classifier = demo.Classifier(str(out / "assets" / "model.tflite"))
   server = demo.make_server(classifier, "127.0.0.1", 0)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread = threading.Thread(target=server.serve_forever, daemon=True,
+                            kwargs={"poll_interval": 0.05})
   thread.start()
   try:
     class_id, picture = next(_canvases(1))

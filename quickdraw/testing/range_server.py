@@ -118,7 +118,10 @@ class RangeServer:
     self._httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), _handler(self))
     self._httpd.daemon_threads = True
+    # Polled every 50 ms, not 0.5 s: shutdown() waits for the next poll,
+    # and the tests start and stop a server each.
     self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                    kwargs={"poll_interval": 0.05},
                                     daemon=True)
 
   @property
