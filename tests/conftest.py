@@ -250,6 +250,11 @@ SLOW_FIRST = {
     "test_user_errors.py::test_commands_start_quietly": 9,
     "test_user_errors.py::test_progress": 7,
     "test_paths.py::test_every_path_flag": 7,
+    # Then the tests of a few seconds each, before the many short ones: a
+    # run that ends on short tests ends with both workers busy.
+    "test_training.py::": 5, "test_scripts.py::test_bench": 5,
+    "test_faults.py::": 4, "test_others.py::": 4,
+    "test_litert_features.py::": 3, "test_paths.py::": 3,
 }
 
 
