@@ -33,7 +33,6 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from quickdraw import canvases, preprocessing, splits
