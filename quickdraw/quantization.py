@@ -108,15 +108,16 @@ def int8_network(converter: tf.lite.TFLiteConverter, image_size: int,
   """Converts to int8, keeping the fewest layers in float that it needs.
 
   When every layer quantized is within the target, that model is the
-  answer. Otherwise the `candidates` layers with the largest quantization error are the
-  suspects (the error of each is measured with its own input quantized, so
-  a layer can look bad and matter little). Layers are then kept in float
-  one at a time, each time the suspect whose float version makes int8 agree
-  most with float32 on the held-out drawings (agreement counts every
-  changed answer, so it measures finer than the change in accuracy; of
-  suspects within NEAR_TIE points of the best, the cheapest to keep in
-  float: `tflite_graph.layer_costs`), until int8's top-1 there is at most
-  `loss_target` points below float32's, or `max_float_layers` are float.
+  answer. Otherwise the `candidates` layers with the largest quantization
+  error are the suspects (the error of each is measured with its own input
+  quantized, so a layer can look bad and matter little). Layers are then
+  kept in float one at a time, each time the suspect whose float version
+  makes int8 agree most with float32 on the held-out drawings (agreement
+  counts every changed answer, so it measures finer than the change in
+  accuracy; of suspects within NEAR_TIE points of the best, the cheapest
+  to keep in float: `tflite_graph.layer_costs`), until int8's top-1 there
+  is at most `loss_target` points below float32's, or `max_float_layers`
+  are float.
 
   Args:
     converter: A converter of the float network (not yet configured).

@@ -12,6 +12,7 @@ import importlib
 import io
 import shutil
 import sys
+import threading
 from unittest import mock
 
 import filelock
@@ -190,6 +191,13 @@ def export_stand_in(stand_in, folder, drawings: int = 100, **overrides):
       data_source.drawings_from_split(source, Split.TRAIN, drawings)[0],
       data_source.drawings_from_split(source, Split.VALIDATION, drawings))
   return config
+
+
+def serve_in_background(httpd) -> None:
+  """Runs an HTTP server on a daemon thread, polled every 50 ms: a test's
+  shutdown() waits for the next poll (serve_forever's default, 0.5 s)."""
+  threading.Thread(target=httpd.serve_forever, daemon=True,
+                   kwargs={"poll_interval": 0.05}).start()
 
 
 def run_command(name: str, *args: str) -> tuple[int, str]:

@@ -22,12 +22,10 @@ from quickdraw import collect, demo
 from quickdraw.testing import synthetic
 from quickdraw.errors import QuickDrawError
 
-from conftest import CATEGORIES, REPO, export_stand_in, run_command, smoke_args
+from conftest import (CATEGORIES, REPO, export_stand_in, run_command,
+                      serve_in_background, smoke_args)
 
 CANVAS = 128
-# The tests' servers poll every 50 ms: shutdown() waits for the next poll
-# (serve_forever's default, 0.5 s).
-POLL = {"poll_interval": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +48,7 @@ def server(run_dir, collected):
   classifier = demo.Classifier(str(run_dir / "model_canvas.tflite"))
   httpd = demo.make_server(classifier, "127.0.0.1", 0,
                            collector=collect.Collector(str(collected)))
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True,
-                            kwargs=POLL)
-  thread.start()
+  serve_in_background(httpd)
   yield httpd
   httpd.shutdown()
   httpd.server_close()
@@ -242,8 +238,7 @@ def test_classifications_beyond_the_cap_get_503(run_dir):
 
   classifier.classify = slow
   httpd = demo.make_server(classifier, "127.0.0.1", 0, max_in_flight=1)
-  threading.Thread(target=httpd.serve_forever, daemon=True,
-                   kwargs=POLL).start()
+  serve_in_background(httpd)
   canvas = png(synthetic.render_canvas(1, 200, 16, 120, (100, 100)))
   try:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -336,10 +331,9 @@ def test_an_unwritable_collect_dir_is_one_line(tmp_path):
 
 
 def test_a_server_without_a_collection_refuses_to_collect(run_dir):
-  httpd = demo.make_server(demo.Classifier(str(run_dir / "model_canvas.tflite")),
-                           "127.0.0.1", 0)
-  threading.Thread(target=httpd.serve_forever, daemon=True,
-                   kwargs=POLL).start()
+  httpd = demo.make_server(
+      demo.Classifier(str(run_dir / "model_canvas.tflite")), "127.0.0.1", 0)
+  serve_in_background(httpd)
   try:
     status, body = request(httpd, "POST", "/collect?label=x", b"x")
     assert status == 404 and "POST a PNG to /classify" in json.loads(body)[

@@ -6,7 +6,6 @@ import http.server
 import io
 import os
 import socket
-import threading
 import urllib.parse
 
 import numpy as np
@@ -19,6 +18,8 @@ from quickdraw.categories import Category
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
+
+from conftest import serve_in_background
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +43,7 @@ def server(mirror):
                               directory=mirror[0])
   handler.log_message = lambda *a: None
   httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-  # Polled every 50 ms: shutdown() waits for the next poll.
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True,
-                            kwargs={"poll_interval": 0.05})
-  thread.start()
+  serve_in_background(httpd)
   yield f"http://127.0.0.1:{httpd.server_address[1]}"
   httpd.shutdown()
 

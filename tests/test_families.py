@@ -17,7 +17,6 @@ import dataclasses
 import http.client
 import json
 import os
-import threading
 
 import keras
 import numpy as np
@@ -32,7 +31,7 @@ from quickdraw.cli import predict as predict_cli
 from quickdraw.config import DataConfig
 from quickdraw.export import flow as export_flow
 
-from conftest import CATEGORIES
+from conftest import CATEGORIES, serve_in_background
 
 mp = pytest.importorskip(
     "mediapipe", reason="mediapipe is in the test extra: pip install -e "
@@ -258,9 +257,7 @@ def test_the_demo_answers_with_the_assets_model(run):
   _, out, _, _, _ = run
   classifier = demo.Classifier(str(out / "assets" / "model.tflite"))
   server = demo.make_server(classifier, "127.0.0.1", 0)
-  thread = threading.Thread(target=server.serve_forever, daemon=True,
-                            kwargs={"poll_interval": 0.05})
-  thread.start()
+  serve_in_background(server)
   try:
     class_id, picture = next(_canvases(1))
     connection = http.client.HTTPConnection(*server.server_address[:2],
