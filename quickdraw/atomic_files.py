@@ -175,9 +175,14 @@ def sums_match(folder: str, sums: Mapping[str, str]) -> bool:
 
 def save_checked_npy(path: str, array: np.ndarray) -> None:
   """Writes `array` to `path` and its sha256 to `path`.sha256, each by
-  rename (see `load_checked_npy`)."""
+  rename (see `load_checked_npy`); a `.npz` path is compressed (app
+  canvases, mostly flat paper, shrink 60-fold)."""
   with atomic_path(path) as tmp:
-    np.save(tmp, array)
+    if path.endswith(".npz"):
+      with open(tmp, "wb") as f:
+        np.savez_compressed(f, array=array)
+    else:
+      np.save(tmp, array)
   write_text(path + ".sha256", file_sha256(path))
 
 
@@ -187,8 +192,11 @@ def load_checked_npy(path: str) -> np.ndarray | None:
   try:
     with open(path + ".sha256") as f:
       if file_sha256(path) == f.read().strip():
+        if path.endswith(".npz"):
+          with np.load(path) as kept:
+            return kept["array"]
         return np.load(path)
-  except (OSError, ValueError):
+  except (OSError, ValueError, KeyError):
     pass
   return None
 

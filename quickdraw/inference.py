@@ -49,6 +49,14 @@ class Predictor:
   def __call__(self, images: np.ndarray) -> np.ndarray:
     raise NotImplementedError
 
+  def predict_drawings(self, drawings: np.ndarray, chunk: int = 256
+                       ) -> np.ndarray:
+    """Probabilities for uint8 28x28 drawings (`predict_drawings`)."""
+    return np.concatenate([
+        self(to_model_input(drawings[i:i + chunk], self.image_size,
+                            value_range=self.input_range))
+        for i in range(0, len(drawings), chunk)])
+
 
 _FORWARD = weakref.WeakKeyDictionary()
 
@@ -274,11 +282,9 @@ def to_model_input(drawings: np.ndarray, image_size: int, *,
 def predict_drawings(predictor: Predictor, drawings: np.ndarray,
                      chunk: int = 256) -> np.ndarray:
   """A network artifact's probabilities for uint8 drawings, upsampled as in
-  training `chunk` at a time (1,000 model inputs at 224 px take 600 MB)."""
-  return np.concatenate([
-      predictor(to_model_input(drawings[i:i + chunk], predictor.image_size,
-                               value_range=predictor.input_range))
-      for i in range(0, len(drawings), chunk)])
+  training `chunk` at a time (1,000 model inputs at 224 px take 600 MB);
+  a predictor may answer from a cache (`litert_features.HeadOnFeatures`)."""
+  return predictor.predict_drawings(drawings, chunk)
 
 
 def drawing_from_image(image: np.ndarray) -> np.ndarray:

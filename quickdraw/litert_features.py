@@ -53,7 +53,8 @@ MIN_DRAWINGS = 1000
 _FORMAT = 2  # 2: converted here, not by the export
 
 # Backbones whose LiteRT model was made or loaded in this process, with the
-# weights it was made of: backbone -> (weights digest, its interpreter).
+# weights it was made of: backbone -> (weights digest, its interpreter, the
+# file it is kept in).
 _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -130,7 +131,7 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
     except OSError:
       pass  # kept for this process only; the features are what matter
   lite = _interpreter(content, value_range=value_range)
-  _MADE[backbone] = (digest, lite)
+  _MADE[backbone] = (digest, lite, path)
   return lite
 
 
@@ -139,10 +140,16 @@ def registered(backbone: keras.Model, digest: str | None = None
   """`backbone`'s LiteRT forward if this process made or loaded one of its
   present weights (a fine-tuned backbone has none); `digest`: its
   `backbones.weights_digest`, if already at hand."""
+  made = _made(backbone, digest)
+  return made[0] if made else None
+
+
+def _made(backbone: keras.Model, digest: str | None = None
+          ) -> tuple[inference.TFLitePredictor, str] | None:
   made = _MADE.get(backbone)
   if made is not None and made[0] == (
       digest or backbones.weights_digest(backbone)):
-    return made[1]
+    return made[1:]
   return None
 
 
@@ -204,15 +211,24 @@ def _convert(backbone: keras.Model, image_size: int,
 class HeadOnFeatures(inference.Predictor):
   """A classifier (images -> backbone -> head) run as the head on its
   backbone's LiteRT features: the same probabilities, to float rounding,
-  in about a third of Keras' time on a CPU."""
+  in about a third of Keras' time on a CPU.
+
+  Given drawings (`predict_drawings`), it keeps their features beside
+  `model_file` (the LiteRT model, in the bottleneck cache) under a key of
+  the model and the drawings' bytes: a rerun's calibration and export checks, on the
+  same held-out drawings and the same canvases of them, compute no
+  features again.
+  """
 
   def __init__(self, classifier: keras.Model,
-               lite: inference.TFLitePredictor, head: keras.Model):
+               lite: inference.TFLitePredictor, head: keras.Model,
+               model_file: str | None = None):
     self.path = ""
     self.model = classifier
     self.image_size = int(classifier.input_shape[1])
     self.input_range = backbones.input_range_of(classifier)
     self._lite = lite
+    self._model_file = model_file
     self._head = tf.function(lambda x: head(x, training=False),
                              reduce_retracing=True)
 
@@ -221,6 +237,28 @@ class HeadOnFeatures(inference.Predictor):
       return np.zeros((0, int(self.model.output_shape[-1])), np.float32)
     # The interpreter takes the images 64 at a time itself.
     return np.asarray(self._head(self._lite(images)))
+
+  def predict_drawings(self, drawings, chunk=256):
+    drawings = np.asarray(drawings, np.uint8).reshape(-1, 784)
+
+    def features():
+      return np.concatenate([
+          self._lite(inference.to_model_input(
+              drawings[i:i + chunk], self.image_size,
+              value_range=self.input_range))
+          for i in range(0, len(drawings), chunk)])
+
+    if not len(drawings):
+      return self(np.zeros((0, self.image_size, self.image_size, 3)))
+    if self._model_file:  # its name is the backbone's key
+      key = atomic_files.array_key(
+          f"{os.path.basename(self._model_file)}\0", drawings)
+      made = atomic_files.cached_npy(os.path.join(
+          os.path.dirname(self._model_file), f"features-{key}.npy"),
+          features)
+    else:
+      made = features()
+    return np.asarray(self._head(made))
 
 
 def _parts(classifier: keras.Model) -> tuple[keras.Model, keras.Model] | None:
@@ -248,8 +286,8 @@ def predictor(classifier: keras.Model) -> inference.Predictor:
   else Keras (`inference.KerasPredictor`)."""
   parts = _parts(classifier)
   if parts is not None:
-    lite = registered(parts[0])
-    if lite is not None and lite.image_size == int(
+    made = _made(parts[0])
+    if made is not None and made[0].image_size == int(
         classifier.input_shape[1]):
-      return HeadOnFeatures(classifier, lite, parts[1])
+      return HeadOnFeatures(classifier, made[0], parts[1], made[1])
   return inference.KerasPredictor("", classifier)

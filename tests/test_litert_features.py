@@ -166,6 +166,62 @@ def test_calibration_s_canvases_are_kept_for_the_next_run(monkeypatch,
   np.testing.assert_array_equal(again, seen)
 
 
+def test_the_checks_canvases_are_kept_compressed_for_the_next_run(
+    monkeypatch, tmp_path):
+  """The export checks' app canvases, kept in the bottleneck cache
+  (compressed), come back the same in a new process without drawing."""
+  from quickdraw.testing import synthetic
+  drawings = synthetic.make_drawings(0, 12).reshape(-1, 784)
+  rows, pictures, seen = checks.as_the_app_sees(drawings, 9, 96, seed=0,
+                                                folder=str(tmp_path))
+  expected = checks.as_the_app_sees(drawings, 9, 96, seed=0)
+  for got, want in zip((rows, pictures, seen), expected):
+    np.testing.assert_array_equal(got, want)
+  kept = [f for f in os.listdir(tmp_path) if f.startswith("pictures-")]
+  assert len(kept) == 2 and kept[0].startswith(kept[1][:-7])  # + .sha256
+  assert os.path.getsize(tmp_path / min(kept)) < pictures.nbytes / 5
+
+  def no_drawing(*args, **kwargs):
+    raise AssertionError("drew the canvases again")
+  monkeypatch.setattr(checks.canvases, "pen_suite", no_drawing)
+  again = checks.as_the_app_sees(drawings, 9, 96, seed=0,
+                                 folder=str(tmp_path))
+  for got, want in zip(again, expected):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_features_of_the_export_s_drawings_are_kept_for_the_next_run(
+    make_source, tmp_path, monkeypatch):
+  """The head's references on drawings (calibration's held-out drawings
+  and canvases, the checks' test drawings) keep their features beside the
+  LiteRT model: a rerun's predictor, with the same backbone, computes
+  none, and gives the same probabilities; other drawings are computed."""
+  backbone = _backbone()
+  classifier = model.build_classifier(
+      backbone, model.build_head(int(backbone.output_shape[-1]), 4))
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "test", 24, shuffle=False, value_range=None)))[0])
+  litert_features.forward(backbone, SIZE, str(tmp_path), 24,
+                          lambda: drawings)
+  first = checks.inference.predict_drawings(
+      litert_features.predictor(classifier), drawings)
+  kept = [f for f in os.listdir(tmp_path) if f.startswith("features-")
+          and f.endswith(".npy")]
+  assert len(kept) == 1
+
+  calls = []
+  lite = litert_features.registered(backbone)
+  monkeypatch.setattr(type(lite), "__call__", lambda self, images: calls.append(
+      len(images)) or np.zeros((len(images), backbone.output_shape[-1])))
+  again = checks.inference.predict_drawings(
+      litert_features.predictor(classifier), drawings.reshape(-1, 784))
+  assert not calls
+  np.testing.assert_array_equal(again, first)
+  checks.inference.predict_drawings(litert_features.predictor(classifier),
+                                    drawings[:5])
+  assert calls == [5]
+
+
 def test_a_reexport_loads_the_run_s_kept_model(make_source, tmp_path):
   """quickdraw-export's model, saved and loaded again, finds the LiteRT
   backbone its training kept (same weights, same key), converting

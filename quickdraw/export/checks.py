@@ -35,8 +35,16 @@ def _float_failure(path: str, difference: float, against: str,
       "replaced. Please report this with the model")
 
 
+# Check drawings the frozen graph is run on (of config.check_drawings).
+GRAPH_CHECK_DRAWINGS = 250
+
+
 # `seen_by_the_app`'s latest answers: (key) -> (rows, seen).
 _SEEN: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _key(drawings: np.ndarray, count: int, side: int, seed: int) -> str:
+  return atomic_files.array_key(f"{count}\0{side}\0{seed}\0", drawings)
 
 
 def seen_by_the_app(drawings: np.ndarray, count: int, side: int, seed: int,
@@ -46,7 +54,7 @@ def seen_by_the_app(drawings: np.ndarray, count: int, side: int, seed: int,
   for the process's next export of the same drawings and, given a
   `folder` (the bottleneck cache), on disk for the next run's: about 10 ms
   a drawing, the most of a cached rerun's calibration."""
-  key = atomic_files.array_key(f"{count}\0{side}\0{seed}\0", drawings)
+  key = _key(drawings, count, side, seed)
   if key not in _SEEN:
     if len(_SEEN) >= 4:
       _SEEN.pop(next(iter(_SEEN)))
@@ -58,35 +66,53 @@ def seen_by_the_app(drawings: np.ndarray, count: int, side: int, seed: int,
   return _SEEN[key]
 
 
-def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int
+def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int,
+                    folder: str | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Up to `count` of `drawings` (spread over them) re-drawn with a pen as
   `side` px app canvases (`canvases.pen_suite`: every pen, theme and place
   of the quality gate's suite) and brought back by the app model's
-  preprocessing.
+  preprocessing; given a `folder` (the bottleneck cache), both are kept
+  there for the next run's checks (the canvases compressed: about 1 MB for
+  300 at 256 px, read in a tenth of a second where drawing them takes 2).
 
   Returns:
     (which rows, uint8 (n, side, side, 3) canvases, uint8 (n, 28, 28)
     drawings the network is given).
   """
   rows = splits.spread(len(drawings), count)
-  pictures = canvases.pen_suite(np.asarray(drawings)[rows], side,
-                                seed=seed)[0]
-  seen = np.concatenate([
-      preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
-      for i in range(0, len(pictures), 100)] or [np.zeros((0, 28, 28))])
-  return rows, pictures, seen.astype(np.uint8)
+
+  def pictures():
+    return canvases.pen_suite(np.asarray(drawings)[rows], side, seed=seed)[0]
+
+  def seen(pictures):
+    return np.concatenate([
+        preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
+        for i in range(0, len(pictures), 100)] or [
+            np.zeros((0, 28, 28))]).astype(np.uint8)
+
+  if folder is None:
+    made = pictures()
+    return rows, made, seen(made)
+  key = _key(drawings, count, side, seed)
+  made = atomic_files.cached_npy(os.path.join(folder, f"pictures-{key}.npz"),
+                                 pictures)
+  return rows, made, atomic_files.cached_npy(
+      os.path.join(folder, f"canvases-{key}.npy"), lambda: seen(made))
 
 
 def check_artifacts(classifier, config: ExportConfig, temps: dict,
                     drawings: np.ndarray, labels: np.ndarray,
-                    image_size: int, *, value_range: tuple[float, float]
+                    image_size: int, *, value_range: tuple[float, float],
+                    cache_dir: str | None = None
                     ) -> tuple[dict, np.ndarray]:
   """Runs every written artifact (from its temporary file) against Keras.
 
   Network artifacts take the check drawings; canvas models take the first
   `check_canvases` of them re-drawn as app canvases, and the network input
   their preprocessing made is compared with `canvas_to_drawings`' exactly.
+  The canvases are kept in `cache_dir` (the bottleneck cache), if given,
+  for the next run's checks.
 
   Returns:
     (the report, Keras' probabilities for the check drawings).
@@ -105,9 +131,16 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
   frozen = inference.FrozenGraphPredictor(temps[config.output_graph],
                                           config.final_tensor_name,
                                           value_range)
-  figures = compare(reference, inference.predict_drawings(frozen, drawings),
-                    labels)
+  # The frozen graph is the float32 TFLite model's network (checked on
+  # every drawing below) run by TensorFlow at Keras' speed, the slowest
+  # check of a rerun: its parity is checked on a sample, spread over the
+  # classes.
+  rows = splits.spread(len(drawings), GRAPH_CHECK_DRAWINGS)
+  figures = compare(reference[rows],
+                    inference.predict_drawings(frozen, drawings[rows]),
+                    labels[rows])
   artifacts["frozen_graph"] = dict(figures, path=config.output_graph,
+                                   drawings=int(len(rows)),
                                    bytes=os.path.getsize(
                                        temps[config.output_graph]))
   if figures["max_probability_difference"] > config.float_tolerance:
@@ -117,7 +150,8 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
 
   # Spread over the check drawings, which are sorted by class.
   chosen, pictures, seen = as_the_app_sees(drawings, config.check_canvases,
-                                           config.canvas_size, seed=0)
+                                           config.canvas_size, seed=0,
+                                           folder=cache_dir)
   canvas_labels = labels[chosen]
   count = len(chosen)
   canvas_reference = inference.predict_drawings(keras_model, seen)
@@ -228,7 +262,9 @@ def format_report(report: dict) -> str:
   lines = [f"Export check, every artifact against the Keras model: "
            f"tflite_* rows (the network) on {report['check_drawings']} test "
            f"drawings as stored (Keras top-1 "
-           f"{report['keras']['test_top1']:.4f}); canvas_* rows (the app's "
+           f"{report['keras']['test_top1']:.4f}), frozen_graph on "
+           f"{report['artifacts'].get('frozen_graph', {}).get('drawings', 0)}"
+           " of them; canvas_* rows (the app's "
            f"model) on {report.get('check_canvases', 0)} of them re-drawn "
            "with a pen as app canvases (pens of 1.5% to 6% of the canvas, "
            "light, dark and grey themes, centred, off-centre and small; "

@@ -49,9 +49,9 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
     unknown: (uint8 drawings, category names) of other categories that no
       training batch used (`others`): the threshold is chosen on both
       sides, these to refuse and `held_out` to answer.
-    cache_dir: Where calibration keeps the drawings it re-draws as app
-      canvases for the next run (the bottleneck cache); None keeps them in
-      memory only.
+    cache_dir: Where calibration and the checks keep the drawings they
+      re-draw as app canvases for the next run (the bottleneck cache); None
+      keeps them in memory only.
 
   Returns:
     The export report: per artifact its path, size and figures against
@@ -76,7 +76,8 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
   with (calibration.temperature_folded(classifier, calibrated["temperature"])
         if calibrated else contextlib.nullcontext()):
     return _export(classifier, categories, config, check_drawings,
-                   check_labels, representative, held_out, calibrated)
+                   check_labels, representative, held_out, calibrated,
+                   cache_dir)
 
 
 def finish_interrupted_export(report_dir: str) -> int:
@@ -142,7 +143,7 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
 
 
 def _export(classifier, categories, config, check_drawings, check_labels,
-            representative, held_out, calibrated):
+            representative, held_out, calibrated, cache_dir):
   """`export_model`'s work, the classifier calibrated already."""
   image_size = int(classifier.input_shape[1])
   value_range = backbones.input_range_of(classifier)
@@ -228,7 +229,7 @@ def _export(classifier, categories, config, check_drawings, check_labels,
           f.write(data)
       report, reference = checks.check_artifacts(
           classifier, config, temps, check_drawings, check_labels,
-          image_size, value_range=value_range)
+          image_size, value_range=value_range, cache_dir=cache_dir)
       report["architecture"] = architecture
       if calibrated:
         report["calibration"] = dict(calibrated, **checks.calibration_on_test(
@@ -301,8 +302,8 @@ def export_run(data: DataConfig, config: ExportConfig,
     source: The opened data, if already at hand.
     others: The run's other categories' drawings, if already at hand; their
       held-out categories take part in choosing the score threshold.
-    cache_dir: The bottleneck cache, where calibration's canvases are kept
-      for the next run (see `export_model`).
+    cache_dir: The bottleneck cache, where the canvases of calibration and
+      the checks are kept for the next run (see `export_model`).
 
   Returns:
     The export report (see `export_model`).
