@@ -28,7 +28,6 @@ from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
-from quickdraw.export import checks
 from quickdraw.export import flow as export_flow
 from quickdraw.export import convert as export_convert
 from quickdraw.export import checks as export_checks
@@ -148,7 +147,7 @@ def test_report_and_labels(exported):
   assert report["artifacts"]["frozen_graph"]["top1_agreement"] == 1.0
   # The frozen graph (TensorFlow, Keras' speed) is checked on a sample.
   assert report["artifacts"]["frozen_graph"]["drawings"] == min(
-      checks.GRAPH_CHECK_DRAWINGS, report["check_drawings"])
+      export_checks.GRAPH_CHECK_DRAWINGS, report["check_drawings"])
   with open(os.path.join(config.report_dir, export.REPORT)) as f:
     assert json.load(f) == report
   with open(config.output_labels) as f:
