@@ -14,13 +14,13 @@ picture to a canvas model's fixed input size.
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import tensorflow as tf
 
-from quickdraw import preprocessing
+from quickdraw import pens, preprocessing
 from quickdraw.errors import QuickDrawError
+from quickdraw.pens import THEMES, Theme, paint
 
 
 def composite_over_white(picture: np.ndarray,
@@ -150,61 +150,6 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   return resize_as_mediapipe(picture, height, width)
 
 
-@dataclasses.dataclass(frozen=True)
-class Theme:
-  """How an app paints its canvas: paper and ink colours (RGB), and how much
-  darker a shadow or vignette makes the corners (0: none)."""
-  paper: tuple[int, int, int]
-  ink: tuple[int, int, int]
-  vignette: float = 0.0
-
-
-def _hex(colour: str) -> tuple[int, int, int]:
-  return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
-
-
-# Canvases apps paint: Android's light and dark themes, grey themes, a pen
-# on coloured paper, and a photographed page's vignette.
-THEMES = {
-    "white": Theme(_hex("#FFFFFF"), _hex("#000000")),
-    "dark": Theme(_hex("#121212"), _hex("#FFFFFF")),
-    "light_grey": Theme(_hex("#E0E0E0"), _hex("#202020")),
-    "dark_grey": Theme(_hex("#303030"), _hex("#E0E0E0")),
-    "blue_on_cream": Theme(_hex("#FFF8E1"), _hex("#1E4FC8")),
-    "blue_on_yellow": Theme(_hex("#FFF176"), _hex("#283593")),
-    "red_on_black": Theme(_hex("#000000"), _hex("#E53935")),
-    "vignette": Theme(_hex("#F5F5F5"), _hex("#202020"), vignette=0.3),
-}
-
-
-def paint(ink: np.ndarray, theme: Theme, levels: int | None = None
-          ) -> np.ndarray:
-  """Ink coverage (H, W) in [0, 1] -> uint8 (H, W, 3) canvas in `theme`.
-
-  Partial coverage blends the colours, as an anti-aliased pen does.
-  `levels`: the coverage is a multiple of 1 / levels (`draw_with_pen`'s
-  is of 1 / supersample**2); each level's colour is then computed once,
-  by the same arithmetic, and looked up (a fifth of the time at 256 px).
-  """
-  ink = np.asarray(ink, np.float32)
-  if levels and not theme.vignette:
-    table = _blend(np.arange(levels + 1, dtype=np.float32) / levels, theme)
-    return table[np.rint(ink * levels).astype(np.intp)]
-  return _blend(ink, theme)
-
-
-def _blend(ink: np.ndarray, theme: Theme) -> np.ndarray:
-  ink = ink[..., None]
-  paper = np.asarray(theme.paper, np.float32)
-  canvas = paper * (1 - ink) + np.asarray(theme.ink, np.float32) * ink
-  if theme.vignette:
-    h, w = ink.shape[:2]
-    y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w),
-                       indexing="ij")
-    canvas *= (1 - theme.vignette * (x * x + y * y) / 2)[..., None]
-  return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
-
-
 def redraw(drawings: np.ndarray, size: int, seed: int = 0,
            theme: Theme | str | None = None,
            extent: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:
@@ -260,95 +205,6 @@ def redraw(drawings: np.ndarray, size: int, seed: int = 0,
   return canvases
 
 
-def centre_lines(drawing: np.ndarray, upscale: int = 4) -> np.ndarray:
-  """A 28x28 drawing's strokes as the centre line a pen traced.
-
-  The drawing is upsampled, its ink (above 35% of full strength) thinned
-  to a one-pixel skeleton (scikit-image), and each pair of neighbouring
-  skeleton pixels becomes a segment; a lone pixel becomes a dot.
-
-  Args:
-    drawing: uint8 (784,) or (28, 28), light ink on black.
-    upscale: How finely the centre line follows the strokes.
-
-  Returns:
-    float32 (n, 4) segments (y0, x0, y1, x1) in the drawing's pixel units
-    (0 to 28), n >= 0.
-  """
-  from skimage.morphology import skeletonize  # only for pen-drawn canvases
-  side = 28 * upscale
-  big = tf.image.resize(np.asarray(drawing, np.float32).reshape(28, 28, 1),
-                        (side, side)).numpy()[..., 0]
-  skeleton = skeletonize(big >= 0.35 * 255)
-  ys, xs = np.nonzero(skeleton)
-  segments = []
-  padded = np.pad(skeleton, 1)
-  # Each neighbour pair once: right, down, and both downward diagonals.
-  for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-    linked = padded[ys + 1 + dy, xs + 1 + dx]
-    segments.append(np.stack([ys[linked], xs[linked], ys[linked] + dy,
-                              xs[linked] + dx], 1))
-  lone = ~(padded[ys, xs] | padded[ys, xs + 1] | padded[ys, xs + 2]
-           | padded[ys + 1, xs] | padded[ys + 1, xs + 2] | padded[ys + 2, xs]
-           | padded[ys + 2, xs + 1] | padded[ys + 2, xs + 2])
-  segments.append(np.stack([ys[lone], xs[lone], ys[lone], xs[lone]], 1))
-  return (np.concatenate(segments).astype(np.float32) + 0.5) / upscale
-
-
-# `draw_with_pen`'s coverage levels at its default supersampling.
-PEN_LEVELS = 16
-
-
-def draw_with_pen(segments: np.ndarray, size: int, pen: float,
-                  box: tuple[float, float, float],
-                  supersample: int = 4) -> np.ndarray:
-  """Ink coverage of centre lines drawn as an app's pen draws them.
-
-  Round caps and joins, anti-aliased (drawn at `supersample` times the
-  size, then averaged down), the pen's width fixed in canvas pixels
-  whatever the drawing's size, as on a phone.
-
-  Args:
-    segments: `centre_lines`' output.
-    size: The square canvas's side.
-    pen: The pen's width in canvas pixels.
-    box: (top, left, side): where the centre lines' bounding box goes, its
-      longer side scaled to `side` pixels, the shorter one centred.
-
-  Returns:
-    float32 (size, size) coverage in [0, 1], a multiple of
-    1 / supersample**2 (`paint`'s `levels`).
-  """
-  from PIL import Image, ImageDraw  # only for pen-drawn canvases
-  k = supersample
-  # Each covered sub-pixel counts 1 in a k x k block's mean: drawn with
-  # k * k, the block's mean (PIL's reduce, in C) is the whole number of
-  # covered sub-pixels, exactly.
-  ink = k * k
-  if ink > 255:
-    raise ValueError(f"supersample={k} is over 15")
-  image = Image.new("L", (size * k, size * k), 0)
-  if len(segments):
-    draw = ImageDraw.Draw(image)
-    points = segments.reshape(-1, 2)
-    low, high = points.min(0), points.max(0)
-    top, left, side = box
-    scale = side / max(float((high - low).max()), 1e-6)
-    offset = np.array([top, left]) + (side - (high - low) * scale) / 2
-    canvas_points = ((points - low) * scale + offset) * k
-    width = max(1.0, pen * k)
-    radius = width / 2
-    # (Python floats: numpy scalars cost more per call than the drawing.)
-    line_width = round(width)
-    for y0, x0, y1, x1 in canvas_points.reshape(-1, 4).tolist():
-      if (y0, x0) != (y1, x1):
-        draw.line([(x0, y0), (x1, y1)], fill=ink, width=line_width)
-    for y, x in np.unique(canvas_points.round(1), axis=0).tolist():
-      draw.ellipse([x - radius, y - radius, x + radius, y + radius],
-                   fill=ink)
-  return np.asarray(image.reduce(k), np.float32) / ink
-
-
 # The pen-drawn canvas suite's axes (`pen_suite`): pen widths as a share of
 # the canvas's side, themes, and where and how large the doodle is drawn
 # (the share of the canvas its box spans, and whether it is centred).
@@ -362,8 +218,9 @@ def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """QuickDraw drawings re-drawn with a pen, as app canvases of every kind.
 
-  Each drawing's centre line (`centre_lines`) is drawn again with a round,
-  anti-aliased pen (`draw_with_pen`). The pens, themes and places of
+  Each drawing's centre line (`pens.centre_lines`) is drawn again with a
+  round, anti-aliased pen (`pens.draw_with_pen`), in worker processes where
+  there are enough (`pens.draw`). The pens, themes and places of
   SUITE_PENS, SUITE_THEMES and SUITE_PLACES are crossed and dealt out in
   turn (drawing i gets pen i % 3, theme i // 3 % 3, place i // 9 % 3), so
   that every class meets every kind of canvas and each axis can be read
@@ -380,11 +237,11 @@ def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
   """
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28)
   rng = np.random.default_rng(seed)
-  pens, places = list(SUITE_PENS), list(SUITE_PLACES)
-  pictures = np.empty((len(drawings), size, size, 3), np.uint8)
+  pen_names, places = list(SUITE_PENS), list(SUITE_PLACES)
+  wanted = []
   kinds = {"pen": [], "theme": [], "place": []}
   for i, drawing in enumerate(drawings):
-    pen = pens[i % 3]
+    pen = pen_names[i % 3]
     theme = SUITE_THEMES[i // 3 % 3]
     place = places[i // 9 % 3]
     low, high, centred = SUITE_PLACES[place]
@@ -398,11 +255,15 @@ def pen_suite(drawings: np.ndarray, size: int, seed: int = 0
       # Towards a corner: within a fifth of the free room from two edges.
       near = rng.uniform(0, 0.2 * room, 2)
       top, left = np.where(rng.uniform(size=2) < 0.5, near, room - near)
-    coverage = draw_with_pen(centre_lines(drawing), size, width,
-                             (top + width / 2, left + width / 2, side))
-    pictures[i] = paint(coverage, THEMES[theme], PEN_LEVELS)
+    wanted.append((drawing, size, width,
+                   (top + width / 2, left + width / 2, side), theme))
     for axis, kind in (("pen", pen), ("theme", theme), ("place", place)):
       kinds[axis].append(kind)
+  pictures = np.empty((len(drawings), size, size, 3), np.uint8)
+  done = 0
+  for batch in pens.draw(wanted):
+    pictures[done:done + len(batch)] = batch
+    done += len(batch)
   return pictures, {axis: np.array(k) for axis, k in kinds.items()}
 
 

@@ -22,12 +22,11 @@ of three of each.
 """
 
 import os
-from concurrent import futures
 
 import numpy as np
 
 from quickdraw import atomic_files
-from quickdraw import canvases
+from quickdraw import pens
 from quickdraw import preprocessing
 from quickdraw.data_source import QuickDrawSource, drawings_from_split
 from quickdraw.splits import Split
@@ -39,24 +38,22 @@ from quickdraw.splits import Split
 CANVAS_SIDE = 128
 BOX_SHARE = (0.35, 0.9)
 PEN_SHARE = (0.0125, 0.3)
-THEMES = tuple(canvases.THEMES)
+THEMES = tuple(pens.THEMES)
 # Seeds of the re-draws: far from the junk's and the measured canvases'.
 SEED = 5_101_000
 # Changes when the re-draws change, so that cached ones are made again.
 _FORMAT = "pen-redraws-1"
 
 
-def _canvas(drawing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _canvas(drawing: np.ndarray, rng: np.random.Generator) -> pens.Canvas:
+  """Drawing i's canvas (`pens.Canvas`), its draws from `rng`."""
   size = CANVAS_SIDE
   side = rng.uniform(*BOX_SHARE) * size
   width = side * np.exp(rng.uniform(*np.log(PEN_SHARE)))
   room = max(0.0, size - side - width)
   top, left = rng.uniform(0, room, 2)
-  coverage = canvases.draw_with_pen(
-      canvases.centre_lines(drawing), size, width,
-      (top + width / 2, left + width / 2, side))
-  return canvases.paint(coverage, canvases.THEMES[THEMES[rng.integers(
-      len(THEMES))]], canvases.PEN_LEVELS)
+  return (drawing, size, width, (top + width / 2, left + width / 2, side),
+          THEMES[rng.integers(len(THEMES))])
 
 
 def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -73,20 +70,16 @@ def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
   """
   drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28)
   out = np.zeros((len(drawings), 28, 28, 1), np.uint8)
-
-  def chunk(start: int) -> None:
-    rows = range(start, min(start + 100, len(drawings)))
-    pictures = np.stack([
-        _canvas(drawings[i], np.random.default_rng([SEED + seed, i]))
-        for i in rows])
-    out[rows.start:rows.stop] = np.asarray(
+  wanted = [_canvas(drawing, np.random.default_rng([SEED + seed, i]))
+            for i, drawing in enumerate(drawings)]
+  # Worker processes draw (`pens.draw`) while this one reads each batch
+  # back through TensorFlow.
+  done = 0
+  for pictures in pens.draw(wanted):
+    out[done:done + len(pictures)] = np.asarray(
         preprocessing.canvas_to_drawings(pictures), np.uint8).reshape(
             -1, 28, 28, 1)
-
-  # The drawing is numpy, scikit-image and PIL, which release the GIL for
-  # part of it: threads make it about a third faster on 2 cores.
-  with futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-    list(pool.map(chunk, range(0, len(drawings), 100)))
+    done += len(pictures)
   return out
 
 

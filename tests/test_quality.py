@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from quickdraw import canvases, preprocessing, quality
+from quickdraw import canvases, pens, preprocessing, quality
 from quickdraw.testing import synthetic
 
 from conftest import REPO, SHARED_DATA
@@ -20,19 +20,19 @@ WEIGHTS_DIR = os.path.join(SHARED_DATA, "..", "weights")
 def test_centre_lines_follow_a_stroke():
   drawing = np.zeros((28, 28), np.uint8)
   drawing[13:15, 4:24] = 255  # a horizontal bar, 2 px thick
-  segments = canvases.centre_lines(drawing)
+  segments = pens.centre_lines(drawing)
   ys = segments[:, [0, 2]].ravel()
   xs = segments[:, [1, 3]].ravel()
   # One line along the bar's middle, end to end.
   assert np.all(np.abs(ys - 14) <= 0.5)
   assert xs.min() < 6 and xs.max() > 22
-  assert len(canvases.centre_lines(np.zeros((28, 28), np.uint8))) == 0
+  assert len(pens.centre_lines(np.zeros((28, 28), np.uint8))) == 0
 
 
 def test_pen_width_is_in_canvas_pixels():
   segments = np.array([[0, 0, 0, 10]], np.float32)  # one horizontal line
   for pen in (4, 12):
-    ink = canvases.draw_with_pen(segments, 128, pen, (40, 20, 80))
+    ink = pens.draw_with_pen(segments, 128, pen, (40, 20, 80))
     column = ink[:, 60]
     assert abs(column.sum() - pen) < 1  # anti-aliased, the pen's width
     assert ink.max() == 1.0 and 0 < ink[ink > 0].min() < 1
