@@ -274,22 +274,18 @@ def _compute(backbone: keras.Model, source: QuickDrawSource,
                  reused.sum(), Split(split).value, n)
 
   # Unshuffled, so batch b always holds positions [b*B, (b+1)*B): the record
-  # of finished batches is enough to resume. For Keras the pipeline ships
-  # 28x28 uint8 drawings and the compiled forward pass upsamples them: 784
-  # bytes a drawing cross tf.data instead of 600 KB, and on two cores the
-  # backbone no longer competes with tf.data's threads. LiteRT, a third of
-  # Keras' time on a CPU, is given images upsampled by tf.data, which
-  # prepares the next batch while it runs.
-  value_range = backbones.input_range_of(backbone)
+  # of finished batches is enough to resume. The pipeline ships 28x28 uint8
+  # drawings, and the forward pass upsamples them (Keras' compiled one, or
+  # LiteRT's model, a third of Keras' time on a CPU): 784 bytes a drawing
+  # cross tf.data instead of 600 KB, and on two cores the backbone does not
+  # compete with tf.data's threads.
   lite = litert_features.forward(
       backbone, image_size, os.path.dirname(folder),
       max(n - done - int(reused.sum()), run_drawings),
       sample=lambda: next(iter(input_pipeline.make_dataset(
           source, split, 16, shuffle=False, value_range=None)))[0].numpy())
-  ds = input_pipeline.make_dataset(
-      source, split, batch_size, shuffle=False,
-      image_size=image_size if lite else None,
-      value_range=value_range if lite else None)
+  ds = input_pipeline.make_dataset(source, split, batch_size, shuffle=False,
+                                  value_range=None)
   ds = ds.with_options(input_pipeline.untuned())
   first_batch = done // batch_size
   done = first_batch * batch_size
@@ -363,11 +359,7 @@ def drawings_features(backbone: keras.Model, drawings: np.ndarray,
   lite = litert_features.forward(backbone, image_size, bottleneck_dir,
                                  len(drawings), lambda: drawings[:16])
   if lite:
-    value_range = backbones.input_range_of(backbone)
-    features = np.concatenate([
-        lite(preprocessing.upsample_to_rgb(drawings[i:i + 64], image_size,
-                                           value_range))
-        for i in range(0, len(drawings), 64)])
+    features = lite(drawings)
   else:
     forward = compiled_forward(backbone, image_size)
     features = np.concatenate([

@@ -187,7 +187,7 @@ class TFLitePredictor(Predictor):
     if self._batch != batch:
       if not self.takes_canvas:
         self.interpreter.resize_tensor_input(
-            self.input["index"], [batch, self.image_size, self.image_size, 3])
+            self.input["index"], [batch, *self.input["shape"][1:]])
       with quiet.native_stderr_silenced():  # "Created ... XNNPACK delegate"
         self.interpreter.allocate_tensors()
       self._batch = batch

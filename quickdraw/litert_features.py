@@ -13,8 +13,11 @@ conversion are computed by the backbone's float32 TFLite model:
 * checked against Keras on a batch of the run's own drawings when made:
   features more than `TOLERANCE` apart, or a conversion that fails, and the
   run goes on in Keras with a notice;
-* fed upsampled images by the same tf.data pipeline, whose threads upsample
-  the next batch while LiteRT runs this one, on every core.
+* given the 28x28 drawings themselves: the model upsamples them
+  (`preprocessing.upsample_to_rgb`, converted with the backbone) on every
+  core, in 0.50 ms a drawing for v1 0.25 where upsampling in tf.data
+  beside it took 0.86 (the copies of 600 KB images and two thread pools
+  on two cores cost more than the upsampling).
 
 Keras stays the path on GPUs and TPUs, for fine-tuning (the backbone
 changes, so there is nothing to cache) and for `--augment`.
@@ -50,11 +53,11 @@ TOLERANCE = 1e-4
 # for its share of the pixels), a first conversion (1 to 4 s on 2 cores)
 # would cost about what it saves: Keras does them.
 MIN_DRAWINGS = 1000
-_FORMAT = 2  # 2: converted here, not by the export
+_FORMAT = 3  # 3: takes 28x28 drawings; 2: upsampled images
 
 # Backbones whose LiteRT model was made or loaded in this process, with the
 # weights it was made of: backbone -> (weights digest, its interpreter, the
-# file it is kept in).
+# file it is kept in, the side it upsamples to).
 _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -72,12 +75,13 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def _interpreter(content: bytes, *, value_range: tuple[float, float]
-                 ) -> inference.TFLitePredictor:
-  """The backbone's model run by LiteRT on every core, 64 images a call."""
-  return inference.TFLitePredictor("", batch_size=64, num_threads=cores(),
+def _interpreter(content: bytes) -> inference.TFLitePredictor:
+  """The backbone's model run by LiteRT on every core, 16 drawings a call
+  (faster per drawing than 64: 0.50 against 0.59 ms for v1 0.25)."""
+  # Its input is drawings, 0 to 255, whatever the backbone's range.
+  return inference.TFLitePredictor("", batch_size=16, num_threads=cores(),
                                    model_content=content,
-                                   input_range=value_range)
+                                   input_range=(0.0, 255.0))
 
 
 def model_path(folder: str, backbone: keras.Model, image_size: int,
@@ -107,7 +111,7 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
       conversion is checked on them against Keras.
 
   Returns:
-    The forward pass, or None where Keras is the path: an accelerator is
+    The forward pass, 28x28 drawings (0 to 255) -> features, or None where Keras is the path: an accelerator is
     in use, too few drawings to repay a conversion that is not kept yet, or
     a conversion that failed or disagrees with Keras (said in a notice).
   """
@@ -117,9 +121,8 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
   lite = registered(backbone, digest)
   if lite is not None:
     return lite
-  value_range = backbones.input_range_of(backbone)
   path = model_path(folder, backbone, image_size, digest)
-  content = _read(path, value_range=value_range)
+  content = _read(path)
   if content is None:
     if not drawings or drawings * (image_size / 224) ** 2 < MIN_DRAWINGS:
       return None
@@ -130,8 +133,8 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
       atomic_files.write_bytes(path, content)
     except OSError:
       pass  # kept for this process only; the features are what matter
-  lite = _interpreter(content, value_range=value_range)
-  _MADE[backbone] = (digest, lite, path)
+  lite = _interpreter(content)
+  _MADE[backbone] = (digest, lite, path, image_size)
   return lite
 
 
@@ -145,7 +148,7 @@ def registered(backbone: keras.Model, digest: str | None = None
 
 
 def _made(backbone: keras.Model, digest: str | None = None
-          ) -> tuple[inference.TFLitePredictor, str] | None:
+          ) -> tuple[inference.TFLitePredictor, str, int] | None:
   made = _MADE.get(backbone)
   if made is not None and made[0] == (
       digest or backbones.weights_digest(backbone)):
@@ -153,14 +156,14 @@ def _made(backbone: keras.Model, digest: str | None = None
   return None
 
 
-def _read(path: str, *, value_range: tuple[float, float]) -> bytes | None:
+def _read(path: str) -> bytes | None:
   try:
     with open(path, "rb") as f:
       content = f.read()
   except OSError:
     return None
   try:  # a damaged file is converted again
-    _interpreter(content, value_range=value_range)
+    _interpreter(content)
   except (ValueError, RuntimeError):
     logging.warning("%s: a damaged LiteRT model; converting it again", path)
     return None
@@ -169,12 +172,16 @@ def _read(path: str, *, value_range: tuple[float, float]) -> bytes | None:
 
 def _convert(backbone: keras.Model, image_size: int,
              sample: np.ndarray) -> bytes | None:
-  """The backbone as a float32 TFLite model, if it matches Keras on
+  """The backbone behind its upsampling, 28x28 drawings (float32, 0 to
+  255) -> features, as a float32 TFLite model, if it matches Keras on
   `sample`; None (with a notice) if not."""
   value_range = backbones.input_range_of(backbone)
-  spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
-  forward = tf.function(lambda x: backbone(x, training=False),
-                        input_signature=[spec], autograph=False)
+  spec = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+  forward = tf.function(
+      lambda x: backbone(preprocessing.upsample_to_rgb(x, image_size,
+                                                       value_range),
+                         training=False),
+      input_signature=[spec], autograph=False)
   try:
     # Not the export's converter (quickdraw.export.convert): training does
     # not import the export, and this model gets no metadata or names. The
@@ -195,7 +202,7 @@ def _convert(backbone: keras.Model, image_size: int,
   images = preprocessing.upsample_to_rgb(sample[:16], image_size,
                                          value_range)
   expected = np.asarray(backbone(images, training=False))
-  got = _interpreter(content, value_range=value_range)(images)
+  got = _interpreter(content)(sample[:16])
   difference = float(np.max(np.abs(got - expected)) / max(
       float(np.max(np.abs(expected))), 1e-6))
   if difference > TOLERANCE:
@@ -209,15 +216,16 @@ def _convert(backbone: keras.Model, image_size: int,
 
 
 class HeadOnFeatures(inference.Predictor):
-  """A classifier (images -> backbone -> head) run as the head on its
-  backbone's LiteRT features: the same probabilities, to float rounding,
-  in about a third of Keras' time on a CPU.
+  """A classifier (images -> backbone -> head) run, on drawings
+  (`predict_drawings`), as the head on its backbone's LiteRT features: the
+  same probabilities, to float rounding, in about a third of Keras' time on
+  a CPU. Model inputs (`__call__`: images already upsampled, such as what
+  a canvas model's preprocessing made) go through Keras.
 
-  Given drawings (`predict_drawings`), it keeps their features beside
-  `model_file` (the LiteRT model, in the bottleneck cache) under a key of
-  the model and the drawings' bytes: a rerun's calibration and export checks, on the
-  same held-out drawings and the same canvases of them, compute no
-  features again.
+  It keeps the drawings' features beside `model_file` (the LiteRT model,
+  in the bottleneck cache) under a key of the model and the drawings'
+  bytes: a rerun's calibration and export checks, on the same held-out
+  drawings and the same canvases of them, compute no features again.
   """
 
   def __init__(self, classifier: keras.Model,
@@ -227,29 +235,24 @@ class HeadOnFeatures(inference.Predictor):
     self.model = classifier
     self.image_size = int(classifier.input_shape[1])
     self.input_range = backbones.input_range_of(classifier)
+    self._keras = inference.KerasPredictor("", classifier)
     self._lite = lite
     self._model_file = model_file
     self._head = tf.function(lambda x: head(x, training=False),
                              reduce_retracing=True)
 
   def __call__(self, images):
-    if not len(images):
-      return np.zeros((0, int(self.model.output_shape[-1])), np.float32)
-    # The interpreter takes the images 64 at a time itself.
-    return np.asarray(self._head(self._lite(images)))
+    return self._keras(images)
 
   def predict_drawings(self, drawings, chunk=256):
+    del chunk  # the interpreter takes the drawings 16 at a time itself
     drawings = np.asarray(drawings, np.uint8).reshape(-1, 784)
+    if not len(drawings):
+      return np.zeros((0, int(self.model.output_shape[-1])), np.float32)
 
     def features():
-      return np.concatenate([
-          self._lite(inference.to_model_input(
-              drawings[i:i + chunk], self.image_size,
-              value_range=self.input_range))
-          for i in range(0, len(drawings), chunk)])
+      return self._lite(drawings.reshape(-1, 28, 28, 1))
 
-    if not len(drawings):
-      return self(np.zeros((0, self.image_size, self.image_size, 3)))
     if self._model_file:  # its name is the backbone's key
       key = atomic_files.array_key(
           f"{os.path.basename(self._model_file)}\0", drawings)
@@ -287,7 +290,6 @@ def predictor(classifier: keras.Model) -> inference.Predictor:
   parts = _parts(classifier)
   if parts is not None:
     made = _made(parts[0])
-    if made is not None and made[0].image_size == int(
-        classifier.input_shape[1]):
+    if made is not None and made[2] == int(classifier.input_shape[1]):
       return HeadOnFeatures(classifier, made[0], parts[1], made[1])
   return inference.KerasPredictor("", classifier)

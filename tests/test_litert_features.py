@@ -1,6 +1,7 @@
 """Bottlenecks by LiteRT: the same features as Keras, a kept conversion,
 the fallback to Keras, and the export's references on them."""
 
+import dataclasses
 import os
 
 import keras
@@ -52,6 +53,29 @@ def test_the_split_s_features_are_keras_own(make_source, tmp_path,
       scale)
   kept = [f for f in os.listdir(tmp_path) if f.startswith("litert-")]
   assert len(kept) == 1 and kept[0].endswith(".tflite")
+
+
+def test_a_backbone_that_rescales_inside_takes_drawings_too(make_source,
+                                                            tmp_path):
+  """The LiteRT model upsamples the drawings into its backbone's range
+  itself: for a family that takes 0..255 (MobileNetV3, which rescales
+  inside), its features of the run's drawings are Keras' of the same
+  drawings upsampled."""
+  architecture = dataclasses.replace(
+      backbones.parse_architecture("mobilenet_v3_small_minimalistic_96"),
+      image_size=SIZE)
+  keras.utils.set_random_seed(0)
+  backbone = model.build_backbone(architecture, None)
+  assert backbones.input_range_of(backbone) == (0.0, 255.0)
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "test", 32, shuffle=False, value_range=None)))[0])
+  lite = litert_features.forward(backbone, SIZE, str(tmp_path), 32,
+                                 lambda: drawings)
+  assert lite is not None and lite.image_size == 28
+  expected = backbone.predict(preprocessing.upsample_to_rgb(
+      drawings, SIZE, (0.0, 255.0)), verbose=0)
+  assert np.abs(lite(drawings) - expected).max() <= (
+      litert_features.TOLERANCE * np.abs(expected).max())
 
 
 def test_a_kept_model_is_loaded_not_converted(make_source, tmp_path,
