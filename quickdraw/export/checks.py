@@ -158,8 +158,12 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
   report["keras"]["canvas_top1"] = float(np.mean(
       canvas_reference.argmax(1) == canvas_labels))
   report["check_canvases"] = count
+  # What canvas_to_drawings' drawings become as network input.
+  expected = inference.to_model_input(seen, image_size,
+                                      value_range=value_range)
 
-  for mode in config.modes:
+  float_network = None
+  for mode in config.modes:  # float32 first
     path = config.tflite_path(mode)
     # Every core: checking 1,000 drawings is batch work.
     network = inference.TFLitePredictor(temps[path],
@@ -172,18 +176,17 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
                       inference.predict_drawings(network, drawings), labels)
     figures.update(path=path, bytes=os.path.getsize(temps[path]))
     artifacts[f"tflite_{mode}"] = figures
-    if mode == "float32" and (figures["max_probability_difference"] >
-                              config.float_tolerance):
-      raise _float_failure(path, figures["max_probability_difference"],
-                           "the Keras model", config.float_tolerance)
+    if mode == "float32":
+      if figures["max_probability_difference"] > config.float_tolerance:
+        raise _float_failure(path, figures["max_probability_difference"],
+                             "the Keras model", config.float_tolerance)
+      float_network = network
 
     path = config.tflite_path(mode, canvas=True)
     app = inference.TFLitePredictor(temps[path], num_threads=os.cpu_count(),
                                     keep_tensor=PREPROCESSED_TENSOR)
     probabilities = app(pictures)
     # In [-1, 1] units whatever the range, so one tolerance fits all.
-    expected = inference.to_model_input(seen, image_size,
-                                        value_range=value_range)
     geometry = float(np.max(np.abs(app.kept - expected))) * 2 / (
         value_range[1] - value_range[0])
     figures = compare(canvas_reference, probabilities, canvas_labels)
@@ -191,7 +194,10 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
     # model made: the preprocessing is held to PREPROCESSING_TOLERANCE
     # below, and a pixel one grey level off at a rounding boundary moves a
     # sharp model's scores more than float rounding does (end to end).
-    same_input = np.abs(probabilities - keras_model(app.kept))
+    # Against the float32 network, held to Keras' on the check drawings
+    # just above: Keras itself takes these 300 images at 224 px in 3.5 s
+    # (MobileNetV2 0.5), LiteRT in 0.5.
+    same_input = np.abs(probabilities - float_network(app.kept))
     figures = {"canvas_top1": figures["test_top1"],
                "canvas_top1_agreement": figures["top1_agreement"],
                "max_probability_difference": float(same_input.max()),
@@ -207,7 +213,7 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
     if mode == "float32" and (figures["max_probability_difference"] >
                               config.float_tolerance):
       raise _float_failure(path, figures["max_probability_difference"],
-                           "the Keras model on the same network input",
+                           "the float32 network on the same network input",
                            config.float_tolerance)
 
   base = artifacts["tflite_float32"]["test_top1"]
