@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 
 import numpy as np
+from absl import logging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,13 +233,24 @@ def draw(canvases: Sequence[Canvas]) -> Iterator[np.ndarray]:
   # Imported here before forking, so that no worker imports them.
   import PIL.ImageDraw  # noqa: F401
   import skimage.morphology  # noqa: F401
-  with futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context("fork")) as pool:
-    # A few chunks ahead of the reader, not all: bounded memory.
-    pending = collections.deque()
-    for chunk in chunks:
-      pending.append(pool.submit(_draw_chunk, chunk))
-      if len(pending) > 2 * workers:
+  given = 0
+  try:
+    with futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("fork")) as pool:
+      # A few chunks ahead of the reader, not all: bounded memory.
+      pending = collections.deque()
+      for chunk in chunks:
+        pending.append(pool.submit(_draw_chunk, chunk))
+        if len(pending) > 2 * workers:
+          yield pending.popleft().result()
+          given += 1
+      while pending:
         yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
+        given += 1
+  except futures.process.BrokenProcessPool:
+    # A worker died (the system ran short of memory, say): this process
+    # draws the rest, the same bytes, more slowly.
+    logging.warning("A process drawing pen canvases died; drawing the "
+                    "other %d here", len(canvases) - given * _CHUNK)
+    for chunk in chunks[given:]:
+      yield _draw_chunk(chunk)

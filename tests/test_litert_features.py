@@ -214,19 +214,26 @@ def test_the_checks_canvases_are_kept_compressed_for_the_next_run(
     np.testing.assert_array_equal(got, want)
 
 
+def _converted(make_source, folder, count):
+  """(backbone, classifier, `count` test drawings), the backbone's LiteRT
+  model made in `folder`."""
+  backbone = _backbone()
+  classifier = model.build_classifier(
+      backbone, model.build_head(int(backbone.output_shape[-1]), 4))
+  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
+      make_source(), "test", count, shuffle=False, value_range=None)))[0])
+  assert litert_features.forward(backbone, SIZE, folder, count,
+                                 lambda: drawings) is not None
+  return backbone, classifier, drawings
+
+
 def test_features_of_the_export_s_drawings_are_kept_for_the_next_run(
     make_source, tmp_path, monkeypatch):
   """The head's references on drawings (calibration's held-out drawings
   and canvases, the checks' test drawings) keep their features beside the
   LiteRT model: a rerun's predictor, with the same backbone, computes
   none, and gives the same probabilities; other drawings are computed."""
-  backbone = _backbone()
-  classifier = model.build_classifier(
-      backbone, model.build_head(int(backbone.output_shape[-1]), 4))
-  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
-      make_source(), "test", 24, shuffle=False, value_range=None)))[0])
-  litert_features.forward(backbone, SIZE, str(tmp_path), 24,
-                          lambda: drawings)
+  backbone, classifier, drawings = _converted(make_source, str(tmp_path), 24)
   first = checks.inference.predict_drawings(
       litert_features.predictor(classifier), drawings)
   kept = [f for f in os.listdir(tmp_path) if f.startswith("features-")
@@ -251,13 +258,7 @@ def test_a_reexport_loads_the_run_s_kept_model(make_source, tmp_path):
   backbone its training kept (same weights, same key), converting
   nothing; an untrained copy finds none."""
   from quickdraw import run_files
-  backbone = _backbone()
-  classifier = model.build_classifier(
-      backbone, model.build_head(int(backbone.output_shape[-1]), 4))
-  drawings = np.asarray(next(iter(input_pipeline.make_dataset(
-      make_source(), "test", 16, shuffle=False, value_range=None)))[0])
-  litert_features.forward(backbone, SIZE, str(tmp_path), 16,
-                          lambda: drawings)
+  backbone, classifier, _ = _converted(make_source, str(tmp_path), 16)
   classifier.save(tmp_path / "model.keras")
   litert_features._MADE.clear()  # as quickdraw-export's own process
   loaded = run_files.load_model(str(tmp_path / "model.keras"))

@@ -1,6 +1,9 @@
 """The pen without TensorFlow: the same upsampling as TensorFlow's, and the
 same canvases drawn in worker processes as here."""
 
+import os
+from unittest import mock
+
 import numpy as np
 import tensorflow as tf
 
@@ -50,3 +53,25 @@ def test_few_canvases_one_core_or_no_fork_draw_here(monkeypatch):
   assert pens._workers(10 * pens.MIN_PARALLEL) == 3
   monkeypatch.setattr(pens.sys, "platform", "darwin")
   assert pens._workers(10 * pens.MIN_PARALLEL) == 0
+
+
+def test_a_dead_worker_leaves_the_rest_to_this_process(monkeypatch):
+  """Workers that die (killed for memory, say) do not fail the run: the
+  canvases not given back yet are drawn here, the same bytes."""
+  wanted = _wanted(40)
+  here = np.concatenate(list(pens.draw(wanted)))
+  monkeypatch.setattr(pens, "MIN_PARALLEL", 0)
+  monkeypatch.setattr(pens, "_CHUNK", 5)
+  monkeypatch.setattr(pens.os, "sched_getaffinity", lambda pid: {0, 1})
+  real, parent = pens.paint, os.getpid()
+
+  def dies_in_a_worker(*args):
+    if os.getpid() != parent:
+      os._exit(1)
+    return real(*args)
+  # Looked up in the worker, which forked with this module as it is now.
+  monkeypatch.setattr(pens, "paint", dies_in_a_worker)
+  with mock.patch.object(pens.logging, "warning") as warned:
+    drawn = np.concatenate(list(pens.draw(wanted)))
+  np.testing.assert_array_equal(drawn, here)
+  assert warned.called
