@@ -76,9 +76,8 @@ def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
   # back through TensorFlow.
   done = 0
   for pictures in pens.draw(wanted):
-    out[done:done + len(pictures)] = np.asarray(
-        preprocessing.canvas_to_drawings(pictures), np.uint8).reshape(
-            -1, 28, 28, 1)
+    seen = preprocessing.compiled_canvas_to_drawings(pictures)
+    out[done:done + len(pictures)] = np.asarray(seen, np.uint8)[..., None]
     done += len(pictures)
   return out
 

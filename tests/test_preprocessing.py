@@ -230,3 +230,14 @@ def test_a_non_square_dark_canvas_padded_with_its_background():
   square[:] = 255
   square[:, :, 210:750] = tall
   assert np.abs(seen(square) - expected).mean((1, 2)).min() > 20
+
+
+def test_the_traced_canvas_reading_gives_the_eager_bytes():
+  """`compiled_canvas_to_drawings` (traced: half the time) reads pen-drawn
+  canvases and junk exactly as `canvas_to_drawings` does."""
+  pictures = np.concatenate([
+      canvases.pen_suite(synthetic.make_drawings(2, 27), 96, seed=1)[0],
+      canvases.junk("scribble", 5, 96), canvases.junk("text", 5, 96)])
+  np.testing.assert_array_equal(
+      preprocessing.compiled_canvas_to_drawings(pictures).numpy(),
+      preprocessing.canvas_to_drawings(pictures).numpy())

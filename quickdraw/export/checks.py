@@ -87,7 +87,7 @@ def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int,
 
   def seen(pictures):
     return np.concatenate([
-        preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
+        preprocessing.compiled_canvas_to_drawings(pictures[i:i + 100]).numpy()
         for i in range(0, len(pictures), 100)] or [
             np.zeros((0, 28, 28))]).astype(np.uint8)
 
