@@ -394,8 +394,18 @@ def canvas_to_drawings(canvases: tf.Tensor) -> tf.Tensor:
 
 
 # `canvas_to_drawings` traced, once per batch shape: half its eager time
-# (it is some 165 small ops a call), the same bytes. For the thousands of
-# canvases of one size a run reads back (pen re-draws, junk, the export's
-# checks); pictures of many sizes (image folders) stay eager rather than
-# trace for each.
+# (it is some 165 small ops a call), the same bytes.
 compiled_canvas_to_drawings = tf.function(canvas_to_drawings)
+# A trace costs 0.1 to 0.15 s, what the eager overhead of some five
+# batches of canvases costs.
+TRACED_FROM = 500
+
+
+def canvas_reader(count: int):
+  """`canvas_to_drawings` for reading back `count` canvases of one size in
+  batches (pen re-draws, junk, the export's checks): traced when there are
+  enough to repay the trace (`TRACED_FROM`), eager for a few (the tests'),
+  or for pictures of many sizes (image folders), which would trace for
+  each."""
+  return (compiled_canvas_to_drawings if count >= TRACED_FROM
+          else canvas_to_drawings)

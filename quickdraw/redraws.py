@@ -74,9 +74,10 @@ def pen_redraws(drawings: np.ndarray, seed: int = 0) -> np.ndarray:
             for i, drawing in enumerate(drawings)]
   # Worker processes draw (`pens.draw`) while this one reads each batch
   # back through TensorFlow.
+  read = preprocessing.canvas_reader(len(wanted))
   done = 0
   for pictures in pens.draw(wanted):
-    seen = preprocessing.compiled_canvas_to_drawings(pictures)
+    seen = read(pictures)
     out[done:done + len(pictures)] = np.asarray(seen, np.uint8)[..., None]
     done += len(pictures)
   return out

@@ -241,3 +241,8 @@ def test_the_traced_canvas_reading_gives_the_eager_bytes():
   np.testing.assert_array_equal(
       preprocessing.compiled_canvas_to_drawings(pictures).numpy(),
       preprocessing.canvas_to_drawings(pictures).numpy())
+  # Traced only for enough canvases to repay the trace.
+  assert preprocessing.canvas_reader(preprocessing.TRACED_FROM) is (
+      preprocessing.compiled_canvas_to_drawings)
+  assert preprocessing.canvas_reader(preprocessing.TRACED_FROM - 1) is (
+      preprocessing.canvas_to_drawings)

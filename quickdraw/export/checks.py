@@ -86,8 +86,9 @@ def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int,
     return canvases.pen_suite(np.asarray(drawings)[rows], side, seed=seed)[0]
 
   def seen(pictures):
+    read = preprocessing.canvas_reader(len(pictures))
     return np.concatenate([
-        preprocessing.compiled_canvas_to_drawings(pictures[i:i + 100]).numpy()
+        read(pictures[i:i + 100]).numpy()
         for i in range(0, len(pictures), 100)] or [
             np.zeros((0, 28, 28))]).astype(np.uint8)
 
