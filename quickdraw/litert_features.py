@@ -253,15 +253,37 @@ class HeadOnFeatures(inference.Predictor):
     def features():
       return self._lite(drawings.reshape(-1, 28, 28, 1))
 
-    if self._model_file:  # its name is the backbone's key
-      key = atomic_files.array_key(
-          f"{os.path.basename(self._model_file)}\0", drawings)
-      made = atomic_files.cached_npy(os.path.join(
-          os.path.dirname(self._model_file), f"features-{key}.npy"),
-          features)
-    else:
-      made = features()
+    made = (atomic_files.cached_npy(_kept_path(self._model_file, drawings),
+                                    features) if self._model_file
+            else features())
     return np.asarray(self._head(made))
+
+
+def _kept_path(model_file: str, drawings: np.ndarray) -> str:
+  """Where the features of uint8 (N, 784) `drawings` by the LiteRT model
+  `model_file` are kept: beside it, under a key of its name (the backbone's
+  key) and the drawings' bytes."""
+  key = atomic_files.array_key(f"{os.path.basename(model_file)}\0",
+                               drawings)
+  return os.path.join(os.path.dirname(model_file), f"features-{key}.npy")
+
+
+def keep_features(classifier: keras.Model, drawings: np.ndarray,
+                  features: np.ndarray) -> None:
+  """Lets `predictor(classifier)` answer `drawings` from `features`, theirs
+  already (a split's bottlenecks, rows of the cache), instead of computing
+  them again: a first run's calibration and checks use drawings of the
+  validation and test splits the run has just computed. Does nothing when
+  the classifier's backbone has no LiteRT model here."""
+  if len(features) != len(drawings):
+    raise ValueError(f"{len(features)} features for {len(drawings)} "
+                     "drawings")
+  parts = _parts(classifier)
+  made = _made(parts[0]) if parts is not None else None
+  if made is not None and made[1]:
+    drawings = np.asarray(drawings, np.uint8).reshape(-1, 784)
+    atomic_files.cached_npy(_kept_path(made[1], drawings),
+                            lambda: np.asarray(features, np.float32))
 
 
 def _parts(classifier: keras.Model) -> tuple[keras.Model, keras.Model] | None:

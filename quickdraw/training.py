@@ -5,17 +5,16 @@
 1. Open the data (QuickDraw's files, and class folders of pictures) and
    build the frozen backbone (weights fetched if needed).
 2. Train the head. Without augmentation it trains on the bottleneck cache:
-   each drawing's features are computed once, and every epoch after the
-   first, and every later run on the same data, skips the backbone. With
-   augmentation the drawings change every epoch, so (as retrain.py's
-   distortions did) it runs the frozen backbone on every batch instead.
+   each drawing's features are computed once, for every epoch and later
+   run. With augmentation the drawings change every epoch, so (as
+   retrain.py's distortions did) the frozen backbone runs on every batch.
 3. Optionally fine-tune: unfreeze the top backbone layers (batch norm stays
    in inference mode) and train on images at a small learning rate.
 4. Evaluate on the test split, write the report, apply the accuracy gate,
    and save the Keras model and labels.
 
-Every epoch ends with a checkpoint: a killed run started again with the
-same settings resumes at the next epoch with the same data order.
+Every epoch ends with a checkpoint: a killed run started again with the same
+settings resumes at the next epoch with the same data order.
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ class TrainResult:
     chief: False on a non-chief worker (its scratch files are gone).
     source: The opened data, for the export's check drawings.
     others: The other categories' drawings, for the export's threshold.
+    bottlenecks: Split name -> its cached features (the head's backbone's).
   """
   classifier: keras.Model
   report: dict
@@ -68,13 +68,13 @@ class TrainResult:
   chief: bool = True
   source: QuickDrawSource | None = None
   others: others_lib.OtherDrawings | None = None
+  bottlenecks: dict = dataclasses.field(default_factory=dict)
 
 
 def upsample_on_device(upsample: str) -> bool:
   """Resolves `TrainConfig.upsample`: "auto" means device iff a GPU exists."""
-  if upsample == "auto":
-    return bool(tf.config.list_physical_devices("GPU"))
-  return upsample == "device"
+  return (bool(tf.config.list_physical_devices("GPU")) if upsample == "auto"
+          else upsample == "device")
 
 
 def fingerprint(data: DataConfig, config: TrainConfig,
@@ -336,10 +336,10 @@ class _Run:
       else:
         train_data = validation = None
     with self.strategy.scope():
-      # From the cache, a step is tiny: bundle steps. Not with --augment,
-      # whose steps run the backbone, nor over several replicas: Keras 3.15's
-      # bundled loop under MirroredStrategy fails ("You must feed a value
-      # for placeholder tensor ... while/cond/Placeholder_1").
+      # From the cache, a step is tiny: bundle steps. Not with --augment
+      # (its steps run the backbone), nor over replicas: Keras 3.15's bundled
+      # loop under MirroredStrategy fails ("You must feed a value for
+      # placeholder tensor ... while/cond/Placeholder_1").
       bundle = not config.augment and self.replicas == 1
       # The schedule (`head_learning_rate`) follows the optimizer's step
       # count, which checkpoints restore.
@@ -434,9 +434,9 @@ def train_and_evaluate(
   if not worker:
     return _train_and_evaluate(data, config, callbacks, strategy,
                                checkpoint_dir)
-  # Not the chief: the same work, with files written to a private scratch
-  # folder, deleted at the end. Checkpoints are read from the chief's
-  # folder (shared storage), so a restarted cluster resumes together.
+  # Not the chief: the same work, its files in a private scratch folder,
+  # deleted at the end. Checkpoints are read from the chief's folder
+  # (shared storage), so a restarted cluster resumes together.
   scratch = tempfile.mkdtemp(prefix=f"quickdraw-worker{worker}-")
   try:
     config = dataclasses.replace(
@@ -453,9 +453,8 @@ def _train_and_evaluate(data: DataConfig, config: TrainConfig,
                         callbacks: Sequence[keras.callbacks.Callback],
                         strategy: tf.distribute.Strategy, checkpoint_dir: str,
                         chief: bool = True) -> TrainResult:
-  # Every place the run writes, checked now (not after an hour of
-  # training) and without creating anything: a run that fails leaves no
-  # debris, and the folders it did create are removed again if empty.
+  # Every place the run writes, checked now (not after an hour), creating
+  # nothing: a failed run leaves no debris, its new folders go if empty.
   folders = {"output_dir": config.output_dir,
              "summaries_dir": config.path("summaries_dir"),
              "bottleneck_dir": os.path.expanduser(config.bottleneck_dir),
@@ -506,8 +505,9 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
   if config.mixed_precision or config.strategy != "default":
     run.classifier = run.plain_classifier()
   _save(run, report)
+  features = {split: f for split, (f, _) in run._cache.items()}
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     chief, source, run.others)
+                     chief, source, run.others, features)
 
 
 def _save(run: _Run, report: dict) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from quickdraw import (backbones, bottlenecks, input_pipeline,
-                       litert_features, model, preprocessing)
+                       litert_features, model, preprocessing, splits)
 from quickdraw.export import checks, flow
 
 SIZE = 64
@@ -251,6 +251,38 @@ def test_features_of_the_export_s_drawings_are_kept_for_the_next_run(
   checks.inference.predict_drawings(litert_features.predictor(classifier),
                                     drawings[:5])
   assert calls == [5]
+
+
+def test_the_checks_take_the_split_s_own_bottlenecks(make_source, tmp_path,
+                                                     monkeypatch):
+  """A first run's calibration and checks use drawings of splits whose
+  features the run just computed: given those (rows of the cache, in the
+  split's order), the predictor computes none, and gets the features
+  LiteRT gives those very drawings."""
+  from quickdraw.data_source import drawings_from_split
+  source = make_source()
+  backbone, classifier, _ = _converted(make_source, str(tmp_path), 16)
+  features, _, _ = bottlenecks.load_or_compute(
+      backbone, source, "test", SIZE, str(tmp_path / "split"), batch_size=8,
+      verbose=0)
+  count = len(features) // 2
+  drawings, _ = drawings_from_split(source, "test", count)
+  expected = litert_features.registered(backbone)(
+      drawings.reshape(-1, 28, 28, 1))
+  litert_features.keep_features(classifier, drawings, features[
+      splits.spread(len(features), count)])
+
+  def no_features(self, images):
+    raise AssertionError("computed the features again")
+  monkeypatch.setattr(type(litert_features.registered(backbone)),
+                      "__call__", no_features)
+  head = classifier.layers[-1]
+  np.testing.assert_allclose(
+      checks.inference.predict_drawings(
+          litert_features.predictor(classifier), drawings),
+      head.predict(expected, verbose=0), atol=1e-5)
+  with pytest.raises(ValueError):
+    litert_features.keep_features(classifier, drawings, features[:1])
 
 
 def test_a_reexport_loads_the_run_s_kept_model(make_source, tmp_path):

@@ -224,7 +224,8 @@ def main(argv: Sequence[str]) -> None:
     report = flow.export_run(data, export, classifier=result.classifier,
                              source=result.source, others=result.others,
                              cache_dir=os.path.expanduser(
-                                 config.bottleneck_dir))
+                                 config.bottleneck_dir),
+                             bottlenecks=result.bottlenecks)
     if "android_assets" in report:
       run_files.record_export(config.output_dir, export, report)
     print(checks.format_report(report))

@@ -291,7 +291,8 @@ def export_run(data: DataConfig, config: ExportConfig,
                model_path: str | None = None, classifier=None,
                source: QuickDrawSource | None = None,
                others: others_lib.OtherDrawings | None = None,
-               cache_dir: str | None = None) -> dict:
+               cache_dir: str | None = None,
+               bottlenecks: dict[str, np.ndarray] | None = None) -> dict:
   """Exports a trained classifier, checked on the test split.
 
   Args:
@@ -304,6 +305,9 @@ def export_run(data: DataConfig, config: ExportConfig,
       held-out categories take part in choosing the score threshold.
     cache_dir: The bottleneck cache, where the canvases of calibration and
       the checks are kept for the next run (see `export_model`).
+    bottlenecks: The run's split features by split name
+      (`training.TrainResult`): the checks' and calibration's drawings of
+      those splits take theirs instead of computing them again.
 
   Returns:
     The export report (see `export_model`).
@@ -313,9 +317,17 @@ def export_run(data: DataConfig, config: ExportConfig,
     if cache_dir:  # a re-export: the run's kept LiteRT backbone, if any
       litert_features.load_kept(classifier, cache_dir)
   source = source or QuickDrawSource.open(data)
+
+  def drawings_of(split, count):
+    drawings, labels = drawings_from_split(source, split, count)
+    features = (bottlenecks or {}).get(Split(split).value)
+    if features is not None:
+      litert_features.keep_features(classifier, drawings, features[
+          splits.spread(source.split_size(split), count)])
+    return drawings, labels
+
   # Drawings, upsampled a chunk at a time inside the export's checks.
-  drawings, labels = drawings_from_split(source, Split.TEST,
-                                         config.check_drawings)
+  drawings, labels = drawings_of(Split.TEST, config.check_drawings)
   representative = None
   if "int8" in config.quantize:
     representative = drawings_from_split(
@@ -323,8 +335,8 @@ def export_run(data: DataConfig, config: ExportConfig,
   # Where the scores are calibrated and int8 picks the layers it keeps in
   # float: drawings the model was not trained on, never the test drawings
   # it is judged on.
-  held_out = drawings_from_split(
-      source, Split.VALIDATION if source.split_size(Split.VALIDATION)
+  held_out = drawings_of(
+      Split.VALIDATION if source.split_size(Split.VALIDATION)
       else Split.TRAIN, HELD_OUT_DRAWINGS)
   if others is None:
     others = others_lib.open_others(data, exposure=False)
