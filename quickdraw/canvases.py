@@ -14,7 +14,6 @@ picture to a canvas model's fixed input size.
 
 from __future__ import annotations
 
-
 import numpy as np
 import tensorflow as tf
 

@@ -321,6 +321,13 @@ def _selected_rows(f, config: DataConfig) -> np.ndarray | None:
                             config.samples_per_class)
 
 
+def positions_from_split(source: QuickDrawSource, split: splits.Split | str,
+                         count: int) -> np.ndarray:
+  """The positions in the split (its index, and its bottleneck cache's
+  rows) of `drawings_from_split`'s drawings."""
+  return splits.spread(source.split_size(split), count)
+
+
 def drawings_from_split(source: QuickDrawSource, split: splits.Split | str,
                         count: int) -> tuple[np.ndarray, np.ndarray]:
   """Up to `count` drawings spread evenly over a split (which is sorted by
@@ -330,5 +337,5 @@ def drawings_from_split(source: QuickDrawSource, split: splits.Split | str,
     (uint8 (n, 784) drawings, int64 (n,) labels).
   """
   drawings, labels = source.read_positions(
-      split, splits.spread(source.split_size(split), count))
+      split, positions_from_split(source, split, count))
   return drawings, labels.astype(np.int64)

@@ -34,6 +34,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -42,6 +43,7 @@ from absl import logging
 from tensorflow.python.framework import convert_to_constants
 
 from quickdraw import atomic_files, backbones, inference, preprocessing, quiet
+from quickdraw.pens import cores
 
 # Features of a batch, Keras against LiteRT, as a share of the largest
 # feature: measured 2.1e-5 (MobileNetV2 0.5) and 2.5e-5 (v1 0.25) on an
@@ -55,9 +57,16 @@ TOLERANCE = 1e-4
 MIN_DRAWINGS = 1000
 _FORMAT = 3  # 3: takes 28x28 drawings; 2: upsampled images
 
-# Backbones whose LiteRT model was made or loaded in this process, with the
-# weights it was made of: backbone -> (weights digest, its interpreter, the
-# file it is kept in, the side it upsamples to).
+
+class _Made(NamedTuple):
+  """A backbone's LiteRT model made or loaded in this process."""
+  digest: str  # of the weights it was made of
+  lite: inference.TFLitePredictor
+  path: str  # where it is kept (the bottleneck folder)
+  image_size: int  # the side it upsamples the drawings to
+
+
+# Backbones whose LiteRT model was made or loaded here -> its `_Made`.
 _MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -65,14 +74,6 @@ def on_cpu_only() -> bool:
   """True when TensorFlow sees no GPU or TPU (LiteRT's case)."""
   return not (tf.config.list_logical_devices("GPU") or
               tf.config.list_logical_devices("TPU"))
-
-
-def cores() -> int:
-  """The CPUs this process may run on."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # not Linux
-    return os.cpu_count() or 1
 
 
 def _interpreter(content: bytes) -> inference.TFLitePredictor:
@@ -111,9 +112,10 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
       conversion is checked on them against Keras.
 
   Returns:
-    The forward pass, 28x28 drawings (0 to 255) -> features, or None where Keras is the path: an accelerator is
-    in use, too few drawings to repay a conversion that is not kept yet, or
-    a conversion that failed or disagrees with Keras (said in a notice).
+    The forward pass, 28x28 drawings (0 to 255) -> features, or None where
+    Keras is the path: an accelerator is in use, too few drawings to repay
+    a conversion that is not kept yet, or a conversion that failed or
+    disagrees with Keras (said in a notice).
   """
   if not on_cpu_only():
     return None
@@ -134,7 +136,7 @@ def forward(backbone: keras.Model, image_size: int, folder: str,
     except OSError:
       pass  # kept for this process only; the features are what matter
   lite = _interpreter(content)
-  _MADE[backbone] = (digest, lite, path, image_size)
+  _MADE[backbone] = _Made(digest, lite, path, image_size)
   return lite
 
 
@@ -144,15 +146,14 @@ def registered(backbone: keras.Model, digest: str | None = None
   present weights (a fine-tuned backbone has none); `digest`: its
   `backbones.weights_digest`, if already at hand."""
   made = _made(backbone, digest)
-  return made[0] if made else None
+  return made.lite if made else None
 
 
-def _made(backbone: keras.Model, digest: str | None = None
-          ) -> tuple[inference.TFLitePredictor, str, int] | None:
+def _made(backbone: keras.Model, digest: str | None = None) -> _Made | None:
   made = _MADE.get(backbone)
-  if made is not None and made[0] == (
+  if made is not None and made.digest == (
       digest or backbones.weights_digest(backbone)):
-    return made[1:]
+    return made
   return None
 
 
@@ -280,9 +281,9 @@ def keep_features(classifier: keras.Model, drawings: np.ndarray,
                      "drawings")
   parts = _parts(classifier)
   made = _made(parts[0]) if parts is not None else None
-  if made is not None and made[1]:
+  if made is not None and made.path:
     drawings = np.asarray(drawings, np.uint8).reshape(-1, 784)
-    atomic_files.cached_npy(_kept_path(made[1], drawings),
+    atomic_files.cached_npy(_kept_path(made.path, drawings),
                             lambda: np.asarray(features, np.float32))
 
 
@@ -312,6 +313,6 @@ def predictor(classifier: keras.Model) -> inference.Predictor:
   parts = _parts(classifier)
   if parts is not None:
     made = _made(parts[0])
-    if made is not None and made[2] == int(classifier.input_shape[1]):
-      return HeadOnFeatures(classifier, made[0], parts[1], made[1])
+    if made is not None and made.image_size == int(classifier.input_shape[1]):
+      return HeadOnFeatures(classifier, made.lite, parts[1], made.path)
   return inference.KerasPredictor("", classifier)

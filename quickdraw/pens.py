@@ -202,17 +202,22 @@ def _draw_chunk(canvases: Sequence[Canvas]) -> np.ndarray:
       for drawing, size, pen, box, theme in canvases])
 
 
+def cores() -> int:
+  """The CPUs this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
 def _workers(count: int) -> int:
   """Processes to draw `count` canvases in: the cores this process may
   use, where fork is safe (Linux; macOS forks badly under native
   libraries) and enough canvases repay it; 0 draws here."""
   if count < MIN_PARALLEL or not sys.platform.startswith("linux"):
     return 0
-  try:
-    cores = len(os.sched_getaffinity(0))
-  except AttributeError:
-    cores = os.cpu_count() or 1
-  return cores if cores > 1 else 0
+  available = cores()
+  return available if available > 1 else 0
 
 
 def draw(canvases: Sequence[Canvas]) -> Iterator[np.ndarray]:

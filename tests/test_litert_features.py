@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from quickdraw import (backbones, bottlenecks, input_pipeline,
-                       litert_features, model, preprocessing, splits)
+                       litert_features, model, preprocessing)
 from quickdraw.export import checks, flow
 
 SIZE = 64
@@ -259,7 +259,7 @@ def test_the_checks_take_the_split_s_own_bottlenecks(make_source, tmp_path,
   features the run just computed: given those (rows of the cache, in the
   split's order), the predictor computes none, and gets the features
   LiteRT gives those very drawings."""
-  from quickdraw.data_source import drawings_from_split
+  from quickdraw.data_source import drawings_from_split, positions_from_split
   source = make_source()
   backbone, classifier, _ = _converted(make_source, str(tmp_path), 16)
   features, _, _ = bottlenecks.load_or_compute(
@@ -270,7 +270,7 @@ def test_the_checks_take_the_split_s_own_bottlenecks(make_source, tmp_path,
   expected = litert_features.registered(backbone)(
       drawings.reshape(-1, 28, 28, 1))
   litert_features.keep_features(classifier, drawings, features[
-      splits.spread(len(features), count)])
+      positions_from_split(source, "test", count)])
 
   def no_features(self, images):
     raise AssertionError("computed the features again")

@@ -16,7 +16,8 @@ from quickdraw import (atomic_files, backbones, calibration, inference,
                        litert_features, run_files, splits, visualize)
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig
-from quickdraw.data_source import QuickDrawSource, drawings_from_split
+from quickdraw.data_source import (QuickDrawSource, drawings_from_split,
+                                   positions_from_split)
 from quickdraw.export import canvas, checks, contracts, convert
 from quickdraw.export.config import (ASSET_GRAPH, ASSET_LABELS, ASSET_MODEL,
                                      JOURNAL, KERAS_MODEL, MODEL_INFO, MODES,
@@ -323,7 +324,7 @@ def export_run(data: DataConfig, config: ExportConfig,
     features = (bottlenecks or {}).get(Split(split).value)
     if features is not None:
       litert_features.keep_features(classifier, drawings, features[
-          splits.spread(source.split_size(split), count)])
+          positions_from_split(source, split, count)])
     return drawings, labels
 
   # Drawings, upsampled a chunk at a time inside the export's checks.
