@@ -38,14 +38,30 @@ ABOVE_EQUAL_SCORES = 0.05
 SOFTMAX_LAYER = "final_result"
 
 
+# A row's scores leave a "none of these" share when they sum to less than
+# 1 by more than float32's rounding of the sum (`losses.softmax_with_none`).
+NONE_SHARE_FLOOR = 1e-6
+
+
 def rescale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-  """softmax(logits / T) from softmax(logits): log p is the logits less a
-  per-row constant, which softmax ignores."""
-  logits = np.log(np.maximum(np.asarray(probabilities, np.float64), 1e-30))
-  logits = logits / temperature
+  """The scores of logits / T from the scores of the logits, as folding T
+  into the softmax layer makes them (`temperature_folded`).
+
+  The scores are a softmax over the class logits and a none logit of 0,
+  without the none's score (`losses.softmax_with_none`), or a plain softmax
+  (older runs, or a row whose none share rounds away): log p is the logits
+  less a per-row constant, and log p_none is minus that constant.
+  """
+  p = np.asarray(probabilities, np.float64)
+  none = 1.0 - p.sum(1, keepdims=True)
+  none = np.where(none > NONE_SHARE_FLOOR, none, 0.0)
+  logits = np.log(np.maximum(np.concatenate([p, none], 1), 1e-300))
+  logits = (logits - np.where(none > 0, np.log(np.maximum(none, 1e-300)),
+                              0.0)) / temperature
+  logits[:, -1] = np.where(none[:, 0] > 0, 0.0, -np.inf)
   logits -= logits.max(1, keepdims=True)
   e = np.exp(logits)
-  return (e / e.sum(1, keepdims=True)).astype(np.float32)
+  return (e / e.sum(1, keepdims=True))[:, :-1].astype(np.float32)
 
 
 def negative_log_likelihood(probabilities: np.ndarray,

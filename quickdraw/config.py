@@ -116,16 +116,16 @@ class TrainConfig:
     dropout: Dropout rate before the head's dense layer.
     junk_share: Junk pictures (`outliers`: noise, gradients, textures,
       scribbles, text through the canvas preprocessing) added to each
-      training batch, as a share of its drawings, with a uniform target:
-      the model learns to give them no confident answer, so an app's
-      score threshold turns them away. 0 trains on drawings alone.
+      training batch, as a share of its drawings, with the none class as
+      their target (`losses.softmax_with_none`): the model learns to give
+      them no confident answer, so an app's score threshold turns them
+      away. 0 trains on drawings alone.
     other_share: Doodles of other categories (`others`, chosen by
-      `DataConfig.other_categories`) added to each training batch, as a
-      share of its drawings, with a uniform target: the model learns to
+      `DataConfig.other_categories`), as QuickDraw drew them and re-drawn
+      with a pen, added to each training batch, as a share of its
+      drawings, with the none class as their target: the model learns to
       answer them "not sure". 0 for none (they still measure the
-      threshold). Off by default: on the quality gate's frozen v1 0.25
-      run, 0.2 lowered unseen categories' and junk's refusal on canvases
-      (scripts/README.md, "Other categories").
+      threshold).
     redraw_share: Training drawings drawn again with a pen of random width
       and size on an app canvas of a random theme, read back by the app
       model's canvas preprocessing (`redraws`), added to each training
@@ -186,7 +186,7 @@ class TrainConfig:
   label_smoothing: float = 0.1
   dropout: float = 0.2
   junk_share: float = 0.1
-  other_share: float = 0.0
+  other_share: float = 0.2
   redraw_share: float = 0.5
   fine_tune_layers: int = 0
   fine_tune_learning_rate: float = 1e-4

@@ -13,7 +13,7 @@ import os
 
 import keras
 
-from quickdraw import backbones, preprocessing
+from quickdraw import backbones, losses, preprocessing
 from quickdraw.errors import QuickDrawError
 
 # The backbone table and names live in `backbones`; these names stay here
@@ -118,12 +118,14 @@ def build_backbone(architecture: Architecture,
 
 def build_head(feature_dim: int, num_classes: int,
                dropout: float = 0.2) -> keras.Model:
-  """Dropout and a softmax layer over pooled features."""
+  """Dropout and a Dense layer over pooled features, whose scores leave
+  room for "none of these" (`losses.softmax_with_none`)."""
   features = keras.Input((feature_dim,), name="bottleneck")
   x = keras.layers.Dropout(dropout)(features)
   # float32 even under mixed precision: a float16 softmax loses small
   # probabilities and destabilises the loss.
-  probabilities = keras.layers.Dense(num_classes, activation="softmax",
+  probabilities = keras.layers.Dense(num_classes,
+                                     activation=losses.softmax_with_none,
                                      dtype="float32", name="final_result")(x)
   return keras.Model(features, probabilities, name="head")
 

@@ -4,9 +4,9 @@ An app that knows 10 kinds of drawing meets every other kind too. Drawings
 of categories the run did not choose serve twice:
 
 * outlier exposure: with `TrainConfig.other_share`, most of them join the
-  training batches with a uniform target (`outliers.add_junk`, beside the
-  junk), so the model learns to give doodles of other things no confident
-  answer;
+  training batches (`outliers.add_junk`, beside the junk), with their pen
+  re-draws, trained to the none class (`losses.softmax_with_none`), so the
+  model learns to give doodles of other things no confident answer;
 * the threshold: the rest (`held_out`), categories no training batch used,
   are scored at calibration, so the threshold's "not sure" is measured on
   kinds of doodle the model never saw (`calibration.threshold_curve`).

@@ -5,9 +5,11 @@ non-doodle is, so noise, a photo's texture or a line of text gets whatever
 class its features lean to, often above the app's score threshold. Outlier
 exposure (Hendrycks, Mazeika and Dietterich, "Deep Anomaly Detection with
 Outlier Exposure", ICLR 2019) adds pictures that are none of the classes to
-the training batches with a uniform target: the model learns to spread its
-scores on them, so their top score falls under the threshold while real
-drawings keep theirs.
+the training batches, with the none class as their target
+(`losses.softmax_with_none`; Hendrycks et al. used a uniform target over
+the classes, which refused fewer doodles of unseen categories here): the
+model learns to score them low on every class, so their top score falls
+under the threshold while real drawings keep theirs.
 
 The junk is `canvases.junk` (noise, gradients, textures, scribbles, text),
 put through the same canvas preprocessing as the app's pictures, with seeds
@@ -27,7 +29,7 @@ from quickdraw import atomic_files
 from quickdraw import canvases
 from quickdraw import preprocessing
 
-# The label of a junk picture: its target is uniform over the classes.
+# The label of a junk picture: its target is the none class.
 JUNK_LABEL = -1
 # Seeds of the training junk: far from the measured junk's 0, 1, 2, ...
 TRAIN_SEED = 7_919_000

@@ -103,6 +103,21 @@ def cached_pen_redraws(drawings: np.ndarray, seed: int, folder: str
   return _MADE[key]
 
 
+def with_pen_redraws(drawings: np.ndarray, seed: int, folder: str
+                     ) -> np.ndarray:
+  """`drawings` as QuickDraw drew them, then re-drawn with a pen
+  (`cached_pen_redraws`): other categories' doodles join the training
+  batches both ways, as the training drawings do, since the app meets
+  other things on canvases too.
+
+  Returns:
+    uint8 (2N, 28, 28, 1).
+  """
+  drawings = np.asarray(drawings, np.uint8).reshape(-1, 28, 28, 1)
+  return np.concatenate([drawings,
+                         cached_pen_redraws(drawings, seed, folder)])
+
+
 def training_pool(source: QuickDrawSource, share: float, seed: int,
                   folder: str) -> tuple[np.ndarray, np.ndarray]:
   """Pen re-draws of `share` of the training split's drawings (spread over

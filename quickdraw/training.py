@@ -4,10 +4,8 @@
 
 1. Open the data (QuickDraw's files, and class folders of pictures) and
    build the frozen backbone (weights fetched if needed).
-2. Train the head. Without augmentation it trains on the bottleneck cache:
-   each drawing's features are computed once, for every epoch and later
-   run. With augmentation the drawings change every epoch, so (as
-   retrain.py's distortions did) the frozen backbone runs on every batch.
+2. Train the head, on the bottleneck cache (each drawing's features are
+   computed once) or, with augmentation, with the backbone on every batch.
 3. Optionally fine-tune: unfreeze the top backbone layers (batch norm stays
    in inference mode) and train on images at a small learning rate.
 4. Evaluate on the test split, write the report, apply the accuracy gate,
@@ -85,6 +83,7 @@ def fingerprint(data: DataConfig, config: TrainConfig,
              if k not in ("download", "download_base_url", "data_dir")}
   if pictures:  # runs without image folders keep their fingerprints
     shaping["pictures"] = pictures
+  shaping["scores"] = "softmax_with_none"  # not a plain softmax's checkpoint
   shaping.update({k: v for k, v in dataclasses.asdict(config).items()
                   if k not in ("model_dir", "bottleneck_dir", "output_dir",
                                "summaries_dir", "min_accuracy",
@@ -148,16 +147,18 @@ class _Run:
     """(28x28 drawings, labels or None) of one kind of added rows."""
     if name == "junk":
       return outliers.cached_junk_drawings(), None
+    seed, folder = (self.config.seed_for(self.data),
+                    os.path.expanduser(self.config.bottleneck_dir))
     if name == "others":
-      return self.others.exposure.reshape(-1, 28, 28, 1), None
-    return redraws.training_pool(
-        self.source, self.config.redraw_share, self.config.seed_for(self.data),
-        os.path.expanduser(self.config.bottleneck_dir))
+      return redraws.with_pen_redraws(self.others.exposure, seed + 1,
+                                      folder), None
+    return redraws.training_pool(self.source, self.config.redraw_share, seed,
+                                 folder)
 
   def exposure(self, features: bool = False) -> list[tuple]:
     """(pool, rows per batch, labels) of each kind of rows added to the
-    training batches: junk and other categories' doodles (labels None: a
-    uniform target), then pen re-draws of training drawings (their own
+    training batches: junk and other categories' doodles (labels None: the
+    none class), then pen re-draws of training drawings (their own
     labels), in that order, an empty pool for a kind that is off: 28x28
     drawings, or their bottleneck features (cached beside the splits')."""
     pools = []
@@ -192,8 +193,7 @@ class _Run:
       keras.mixed_precision.set_global_policy(previous)
 
   def plain_classifier(self) -> keras.Model:
-    """The classifier rebuilt in float32, outside any strategy, with the
-    trained weights.
+    """The classifier rebuilt in float32, outside any strategy, trained.
 
     What a mixed-precision or distributed run saves and exports: the
     documented float32 contract without float16 casts in the graph, and

@@ -29,8 +29,8 @@ import keras
 import numpy as np
 from absl import flags
 
-from quickdraw import (bottlenecks, calibration, canvases, model as model_lib,
-                       preprocessing, quality, redraws)
+from quickdraw import (bottlenecks, calibration, canvases, losses,
+                       model as model_lib, preprocessing, quality, redraws)
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli  # noqa: F401  (its flags)
 from quickdraw.config import DataConfig
@@ -117,10 +117,9 @@ def main(argv: Sequence[str]) -> None:
                                             replace=False)
     keras.utils.set_random_seed(0)
     head = model_lib.build_head(train_x.shape[1], k, 0.2)
-    head.compile(keras.optimizers.Adam(1e-3),
-                 keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    head.compile(keras.optimizers.Adam(1e-3), losses.SparseCrossentropy(0.1))
     head.fit(np.concatenate([train_x, pool_x[picks]]),
-             np.eye(k)[np.concatenate([train_y, train_y[picks]])],
+             np.concatenate([train_y, train_y[picks]]),
              batch_size=100, epochs=FLAGS.epochs, verbose=0, shuffle=True)
     raw = {name: head.predict(x, batch_size=1000, verbose=0)
            for name, x in measured.items()}

@@ -1,23 +1,31 @@
-"""Unseen categories: uniform-target exposure against a background class.
+"""Unseen categories: which target teaches "not sure" on the app's canvases.
 
   python scripts/bench_unknown.py --data_dir=../shared/data/quickdraw \
       --architecture=mobilenet_v2_0.5_224 \
       --weights=../shared/data/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5
 
-On cached frozen features (the head's own route), trains one head per way
-of teaching "not sure" and prints, for each, the known test drawings
-answered right at or above the threshold and the share of doodles of
-categories no part of the run saw refused under it, with the threshold at
-the export's default (95% of validation answers right) and where it keeps
-97% of the validation drawings answered right:
+On cached frozen features (the head's own route), trains heads as
+quickdraw-train does (training drawings, pen re-draws of half of them,
+junk a tenth of each batch) and, in all but the first, doodles of the
+`--exposure` categories (QuickDraw's and pen re-drawn) a fifth of each
+batch, each with another target:
 
-* none: the drawings alone;
-* uniform: `--exposure` categories' drawings in each batch (a fifth of
-  it) with a uniform target, as `--other_share` does;
-* background: those drawings as one more class, whose score the app would
-  read as "not sure" (the threshold then on the known classes' top score).
+* drawings and junk: no other categories (`--other_share=0`);
+* uniform: a plain softmax, junk and doodles with a uniform target over the
+  classes (Hendrycks et al.'s outlier exposure; this tool until 2026-12-06);
+* background: one more class, with weights of its own, whose score the
+  app would read as "not sure" (the threshold on the classes' scores);
+* none class: the shipped head (`losses.softmax_with_none`), junk and
+  doodles trained to a none logit fixed at 0.
 
-QuickDraw bitmaps, not canvases: bench_quality.py measures the app's side.
+Every head is calibrated as the export calibrates (a temperature on the
+validation drawings; the threshold on them as canvases), and scored on
+pen-drawn canvases read by the app's
+preprocessing (`canvases.pen_suite`): test canvases answered right at or
+above the threshold, and canvases of `--unseen` categories (which no head
+saw) and junk refused under it, with the threshold at the export's default
+rule (95% of the validation canvases' answers right, at least 3% of the
+right ones given up) and where it keeps 97% of the right answers.
 """
 
 from __future__ import annotations
@@ -31,11 +39,13 @@ import keras
 import numpy as np
 from absl import flags
 
-from quickdraw import bottlenecks, calibration, model as model_lib, quality
+from quickdraw import (bottlenecks, calibration, canvases, losses,
+                       model as model_lib, outliers, preprocessing, quality,
+                       redraws)
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli  # noqa: F401  (its flags)
 from quickdraw.config import DataConfig
-from quickdraw.data_source import QuickDrawSource
+from quickdraw.data_source import QuickDrawSource, drawings_from_split
 from quickdraw.splits import Split
 
 FLAGS = flags.FLAGS
@@ -49,40 +59,50 @@ flags.DEFINE_list("exposure", [c for c in quality.RETRAIN_OTHERS
 flags.DEFINE_list("unseen", ["dog", "fish", "flower", "square", "book",
                              "train"], "Categories no part of the run sees.")
 flags.DEFINE_integer("other_drawings", 300, "Drawings of each other one.")
+if "canvas_side" not in FLAGS:  # bench_redraws' (the tests import both)
+  flags.DEFINE_integer("canvas_side", 256, "Side of the measured canvases.")
 
 
-def _features(backbone, names: Sequence[str], count: int, size: int,
-              name: str) -> np.ndarray:
+def _rows(names: Sequence[str], count: int) -> np.ndarray:
   source = QuickDrawSource.open(DataConfig(
       categories=tuple(names), data_dir=FLAGS.data_dir, download=False,
       samples_per_class=count, validation_percentage=0,
-      testing_percentage=0, image_size=size))
-  drawings = np.concatenate([source.read_rows(c, source.selected_rows(c))
-                             for c in range(source.num_classes)])
-  return bottlenecks.drawings_features(
-      backbone, drawings.reshape(-1, 28, 28, 1), size,
-      os.path.expanduser(FLAGS.bottleneck_dir), name=name)
+      testing_percentage=0))
+  return np.concatenate([source.read_rows(c, source.selected_rows(c))
+                         for c in range(source.num_classes)])
 
 
-def _head(dim: int, classes: int, x, y, seed: int) -> keras.Model:
-  keras.utils.set_random_seed(seed)
-  head = model_lib.build_head(dim, classes, 0.2)
-  head.compile(keras.optimizers.Adam(1e-3),
-               keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+def _seen(pictures: np.ndarray) -> np.ndarray:
+  """Canvases -> the 28x28 drawings the app's model sees."""
+  read = preprocessing.canvas_reader(len(pictures))
+  return np.concatenate([np.asarray(read(pictures[i:i + 100]))
+                         for i in range(0, len(pictures), 100)]
+                        ).astype(np.uint8).reshape(-1, 28, 28, 1)
+
+
+def _trained(head: keras.Model, loss, x, y) -> keras.Model:
+  head.compile(keras.optimizers.Adam(1e-3), loss)
   head.fit(x, y, batch_size=100, epochs=FLAGS.epochs, verbose=0,
            shuffle=True)
   return head
 
 
-def _row(name, val, val_labels, test, test_labels, unseen) -> list[str]:
-  cells = [name]
-  for threshold in (calibration.score_threshold(val, val_labels),
-                    np.quantile(val.max(1)[val.argmax(1) == val_labels],
-                                0.03)):
-    right = np.mean((test.argmax(1) == test_labels)
-                    & (test.max(1) >= threshold))
-    cells += [f"{threshold:.3f}", f"{right:.4f}",
-              f"{np.mean(unseen.max(1) < threshold):.3f}"]
+def _softmax_head(dim: int, classes: int) -> keras.Model:
+  features = keras.Input((dim,))
+  return keras.Model(features, keras.layers.Dense(
+      classes, activation="softmax", name=calibration.SOFTMAX_LAYER)(
+          keras.layers.Dropout(0.2)(features)))
+
+
+def _cells(val, val_y, test, test_y, unseen, junk) -> list[str]:
+  cells = [f"{np.mean(test.argmax(1) == test_y):.4f}"]
+  right = val.max(1)[val.argmax(1) == val_y]
+  for threshold in (calibration.score_threshold(val, val_y),
+                    np.quantile(right, 0.03) if len(right) else 1.0):
+    sure = np.mean((test.argmax(1) == test_y) & (test.max(1) >= threshold))
+    cells += [f"{threshold:.3f}", f"{sure:.4f}",
+              f"{np.mean(unseen.max(1) < threshold):.3f}",
+              f"{np.mean(junk.max(1) < threshold):.3f}"]
   return cells
 
 
@@ -94,47 +114,85 @@ def main(argv: Sequence[str]) -> None:
   size = architecture.image_size
   source = QuickDrawSource.open(DataConfig(
       categories=tuple(FLAGS.categories or quality.RETRAIN_CATEGORIES),
-      data_dir=FLAGS.data_dir,
-      download=False, samples_per_class=FLAGS.samples_per_class,
-      image_size=size))
+      data_dir=FLAGS.data_dir, download=False,
+      samples_per_class=FLAGS.samples_per_class, image_size=size))
   cache = os.path.expanduser(FLAGS.bottleneck_dir)
-  split = {s: bottlenecks.load_or_compute(backbone, source, s, size, cache,
-                                          verbose=0)[:2]
-           for s in (Split.TRAIN, Split.VALIDATION, Split.TEST)}
-  exposure = _features(backbone, FLAGS.exposure, FLAGS.other_drawings, size,
-                       "exposure")
-  unseen = _features(backbone, FLAGS.unseen, 100, size, "unseen")
-  (x, y), k = split[Split.TRAIN], source.num_classes
-  dim = x.shape[1]
-  # A fifth of each batch, as --other_share=0.2 adds.
-  picks = np.random.default_rng(0).choice(len(exposure), len(x) // 5)
-  rows = [["head", "T (95%)", "right+sure", "unseen refused", "T (97% kept)",
-           "right+sure", "unseen refused"]]
 
+  def features(drawings, name):
+    return bottlenecks.drawings_features(
+        backbone, np.asarray(drawings, np.uint8).reshape(-1, 28, 28, 1), size,
+        cache, name=name)
+
+  def suite(drawings, seed, name):
+    return features(_seen(canvases.pen_suite(drawings, FLAGS.canvas_side,
+                                             seed)[0]), name)
+
+  x, y = bottlenecks.load_or_compute(backbone, source, Split.TRAIN, size,
+                                     cache, verbose=0)[:2]
+  train, _ = drawings_from_split(source, Split.TRAIN, 10 ** 9)
+  half = np.arange(0, len(train), 2)
+  x = np.concatenate([x, features(redraws.pen_redraws(train[half], seed=5),
+                                  "bench-redraws")])
+  y = np.concatenate([y, y[half]])
+  junk = features(outliers.cached_junk_drawings(), "junk")
+  exposure = features(redraws.with_pen_redraws(
+      _rows(FLAGS.exposure, FLAGS.other_drawings), 7, cache), "exposure")
+  val, val_y = drawings_from_split(source, Split.VALIDATION, 10 ** 9)
+  test, test_y = drawings_from_split(source, Split.TEST, 10 ** 9)
+  measured = {
+      "val drawings": bottlenecks.load_or_compute(
+          backbone, source, Split.VALIDATION, size, cache, verbose=0)[0],
+      "val": suite(val, 12, "bench-val-suite"),
+      "test": suite(test, 13, "bench-test-suite"),
+      "unseen": suite(_rows(FLAGS.unseen, 150), 15, "bench-unseen-suite"),
+      "junk": features(outliers.junk_drawings(per_kind=60, seed=99),
+                       "bench-junk")}
+  # Junk a tenth, other doodles a fifth of the drawings, as the defaults.
+  rng = np.random.default_rng(0)
+  junk_rows = junk[rng.choice(len(junk), len(x) // 10)]
+  doodle_rows = exposure[rng.choice(len(exposure), len(x) // 5)]
+  k, dim = source.num_classes, x.shape[1]
+  none = outliers.JUNK_LABEL
+  keras.utils.set_random_seed(0)
+  smoothed = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
   heads = {
-      "none": _head(dim, k, x, np.eye(k)[y], 0),
-      "uniform": _head(dim, k, np.concatenate([x, exposure[picks]]),
-                       np.concatenate([np.eye(k)[y],
-                                       np.full((len(picks), k), 1 / k)]), 0),
-      "background": _head(dim, k + 1, np.concatenate([x, exposure[picks]]),
-                          np.eye(k + 1)[np.concatenate(
-                              [y, np.full(len(picks), k)])], 0),
+      "drawings and junk": _trained(
+          model_lib.build_head(dim, k, 0.2),
+          losses.SparseCrossentropy(0.1), np.concatenate([x, junk_rows]),
+          np.concatenate([y, np.full(len(junk_rows), none)])),
+      "uniform": _trained(
+          _softmax_head(dim, k), smoothed,
+          np.concatenate([x, junk_rows, doodle_rows]),
+          np.concatenate([np.eye(k)[y], np.full(
+              (len(junk_rows) + len(doodle_rows), k), 1 / k)])),
+      "background": _trained(
+          _softmax_head(dim, k + 1), smoothed,
+          np.concatenate([x, junk_rows, doodle_rows]),
+          np.eye(k + 1)[np.concatenate(
+              [y, np.full(len(junk_rows) + len(doodle_rows), k)])]),
+      "none class": _trained(
+          model_lib.build_head(dim, k, 0.2),
+          losses.SparseCrossentropy(0.1),
+          np.concatenate([x, junk_rows, doodle_rows]),
+          np.concatenate([y, np.full(len(junk_rows) + len(doodle_rows),
+                                     none)])),
   }
-  val_x, val_y = split[Split.VALIDATION]
-  test_x, test_y = split[Split.TEST]
+  rows = [["head", "canvas top-1", "T (default)", "right+sure",
+           "unseen refused", "junk refused", "T (97% kept)", "right+sure",
+           "unseen refused", "junk refused"]]
   for name, head in heads.items():
-    # Calibrated as the export calibrates, on the validation drawings.
-    def scores(features, temperature=None):
-      p = head.predict(features, batch_size=1000, verbose=0)
-      return p if temperature is None else calibration.rescale(p, temperature)
-    temperature = calibration.fit_temperature(scores(val_x), val_y)
-    known = slice(0, k)  # a background class's share is its "not sure"
-    rows.append(_row(name, scores(val_x, temperature)[:, known], val_y,
-                     scores(test_x, temperature)[:, known], test_y,
-                     scores(unseen, temperature)[:, known]))
+    raw = {n: head.predict(f, batch_size=1000, verbose=0)
+           for n, f in measured.items()}
+    # Calibrated as the export calibrates; a background class's share of
+    # the scores is its "not sure".
+    temperature = calibration.fit_temperature(raw["val drawings"], val_y)
+    scores = {n: calibration.rescale(p, temperature)[:, :k]
+              for n, p in raw.items()}
+    rows.append([name, *_cells(scores["val"], val_y, scores["test"], test_y,
+                               scores["unseen"], scores["junk"])])
   print(f"{FLAGS.architecture}, {k} categories x {FLAGS.samples_per_class}, "
-        f"exposure {len(FLAGS.exposure)} x {FLAGS.other_drawings}, unseen "
-        f"{', '.join(FLAGS.unseen)}")
+        f"exposure {len(FLAGS.exposure)} x {FLAGS.other_drawings} (and their "
+        f"re-draws), unseen {', '.join(FLAGS.unseen)}")
   for r in rows:
     print(common.markdown_row(r))
 

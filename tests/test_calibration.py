@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from quickdraw import calibration
+from quickdraw import calibration, losses
+from quickdraw import model as model_lib
 
 
 def _softmax(z):
@@ -114,3 +115,31 @@ def test_a_held_out_set_all_right_does_not_saturate_the_scores():
   labels = np.array([0, 1, 0])
   assert calibration.fit_temperature(scores, labels) == (
       calibration.MIN_TEMPERATURE)
+
+
+def test_rescale_keeps_the_none_logit_at_zero():
+  # The head's scores leave room for "none of these"; a temperature
+  # folded into its kernel divides the class logits alone.
+  logits = np.random.default_rng(2).normal(0, 3, (6, 4)).astype(np.float32)
+  logits[0] = [30, -9, -9, -9]  # sure: the none share rounds away
+  # float32 scores carry the none share (1 less their sum) to about 1e-7.
+  for temperature in (0.5, 2.5):
+    np.testing.assert_allclose(
+        calibration.rescale(losses.softmax_with_none(logits).numpy(),
+                            temperature),
+        losses.softmax_with_none(logits / temperature).numpy(), atol=2e-5)
+  # A plain softmax (an older run's head) rescales as a softmax.
+  plain = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  tempered = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+  np.testing.assert_allclose(calibration.rescale(plain, 2.0), tempered,
+                             atol=1e-6)
+
+
+def test_temperature_folds_into_a_head_with_a_none_class():
+  head = model_lib.build_head(5, 4)
+  x = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)
+  plain = head(x).numpy()
+  with calibration.temperature_folded(head, 3.0):
+    folded = head(x).numpy()
+  np.testing.assert_allclose(folded, calibration.rescale(plain, 3.0),
+                             atol=1e-6)

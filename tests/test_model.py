@@ -55,8 +55,15 @@ def test_classifier_shapes_and_frozen_backbone():
   assert classifier.output_shape == (None, 5)
   # Only the head trains: its kernel and bias.
   assert [w.shape for w in classifier.trainable_weights] == [(256, 5), (5,)]
-  probs = classifier.predict(np.zeros((2, 64, 64, 3), np.float32), verbose=0)
-  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3))
+  probs = classifier.predict(images.astype(np.float32), verbose=0)
+  # A softmax over the logits and a none logit of 0, without the none's.
+  kernel, bias = head.get_layer("final_result").get_weights()
+  logits = np.concatenate([backbone.predict(images, verbose=0) @ kernel +
+                           bias, np.zeros((2, 1))], 1)
+  expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  np.testing.assert_allclose(probs, expected[:, :5], rtol=1e-4, atol=1e-6)
+  assert (probs.sum(1) < 1).all()
 
 
 def test_unfreeze_top_layers_keeps_batch_norm_frozen():

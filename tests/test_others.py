@@ -90,7 +90,7 @@ def test_open_reads_the_rows_and_falls_back_offline(folder, tmp_path,
         other_categories="snail"))
 
 
-def test_batches_carry_both_pools_with_a_uniform_target(folder):
+def test_batches_carry_both_pools_labelled_none(folder):
   source = QuickDrawSource.open(_data(folder))
   junk = np.full((5, 28, 28, 1), 7, np.uint8)
   doodles = np.full((5, 28, 28, 1), 9, np.uint8)

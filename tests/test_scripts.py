@@ -231,12 +231,12 @@ def test_bench_unknown_runs(tmp_path, capsys):
       architecture="test_tiny_32", weights="none", data_dir=str(folder),
       categories=list(CATEGORIES), exposure=["hexagon", "octagon"],
       unseen=["zigzag", "star"], samples_per_class=120, other_drawings=100,
-      epochs=2, bottleneck_dir=str(tmp_path / "cache")):
+      epochs=2, canvas_side=64, bottleneck_dir=str(tmp_path / "cache")):
     bench.main(["bench_unknown"])
   rows = [l for l in capsys.readouterr().out.splitlines()
           if l.startswith("| ")]
   assert [r.split("|")[1].strip() for r in rows] == [
-      "head", "none", "uniform", "background"]
-  for row in rows[1:]:  # two thresholds, each with both sides' shares
+      "head", "drawings and junk", "uniform", "background", "none class"]
+  for row in rows[1:]:  # top-1; two thresholds, each with three shares
     cells = [float(c) for c in row.split("|")[2:-1]]
-    assert len(cells) == 6 and all(0 <= c <= 1 for c in cells)
+    assert len(cells) == 9 and all(0 <= c <= 1 for c in cells)

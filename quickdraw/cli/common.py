@@ -96,8 +96,8 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "other_categories", _DEFAULTS.other_categories,
     "Categories the model should answer 'not sure' to (doodles of other "
-    "things): with --other_share, most join the training batches with a "
-    "uniform target; a quarter are held out to measure the score "
+    "things): with --other_share, most join the training batches, trained "
+    "to score 'none of these'; a quarter are held out to measure the score "
     "threshold (and place it, with --unknown_recall). Default: 100 "
     "official categories not in --categories, 100 drawings of each fetched "
     "by range requests (7.8 MB); with --nodownload, or offline, the other "

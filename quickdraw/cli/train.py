@@ -98,14 +98,15 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "junk_share", _DEFAULTS.junk_share,
     "Junk pictures (noise, gradients, textures, scribbles, text) added to "
-    "each training batch as a share of its drawings, with a uniform target, "
-    "so that the app's score threshold turns such pictures away; 0 for "
-    "none.", lower_bound=0.0, upper_bound=1.0)
+    "each training batch as a share of its drawings, trained to score "
+    "'none of these', so that the app's score threshold turns such pictures "
+    "away; 0 for none.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float(
     "other_share", _DEFAULTS.other_share,
-    "Doodles of --other_categories added to each training batch as a share "
-    "of its drawings, with a uniform target, so that the app's model "
-    "answers 'not sure' to kinds of drawing it does not know; 0 for none.",
+    "Doodles of --other_categories (and their pen re-draws) added to each "
+    "training batch as a share of its drawings, trained to score 'none of "
+    "these', so that the app's model answers 'not sure' to kinds of drawing "
+    "it does not know; 0 for none.",
     lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float(
     "redraw_share", _DEFAULTS.redraw_share,

@@ -71,7 +71,9 @@ def output_contract(categories: Sequence[str], final_tensor_name: str,
       "name": final_tensor_name,
       "shape": [1, len(categories)],
       "dtype": "float32",
-      "activation": "softmax",
+      # losses.softmax_with_none.
+      "activation": "softmax with a none class: the scores sum to at most "
+                    "1, the rest is 'none of these'",
       "order": list(categories),
       "nothing_drawn": "equal scores (1 / categories) for an all-black "
                        "drawing: a blank canvas or too little ink",
