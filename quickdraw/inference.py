@@ -3,7 +3,8 @@
 Every network artifact (Keras `.keras`, frozen `.pb`, `.tflite`) takes
 float32 RGB `[batch, S, S, 3]` in its backbone's input range ([-1, 1] for
 MobileNet v1 and v2, 0..255 for the families that rescale inside; see
-`backbones`) and returns softmax probabilities in label order. Each says
+`backbones`) and returns the class scores in label order (a softmax that
+leaves a "none of these" share: `losses.softmax_with_none`). Each says
 which range it takes: a Keras model by its backbone's name, a `.tflite` by
 its metadata's NormalizationOptions, a `.pb` by the `model_info.json`
 written beside it. `load_predictor(path)` hides which one it is;

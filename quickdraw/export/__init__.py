@@ -7,7 +7,9 @@
                     node `input` float32 [batch, S, S, 3] in the backbone's
                     input range ([-1, 1] for MobileNet v1 and v2, as
                     retrain.py's; 0..255 for V3 and EfficientNet, which
-                    rescale inside), output node `final_result` (softmax);
+                    rescale inside), output node `final_result` (class
+                    scores summing to at most 1: the rest is "none of
+                    these", `losses.softmax_with_none`);
                     loads with `tf.compat.v1.import_graph_def` alone
   --output_labels   one category per line, in output order
   --output_tflite   the network as TFLite (`model.tflite`): the same input
