@@ -53,7 +53,6 @@ def convert(converter: tf.lite.TFLiteConverter, what: str) -> bytes:
       warnings.filterwarnings("ignore", "Statistics for quantized inputs")
       model = converter.convert()
   except Exception as e:  # the converter raises ConverterError and others
-    import traceback; traceback.print_exc()  # DEBUG
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e)
     raise QuickDrawError(f"cannot convert {what} to TFLite ({reason}); "
                          "please report this with your settings") from None
