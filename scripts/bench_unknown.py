@@ -59,6 +59,7 @@ flags.DEFINE_list("exposure", [c for c in quality.RETRAIN_OTHERS
 flags.DEFINE_list("unseen", ["dog", "fish", "flower", "square", "book",
                              "train"], "Categories no part of the run sees.")
 flags.DEFINE_integer("other_drawings", 300, "Drawings of each other one.")
+flags.DEFINE_integer("unseen_drawings", 150, "Drawings of each unseen one.")
 if "canvas_side" not in FLAGS:  # bench_redraws' (the tests import both)
   flags.DEFINE_integer("canvas_side", 256, "Side of the measured canvases.")
 
@@ -144,7 +145,8 @@ def main(argv: Sequence[str]) -> None:
           backbone, source, Split.VALIDATION, size, cache, verbose=0)[0],
       "val": suite(val, 12, "bench-val-suite"),
       "test": suite(test, 13, "bench-test-suite"),
-      "unseen": suite(_rows(FLAGS.unseen, 150), 15, "bench-unseen-suite"),
+      "unseen": suite(_rows(FLAGS.unseen, FLAGS.unseen_drawings), 15,
+                      "bench-unseen-suite"),
       "junk": features(outliers.junk_drawings(per_kind=60, seed=99),
                        "bench-junk")}
   # Junk a tenth, other doodles a fifth of the drawings, as the defaults.

@@ -230,8 +230,9 @@ def test_bench_unknown_runs(tmp_path, capsys):
   with flagsaver.flagsaver(
       architecture="test_tiny_32", weights="none", data_dir=str(folder),
       categories=list(CATEGORIES), exposure=["hexagon", "octagon"],
-      unseen=["zigzag", "star"], samples_per_class=120, other_drawings=100,
-      epochs=2, canvas_side=64, bottleneck_dir=str(tmp_path / "cache")):
+      unseen=["zigzag", "star"], samples_per_class=100, other_drawings=40,
+      unseen_drawings=40, epochs=2, canvas_side=64,
+      bottleneck_dir=str(tmp_path / "cache")):
     bench.main(["bench_unknown"])
   rows = [l for l in capsys.readouterr().out.splitlines()
           if l.startswith("| ")]
