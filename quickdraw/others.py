@@ -166,7 +166,7 @@ def open_others(data: DataConfig, exposure: bool = True) -> OtherDrawings:
     return NO_OTHERS
   auto = data.other_categories.strip() == AUTO
   try:
-    if auto:
+    if auto and data.download:  # else names are the local files
       from quickdraw import remote_rows  # no import circle
       first = categories_lib.official_categories()[names[0]]
       if not remote_rows.answers_ranges(first, data):
