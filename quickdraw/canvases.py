@@ -149,6 +149,17 @@ def fit_canvas(picture: np.ndarray, height: int, width: int) -> np.ndarray:
   return resize_as_mediapipe(picture, height, width)
 
 
+def read_back(pictures: np.ndarray, batch: int = 100) -> np.ndarray:
+  """What the app's model makes of canvases of one size: uint8 (N, 28, 28)
+  drawings, by `preprocessing.canvas_to_drawings` `batch` at a time
+  (`preprocessing.canvas_reader`: traced when there are enough)."""
+  read = preprocessing.canvas_reader(len(pictures))
+  return np.concatenate([
+      np.asarray(read(pictures[i:i + batch]))
+      for i in range(0, len(pictures), batch)] or [
+          np.zeros((0, 28, 28))]).astype(np.uint8)
+
+
 def redraw(drawings: np.ndarray, size: int, seed: int = 0,
            theme: Theme | str | None = None,
            extent: tuple[float, float] = (0.35, 0.8)) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from absl import flags
 
 from quickdraw import (bottlenecks, calibration, canvases, losses,
-                       model as model_lib, preprocessing, quality, redraws)
+                       model as model_lib, quality, redraws)
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli  # noqa: F401  (its flags)
 from quickdraw.config import DataConfig
@@ -50,20 +50,13 @@ flags.DEFINE_list("unseen_categories", ["dog", "fish", "flower", "square",
 flags.DEFINE_integer("canvas_side", 256, "Side of the measured canvases.")
 
 
-def _seen(pictures: np.ndarray) -> np.ndarray:
-  """Canvases -> the 28x28 drawings the app's model sees."""
-  return np.concatenate([
-      preprocessing.canvas_to_drawings(pictures[i:i + 100]).numpy()
-      for i in range(0, len(pictures), 100)]).astype(np.uint8).reshape(
-          -1, 28, 28, 1)
-
-
 def _other_maker(drawings: np.ndarray, seed: int) -> np.ndarray:
   """`canvases.redraw` canvases in four themes, drawing i in theme i % 4."""
   out = np.zeros((len(drawings), 28, 28, 1), np.uint8)
   for i, theme in enumerate(("white", "dark", "blue_on_cream", "vignette")):
-    out[i::4] = _seen(canvases.redraw(drawings[i::4], FLAGS.canvas_side,
-                                      seed=seed + i, theme=theme))
+    out[i::4] = canvases.read_back(canvases.redraw(
+        drawings[i::4], FLAGS.canvas_side, seed=seed + i,
+        theme=theme))[..., None]
   return out
 
 
@@ -86,7 +79,8 @@ def main(argv: Sequence[str]) -> None:
         cache, name=name)
 
   def pen_suite(drawings, seed):
-    return _seen(canvases.pen_suite(drawings, FLAGS.canvas_side, seed)[0])
+    return canvases.read_back(canvases.pen_suite(drawings, FLAGS.canvas_side,
+                                                 seed)[0])
 
   train_x, train_y = bottlenecks.load_or_compute(
       backbone, source, Split.TRAIN, size, cache, verbose=0)[:2]

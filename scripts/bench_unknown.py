@@ -40,8 +40,7 @@ import numpy as np
 from absl import flags
 
 from quickdraw import (bottlenecks, calibration, canvases, losses,
-                       model as model_lib, outliers, preprocessing, quality,
-                       redraws)
+                       model as model_lib, outliers, quality, redraws)
 from quickdraw.cli import common
 from quickdraw.cli import train as train_cli  # noqa: F401  (its flags)
 from quickdraw.config import DataConfig
@@ -71,14 +70,6 @@ def _rows(names: Sequence[str], count: int) -> np.ndarray:
       testing_percentage=0))
   return np.concatenate([source.read_rows(c, source.selected_rows(c))
                          for c in range(source.num_classes)])
-
-
-def _seen(pictures: np.ndarray) -> np.ndarray:
-  """Canvases -> the 28x28 drawings the app's model sees."""
-  read = preprocessing.canvas_reader(len(pictures))
-  return np.concatenate([np.asarray(read(pictures[i:i + 100]))
-                         for i in range(0, len(pictures), 100)]
-                        ).astype(np.uint8).reshape(-1, 28, 28, 1)
 
 
 def _trained(head: keras.Model, loss, x, y) -> keras.Model:
@@ -125,8 +116,8 @@ def main(argv: Sequence[str]) -> None:
         cache, name=name)
 
   def suite(drawings, seed, name):
-    return features(_seen(canvases.pen_suite(drawings, FLAGS.canvas_side,
-                                             seed)[0]), name)
+    return features(canvases.read_back(
+        canvases.pen_suite(drawings, FLAGS.canvas_side, seed)[0]), name)
 
   x, y = bottlenecks.load_or_compute(backbone, source, Split.TRAIN, size,
                                      cache, verbose=0)[:2]

@@ -246,3 +246,9 @@ def test_the_traced_canvas_reading_gives_the_eager_bytes():
       preprocessing.compiled_canvas_to_drawings)
   assert preprocessing.canvas_reader(preprocessing.TRACED_FROM - 1) is (
       preprocessing.canvas_to_drawings)
+  # canvases.read_back: the same drawings, in batches, as uint8.
+  read = canvases.read_back(pictures, batch=16)
+  assert read.dtype == np.uint8 and read.shape == (len(pictures), 28, 28)
+  np.testing.assert_array_equal(
+      read, preprocessing.canvas_to_drawings(pictures).numpy())
+  assert canvases.read_back(pictures[:0]).shape == (0, 28, 28)

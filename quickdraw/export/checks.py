@@ -9,7 +9,7 @@ import numpy as np
 from absl import logging
 
 from quickdraw import (atomic_files, calibration, canvases, inference,
-                       litert_features, preprocessing, splits)
+                       litert_features, splits)
 from quickdraw.errors import QuickDrawError
 from quickdraw.export.config import (PREPROCESSED_TENSOR,
                                      PREPROCESSING_TOLERANCE, ExportConfig)
@@ -85,21 +85,15 @@ def as_the_app_sees(drawings: np.ndarray, count: int, side: int, seed: int,
   def pictures():
     return canvases.pen_suite(np.asarray(drawings)[rows], side, seed=seed)[0]
 
-  def seen(pictures):
-    read = preprocessing.canvas_reader(len(pictures))
-    return np.concatenate([
-        read(pictures[i:i + 100]).numpy()
-        for i in range(0, len(pictures), 100)] or [
-            np.zeros((0, 28, 28))]).astype(np.uint8)
-
   if folder is None:
     made = pictures()
-    return rows, made, seen(made)
+    return rows, made, canvases.read_back(made)
   key = _key(drawings, count, side, seed)
   made = atomic_files.cached_npy(os.path.join(folder, f"pictures-{key}.npz"),
                                  pictures)
   return rows, made, atomic_files.cached_npy(
-      os.path.join(folder, f"canvases-{key}.npy"), lambda: seen(made))
+      os.path.join(folder, f"canvases-{key}.npy"),
+      lambda: canvases.read_back(made))
 
 
 def check_artifacts(classifier, config: ExportConfig, temps: dict,
