@@ -238,6 +238,6 @@ def test_bench_unknown_runs(tmp_path, capsys):
           if l.startswith("| ")]
   assert [r.split("|")[1].strip() for r in rows] == [
       "head", "drawings and junk", "uniform", "background", "none class"]
-  for row in rows[1:]:  # top-1; two thresholds, each with three shares
+  for row in rows[1:]:  # top-1; the threshold and its three shares
     cells = [float(c) for c in row.split("|")[2:-1]]
-    assert len(cells) == 9 and all(0 <= c <= 1 for c in cells)
+    assert len(cells) == 5 and all(0 <= c <= 1 for c in cells)

@@ -111,8 +111,9 @@ flags.DEFINE_float(
     "categories (held out of training) that the app's model answers 'not "
     "sure' to. Higher refuses more of them and more right answers too; "
     "export_report.json's calibration curve and threshold_curve.png show "
-    "the trade. Default: the lowest threshold above which 95% of answers "
-    "are right on held-out drawings re-drawn as app canvases.", lower_bound=0.0, upper_bound=1.0)
+    "the trade. Default: the highest threshold under which at most 3% of "
+    "the right answers fall, on held-out drawings re-drawn as app "
+    "canvases.", lower_bound=0.0, upper_bound=1.0)
 
 
 # ExportConfig's fields that are not flags of the same name: the paths,

@@ -28,8 +28,8 @@
 
 Every artifact is calibrated (`calibration`): a temperature fitted on
 held-out drawings is folded into the softmax layer, and the score threshold
-is the lowest score above which 95% of answers were right on held-out
-drawings re-drawn as the app's canvases (or,
+is the highest score under which at most 3% of the right answers fall,
+on held-out drawings re-drawn as the app's canvases (or,
 with --unknown_recall, refuses that share of doodles of categories no
 training batch used; the curve of both sides is in the report).
 model_info.json gives it, and every `.tflite` carries it in its

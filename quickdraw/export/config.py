@@ -78,9 +78,9 @@ class ExportConfig:
       networks, as in tests, amplify rounding more than trained ones.
     unknown_recall: The share of held-out other categories' doodles the
       score threshold refuses (a point on `calibration.threshold_curve`);
-      None for the default point, where `calibration.TARGET_PRECISION` of
-      the held-out answers above it are right, on the held-out drawings
-      re-drawn as the app's canvases.
+      None for the default point, under which at most
+      `calibration.RIGHT_GIVEN_UP` of the right answers fall, on the
+      held-out drawings re-drawn as the app's canvases.
   """
   output_graph: str
   output_labels: str

@@ -108,9 +108,8 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   threshold as the app sees them: on those drawings re-drawn as the app's
   canvases (`checks.as_the_app_sees`), whose scores run lower than a
   QuickDraw bitmap's, and on `canvases_each` of the `unknown` doodles of
-  other categories re-drawn likewise. The default threshold makes
-  `calibration.TARGET_PRECISION` of the app's answers on the canvases
-  right; `unknown_recall` places it to refuse that share of the unknown
+  other categories re-drawn likewise. The default threshold gives up at
+  most `calibration.RIGHT_GIVEN_UP` of the right answers on the canvases; `unknown_recall` places it to refuse that share of the unknown
   doodles instead (`calibration.report`'s figures). The re-drawn
   drawings are kept in `cache_dir` when given (`checks.seen_by_the_app`)."""
   predictor = litert_features.predictor(classifier)
@@ -122,10 +121,11 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   def scores(seen):
     return calibration.rescale(inference.predict_drawings(predictor, seen),
                                temperature)
-  # On bitmaps a head is right so often that 95% precision refuses almost
-  # nothing; on the app's canvases the same rule refused 43% of unseen
-  # categories' doodles and 90% of junk, where the bitmaps' threshold
-  # refused 25% and 82% (scripts/README.md, "The threshold").
+  # On bitmaps a head is right more often, with higher scores, than on
+  # the canvases the app meets: a threshold chosen there gives up more of
+  # the app's right answers than it says, and one chosen on canvases
+  # refused more unseen doodles and junk (scripts/README.md, "The
+  # threshold").
   rows, seen = checks.seen_by_the_app(drawings, len(drawings),
                                       THRESHOLD_CANVAS_SIDE, seed=2,
                                       folder=cache_dir)
