@@ -135,3 +135,64 @@ def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
 
   return ds.enumerate(start=first_batch).map(
       append, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# Where between two drawings' features a mix lies: far enough from both
+# that it is neither (bench: 0.15 to 0.85 refused fewer unseen doodles).
+MIX_RANGE = (0.3, 0.7)
+
+
+def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
+              first_batch: int = 0,
+              mix_range: tuple[float, float] = MIX_RANGE) -> tf.data.Dataset:
+  """Appends `count` mixes of two of each batch's drawings' features to
+  it, with the none class (JUNK_LABEL) as their target when the two are
+  of different classes, and the class when they are of the same one.
+
+  A doodle of a category the model never saw tends to lie between the
+  classes it knows, where nothing trains it to be unsure: the mixes fill
+  that space (Zhang et al.'s mixup, 2018, with "none of these" for the
+  target; scripts/README.md, "Other categories"). They need no other
+  category's drawings, so an offline run has them too.
+
+  Args:
+    ds: Batches of (features, int32 labels) (bottleneck features: a mix of
+      two pictures' pixels is not between their features).
+    count: Mixes per batch; 0 returns `ds` unchanged.
+    seed: The draws' seed; batch n's draws depend on (seed, n) alone, as
+      `add_junk`'s do, so a resumed run sees what an uninterrupted one
+      would have.
+    first_batch: The number of `ds`'s first batch since training began.
+    mix_range: The first drawing's share of a mix is drawn uniformly
+      from this range.
+
+  Returns:
+    Batches of (features, labels) `count` rows longer.
+  """
+  if count <= 0:
+    return ds
+  low, high = mix_range
+
+  def append(batch_number, batch):
+    x, labels = batch
+    # Only the batch's drawings (and re-draws) mix, not its junk or doodles.
+    known = tf.reshape(tf.where(labels != JUNK_LABEL), [-1])
+    draws = tf.stack([tf.constant(seed, tf.int64), batch_number])
+    # An all-junk batch (none in training) would leave nothing to pick.
+    size = tf.maximum(tf.size(known, tf.int64), 1)
+    picks = tf.random.stateless_uniform([2, count], draws, maxval=size,
+                                        dtype=tf.int64)
+    picks = tf.gather(tf.concat([known, [0]], 0), picks)
+    # Batch numbers are never negative: this stream is no batch's picks.
+    share = tf.random.stateless_uniform(
+        [count, 1], tf.stack([draws[0], -1 - batch_number]), low, high,
+        dtype=x.dtype)
+    first, second = tf.gather(x, picks[0]), tf.gather(x, picks[1])
+    same = tf.gather(labels, picks[0]) == tf.gather(labels, picks[1])
+    added = tf.where(same, tf.gather(labels, picks[0]),
+                     tf.constant(JUNK_LABEL, labels.dtype))
+    return (tf.concat([x, share * first + (1 - share) * second], 0),
+            tf.concat([labels, added], 0))
+
+  return ds.enumerate(start=first_batch).map(
+      append, num_parallel_calls=tf.data.AUTOTUNE)

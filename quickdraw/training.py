@@ -323,13 +323,10 @@ class _Run:
         train_data = input_pipeline.feature_dataset(
             features, labels, config.train_batch_size, shuffle=True,
             seed=config.seed_for(self.data), epochs=None, first_epoch=start,
-            drop_remainder=self.drop_remainder)
-        for i, (pool, count, labels) in enumerate(
-            self.exposure(features=True)):
-          train_data = outliers.add_junk(
-              train_data, pool, count,
-              outliers.pool_seed(i, config.seed_for(self.data)), start * steps,
-              labels)
+            drop_remainder=self.drop_remainder,
+            exposure=self.exposure(features=True),
+            mixes=outliers.per_batch(config.train_batch_size,
+                                     config.mix_share, self.replicas))
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)

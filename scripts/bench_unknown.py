@@ -6,17 +6,21 @@
 
 On cached frozen features (the head's own route), trains heads as
 quickdraw-train does (training drawings, pen re-draws of half of them,
-junk a tenth of each batch) and, in all but the first, doodles of the
-`--exposure` categories (QuickDraw's and pen re-drawn) a fifth of each
-batch, each with another target:
+junk a tenth of each batch) and, in all but the first and last, doodles
+of the `--exposure` categories (QuickDraw's and pen re-drawn) a fifth of
+each batch, each with another target:
 
 * drawings and junk: no other categories (`--other_share=0`);
 * uniform: a plain softmax, junk and doodles with a uniform target over the
   classes (Hendrycks et al.'s outlier exposure; this tool until 2026-12-06);
 * background: one more class, with weights of its own, whose score the
   app would read as "not sure" (the threshold on the classes' scores);
-* none class: the shipped head (`losses.softmax_with_none`), junk and
-  doodles trained to a none logit fixed at 0.
+* none class: junk and doodles trained to a none logit fixed at 0
+  (`losses.softmax_with_none`);
+* none class and mixes: the shipped head, with mixes of two of each
+  batch's drawings' features added (`outliers.add_mixes`), trained to the
+  none class when the two differ in class;
+* mixes, no other doodles: as an offline run with no other files trains.
 
 Every head is calibrated as the export calibrates (a temperature on the
 validation drawings; the threshold on them as canvases), and scored on
@@ -37,6 +41,7 @@ import quickdraw.cli  # noqa: F401  (first: a quiet TensorFlow start)
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import flags
 
 from quickdraw import (bottlenecks, calibration, canvases, losses,
@@ -72,10 +77,18 @@ def _rows(names: Sequence[str], count: int) -> np.ndarray:
                          for c in range(source.num_classes)])
 
 
-def _trained(head: keras.Model, loss, x, y) -> keras.Model:
+def _trained(head: keras.Model, loss, x, y, mixes: int = 0) -> keras.Model:
+  """`head` trained on (x, y) in batches of 100, with `mixes` of two of
+  each batch's drawings' features (`outliers.add_mixes`) added to each."""
   head.compile(keras.optimizers.Adam(1e-3), loss)
-  head.fit(x, y, batch_size=100, epochs=FLAGS.epochs, verbose=0,
-           shuffle=True)
+  if not mixes:
+    head.fit(x, y, batch_size=100, epochs=FLAGS.epochs, verbose=0,
+             shuffle=True)
+    return head
+  batches = tf.data.Dataset.from_tensor_slices(
+      (x.astype(np.float32), y.astype(np.int32))).shuffle(len(x), seed=0)
+  head.fit(outliers.add_mixes(batches.batch(100), mixes, seed=0),
+           epochs=FLAGS.epochs, verbose=0)
   return head
 
 
@@ -165,6 +178,18 @@ def main(argv: Sequence[str]) -> None:
           np.concatenate([x, junk_rows, doodle_rows]),
           np.concatenate([y, np.full(len(junk_rows) + len(doodle_rows),
                                      none)])),
+      # quickdraw-train adds a fifth of its drawings' count as mixes, which
+      # is about a tenth of these batches' rows.
+      "none class and mixes": _trained(
+          model_lib.build_head(dim, k, 0.2),
+          losses.SparseCrossentropy(0.1),
+          np.concatenate([x, junk_rows, doodle_rows]),
+          np.concatenate([y, np.full(len(junk_rows) + len(doodle_rows),
+                                     none)]), mixes=10),
+      "mixes, no other doodles": _trained(
+          model_lib.build_head(dim, k, 0.2),
+          losses.SparseCrossentropy(0.1), np.concatenate([x, junk_rows]),
+          np.concatenate([y, np.full(len(junk_rows), none)]), mixes=10),
   }
   rows = [["head", "canvas top-1", "threshold", "right+sure",
            "unseen refused", "junk refused"]]

@@ -240,3 +240,48 @@ def test_counts_and_positions_agree_with_the_index(every_row_source):
   np.testing.assert_array_equal(labels, expected_labels)
   with pytest.raises(IndexError):
     every_row_source.read_positions("test", [len(index)])
+
+
+def test_feature_batches_carry_exposure_rows_and_mixes_between_classes():
+  from quickdraw import outliers
+  classes, rows = 4, 64
+  labels = np.arange(rows) % classes
+  features = np.eye(classes, dtype=np.float32)[labels]  # class c: e_c
+  junk = -np.ones((5, classes), np.float32)
+
+  def batches(**kwargs):
+    return [(x.numpy(), y.numpy()) for x, y in input_pipeline.feature_dataset(
+        features, labels, 16, shuffle=True, seed=3,
+        exposure=[(junk, 2)], mixes=6, **kwargs)]
+
+  seen_between = seen_within = 0
+  for x, y in batches(epochs=2):
+    assert len(x) == 16 + 2 + 6
+    assert (y[16:18] == outliers.JUNK_LABEL).all()
+    mixes, mixed_labels = x[18:], y[18:]
+    # Only the batch's drawings mix, never its junk (negative features).
+    assert (mixes >= 0).all()
+    np.testing.assert_allclose(mixes.sum(1), 1, atol=1e-6)
+    for mix, label in zip(mixes, mixed_labels):
+      parts = np.sort(mix[mix > 0])
+      if len(parts) == 1:  # two drawings of one class: still that class
+        assert label == mix.argmax()
+        seen_within += 1
+      else:  # two classes, 30% to 70% of each: none of them
+        assert len(parts) == 2 and 0.3 <= parts[0] <= parts[1] <= 0.7
+        assert label == outliers.JUNK_LABEL
+        seen_between += 1
+  assert seen_between > seen_within > 0
+  # A resumed run's draws are an uninterrupted run's.
+  for (x, y), (xr, yr) in zip(batches(epochs=2)[4:], batches(
+      epochs=1, first_epoch=1)):
+    np.testing.assert_array_equal(y, yr)
+    np.testing.assert_allclose(x, xr)
+
+
+def test_mixes_of_a_batch_without_drawings_are_junk():
+  from quickdraw import outliers
+  ds = tf.data.Dataset.from_tensors((tf.ones([3, 2]), tf.fill(
+      [3], tf.constant(outliers.JUNK_LABEL, tf.int32))))
+  _, labels = next(iter(outliers.add_mixes(ds, 4, seed=0)))
+  assert (labels.numpy() == outliers.JUNK_LABEL).all() and len(labels) == 7

@@ -237,7 +237,8 @@ def test_bench_unknown_runs(tmp_path, capsys):
   rows = [l for l in capsys.readouterr().out.splitlines()
           if l.startswith("| ")]
   assert [r.split("|")[1].strip() for r in rows] == [
-      "head", "drawings and junk", "uniform", "background", "none class"]
+      "head", "drawings and junk", "uniform", "background", "none class",
+      "none class and mixes", "mixes, no other doodles"]
   for row in rows[1:]:  # top-1; the threshold and its three shares
     cells = [float(c) for c in row.split("|")[2:-1]]
     assert len(cells) == 5 and all(0 <= c <= 1 for c in cells)

@@ -109,6 +109,13 @@ flags.DEFINE_float(
     "it does not know; 0 for none.",
     lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float(
+    "mix_share", _DEFAULTS.mix_share,
+    "Mixes of two training drawings' features (30-70% of one) added to each "
+    "batch of the frozen head's training as a share of its drawings, "
+    "trained to score 'none of these' when the two differ in class, so that "
+    "doodles between the known kinds get 'not sure'; not in fine-tuning; 0 "
+    "for none.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float(
     "redraw_share", _DEFAULTS.redraw_share,
     "Training drawings drawn again as app canvases (a random pen, size, "
     "place and theme, read back by the app model's preprocessing) added to "
