@@ -109,8 +109,9 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   canvases (`checks.as_the_app_sees`), whose scores run lower than a
   QuickDraw bitmap's, and on `canvases_each` of the `unknown` doodles of
   other categories re-drawn likewise. The default threshold gives up at
-  most `calibration.RIGHT_GIVEN_UP` of the right answers on the canvases; `unknown_recall` places it to refuse that share of the unknown
-  doodles instead (`calibration.report`'s figures). The re-drawn
+  most `calibration.RIGHT_GIVEN_UP` of the right answers on the canvases;
+  `unknown_recall` places it to refuse that share of the unknown doodles
+  instead (`calibration.report`'s figures). The re-drawn
   drawings are kept in `cache_dir` when given (`checks.seen_by_the_app`)."""
   predictor = litert_features.predictor(classifier)
   before = inference.predict_drawings(predictor, drawings)
