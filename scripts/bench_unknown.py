@@ -88,7 +88,7 @@ def _trained(head: keras.Model, loss, x, y, mixes: int = 0) -> keras.Model:
   batches = tf.data.Dataset.from_tensor_slices(
       (x.astype(np.float32), y.astype(np.int32))).shuffle(len(x), seed=0)
   head.fit(outliers.add_mixes(batches.batch(100), mixes, seed=0),
-           epochs=FLAGS.epochs, verbose=0)
+           epochs=FLAGS.epochs, verbose=0, shuffle=False)  # it shuffles
   return head
 
 
