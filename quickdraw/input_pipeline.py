@@ -271,9 +271,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                                                 drop_remainder)
   if image_size is not None and value_range is None:
     raise ValueError("images need a value_range (the backbone's input range)")
-  for i, (pool, count, *labels) in enumerate(exposure):
-    ds = outliers.add_junk(ds, pool, count, outliers.pool_seed(i, seed),
-                           first_batch, *labels)
+  ds = outliers.add_exposure(ds, exposure, seed, first_batch)
   if augment:
     if image_size is None:
       raise ValueError("augment needs an image_size")
@@ -404,9 +402,5 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray,
   ds = positions.map(read_op, num_parallel_calls=tf.data.AUTOTUNE)
   first_batch = first_epoch * batches_per_epoch(len(labels), batch_size,
                                                 drop_remainder)
-  for i, (pool, count, *pool_labels) in enumerate(exposure):
-    ds = outliers.add_junk(ds, pool, count, outliers.pool_seed(i, seed),
-                           first_batch, *pool_labels)
-  ds = outliers.add_mixes(ds, mixes, outliers.pool_seed(len(exposure), seed),
-                          first_batch)
+  ds = outliers.add_exposure(ds, exposure, seed, first_batch, mixes)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(untuned())

@@ -188,11 +188,24 @@ def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
         [count, 1], tf.stack([draws[0], -1 - batch_number]), low, high,
         dtype=x.dtype)
     first, second = tf.gather(x, picks[0]), tf.gather(x, picks[1])
-    same = tf.gather(labels, picks[0]) == tf.gather(labels, picks[1])
-    added = tf.where(same, tf.gather(labels, picks[0]),
+    first_label = tf.gather(labels, picks[0])
+    added = tf.where(first_label == tf.gather(labels, picks[1]), first_label,
                      tf.constant(JUNK_LABEL, labels.dtype))
     return (tf.concat([x, share * first + (1 - share) * second], 0),
             tf.concat([labels, added], 0))
 
   return ds.enumerate(start=first_batch).map(
       append, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_exposure(ds: tf.data.Dataset, exposure, seed: int,
+                 first_batch: int = 0, mixes: int = 0) -> tf.data.Dataset:
+  """`ds` with each pool of `exposure` ((pool, rows per batch[, pool
+  labels]) each, as `training._Run.exposure` gives them) appended to every
+  batch (`add_junk`, pool i seeded by `pool_seed(i, seed)`), then `mixes`
+  mixes of the batch's drawings' features (`add_mixes`, seeded as the
+  pool after the last)."""
+  for i, (pool, count, *pool_labels) in enumerate(exposure):
+    ds = add_junk(ds, pool, count, pool_seed(i, seed), first_batch,
+                  *pool_labels)
+  return add_mixes(ds, mixes, pool_seed(len(exposure), seed), first_batch)
