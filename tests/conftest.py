@@ -6,6 +6,14 @@ import os
 # loads: its oneDNN kernels, which it turns on by itself only on AVX-512
 # CPUs, make MobileNets several times faster on AVX2 machines.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# Under pytest-xdist each worker process (two on two cores, setup.cfg) runs
+# TensorFlow with one thread per op: with a pool per core in each, the
+# workers' threads fought over the cores (the suite 325 to 345 s against
+# 362 s on the 2-core VM, 2026-12-06; the two-process distributed test 27
+# to 30 s against 42 s). The tests' own subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+  os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+  os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib
 import importlib
