@@ -33,6 +33,8 @@ from quickdraw import preprocessing
 JUNK_LABEL = -1
 # Seeds of the training junk: far from the measured junk's 0, 1, 2, ...
 TRAIN_SEED = 7_919_000
+# Seeds of the junk the export's calibration weighs: no training pool's.
+VALIDATION_SEED = TRAIN_SEED - 1_000
 # Each exposure pool's draws (junk, then other categories' doodles) are
 # seeded this far apart.
 POOL_SEED_STEP = 1_000_003
@@ -66,17 +68,21 @@ def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
   return drawings
 
 
-def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
-  """`junk_drawings()`, kept with their sha256 in `folder` (default: Keras'
-  cache folder, `$KERAS_HOME` or `~/.keras`, under `quickdraw_junk`): they
-  depend on no data and no backbone, so every run on the machine shares
-  them and a new process does not make them again."""
+def cached_junk_drawings(folder: str | None = None,
+                         per_kind: int = POOL_PER_KIND,
+                         seed: int = TRAIN_SEED) -> np.ndarray:
+  """`junk_drawings(per_kind, seed)`, kept with their sha256 in `folder`
+  (default: Keras' cache folder, `$KERAS_HOME` or `~/.keras`, under
+  `quickdraw_junk`): they depend on no data and no backbone, so every run
+  on the machine shares them and a new process does not make them
+  again."""
   folder = os.path.expanduser(folder or os.path.join(
       os.environ.get("KERAS_HOME", os.path.join("~", ".keras")),
       "quickdraw_junk"))
   return atomic_files.cached_npy(
-      os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
-                   f"{CANVAS_SIDE}.npy"), junk_drawings)
+      os.path.join(folder, f"junk-drawings-{per_kind}-{seed}-"
+                   f"{CANVAS_SIDE}.npy"),
+      lambda: junk_drawings(per_kind, seed))
 
 
 def pool_seed(pool: int, seed: int) -> int:
