@@ -24,7 +24,7 @@ refused, whatever it costs the known side.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -117,7 +117,7 @@ def fit_scores(drawings: np.ndarray, labels: np.ndarray,
                canvases: np.ndarray | None = None,
                canvas_labels: np.ndarray | None = None,
                others: np.ndarray | None = None,
-               junk: np.ndarray | None = None, *,
+               junk: np.ndarray | Sequence[np.ndarray] | None = None, *,
                unknown_recall: float | None = None) -> tuple[float, float]:
   """The temperature and class-logit shift the export folds into the
   scores (`rescale`).
@@ -131,8 +131,9 @@ def fit_scores(drawings: np.ndarray, labels: np.ndarray,
   moves that share, the temperature how sure the classes are of each
   other; the pair kept is the one with the lowest calibration error on
   `drawings` among those whose threshold (`score_threshold`'s rule, on
-  `canvases` and `others`) answers no fewer of the canvases right and
-  refuses no fewer of `others` and `junk` than the temperature alone, and
+  `canvases` and `others`) answers no fewer of the canvases right, and
+  refuses no fewer of `others` and no fewer of `junk` (each on its own)
+  than the temperature alone, and
   whose likelihood of `labels` is no lower than the raw scores'.
 
   Args:
@@ -142,7 +143,8 @@ def fit_scores(drawings: np.ndarray, labels: np.ndarray,
       canvases, and their classes; without them, or without any outlier,
       or for scores with no none share, the temperature alone.
     others: Raw scores of doodles of categories no training batch used.
-    junk: Raw scores of junk pictures no training batch used.
+    junk: Raw scores of junk pictures no training batch used, or several
+      such sets (each held on its own).
     unknown_recall: As in `score_threshold`.
 
   Returns:
@@ -150,21 +152,22 @@ def fit_scores(drawings: np.ndarray, labels: np.ndarray,
   """
   labels = np.asarray(labels, np.int64)
   temperature = fit_temperature(drawings, labels)
-  outliers = [x for x in (others, junk) if x is not None and len(x)]
+  junk = [junk] if isinstance(junk, np.ndarray) else list(junk or ())
+  outliers = [x for x in (others, *junk) if x is not None and len(x)]
   if canvases is None or not outliers or not has_none_share(drawings):
     return temperature, 0.0
   right = np.asarray(canvases).argmax(1) == np.asarray(canvas_labels)
 
-  def point(t: float, shift: float) -> tuple[float, float]:
+  def point(t: float, shift: float) -> np.ndarray:
+    """Canvases answered right at the threshold, then each outlier set's
+    share refused under it."""
     known = rescale(canvases, t, shift)
     threshold = score_threshold(
         known, canvas_labels,
         None if others is None else rescale(others, t, shift),
         unknown_recall=unknown_recall)
-    refused = np.concatenate([rescale(x, t, shift).max(1) < threshold
-                              for x in outliers])
-    return (float(np.mean(right & (known.max(1) >= threshold))),
-            float(refused.mean()))
+    return np.array([np.mean(right & (known.max(1) >= threshold))] + [
+        np.mean(rescale(x, t, shift).max(1) < threshold) for x in outliers])
 
   least = point(temperature, 0.0)
   raw_nll = negative_log_likelihood(drawings, labels)
@@ -178,8 +181,7 @@ def fit_scores(drawings: np.ndarray, labels: np.ndarray,
       if error >= best[0] - 1e-9 or (
           negative_log_likelihood(scores, labels) > raw_nll):
         continue
-      answered, refused = point(t, shift)
-      if answered >= least[0] and refused >= least[1]:
+      if np.all(point(t, shift) >= least):
         best = (error, t, shift)
   return best[1], best[2]
 

@@ -137,8 +137,9 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
         unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3,
         folder=cache_dir)[1])
     names = tuple(unknown[1])
-  junk = scores(outliers.cached_junk_drawings(
-      per_kind=VALIDATION_JUNK_PER_KIND, seed=outliers.VALIDATION_SEED))
+  junk = [scores(outliers.cached_junk_drawings(
+      per_kind=VALIDATION_JUNK_PER_KIND, seed=outliers.VALIDATION_SEED,
+      side=side)) for side in VALIDATION_JUNK_SIDES]
   temperature, shift = calibration.fit_scores(
       before, labels, *canvas, others, junk, unknown_recall=unknown_recall)
 
@@ -282,8 +283,11 @@ HELD_OUT_DRAWINGS = 1000
 # frames any size alike; pens are a share of the side).
 THRESHOLD_CANVAS_SIDE = 256
 # Junk pictures per kind that the calibration's fit weighs (outliers'
-# validation seed: no training batch's).
+# validation seed: no training batch's), at the training pool's side and a
+# phone canvas's: a fit held on the first alone refused a point less of
+# the quality gate's 512 px junk.
 VALIDATION_JUNK_PER_KIND = 60
+VALIDATION_JUNK_SIDES = (outliers.CANVAS_SIDE, 512)
 
 
 def check_destinations(config: ExportConfig) -> None:
