@@ -191,9 +191,11 @@ def test_fit_scores_lowers_calibration_error_and_keeps_the_threshold_point():
   drawings, labels = _head_that_holds_back(2000, rng)
   canvases, canvas_labels = _head_that_holds_back(1000, rng)
   others = _with_none(rng.normal(-4, 1, (600, 5)))
+  # Two junk sets, each held on its own.
+  junk = [_with_none(rng.normal(mean, 1, (300, 5))) for mean in (-6, -4)]
   alone = calibration.fit_temperature(drawings, labels)
   temperature, shift = calibration.fit_scores(drawings, labels, canvases,
-                                              canvas_labels, others)
+                                              canvas_labels, others, junk)
   assert shift > 0  # the none share on the classes' own drawings shrinks
   ece = {fit: calibration.expected_calibration_error(
       calibration.rescale(drawings, *fit), labels)
@@ -202,17 +204,34 @@ def test_fit_scores_lowers_calibration_error_and_keeps_the_threshold_point():
   assert ece[temperature, shift] < 0.7 * ece[alone, 0.0]
 
   def point(fit):
+    """Right at the threshold; then others, each junk set refused."""
     known = calibration.rescale(canvases, *fit)
     unknown = calibration.rescale(others, *fit)
     threshold = calibration.score_threshold(known, canvas_labels, unknown)
     right = known.argmax(1) == canvas_labels
-    return (np.mean(right & (known.max(1) >= threshold)),
-            np.mean(unknown.max(1) < threshold))
-  before, after = point((alone, 0.0)), point((temperature, shift))
-  assert after[0] >= before[0] and after[1] >= before[1]
+    return np.array([np.mean(right & (known.max(1) >= threshold))] + [
+        np.mean(calibration.rescale(x, *fit).max(1) < threshold)
+        for x in (others, *junk)])
+  # Each side, and each outlier set on its own, no worse than T alone.
+  assert np.all(point((temperature, shift)) >= point((alone, 0.0)))
   assert (calibration.negative_log_likelihood(
       calibration.rescale(drawings, temperature, shift), labels) <=
           calibration.negative_log_likelihood(drawings, labels))
+
+
+def test_fit_scores_keeps_the_temperature_alone_when_a_set_would_lose():
+  # Junk near the classes: every move that lowers the calibration error
+  # refuses less of it, whatever it gains on the other doodles.
+  rng = np.random.default_rng(0)
+  drawings, labels = _head_that_holds_back(2000, rng)
+  canvases, canvas_labels = _head_that_holds_back(1000, rng)
+  others = _with_none(rng.normal(-4, 1, (600, 5)))
+  near = _with_none(rng.normal(-2, 1, (300, 5)))
+  alone = calibration.fit_temperature(drawings, labels)
+  assert calibration.fit_scores(drawings, labels, canvases, canvas_labels,
+                                others)[1] > 0
+  assert calibration.fit_scores(drawings, labels, canvases, canvas_labels,
+                                others, [near]) == (alone, 0.0)
 
 
 def test_fit_scores_is_the_temperature_alone_without_outliers_or_none():
