@@ -3,9 +3,8 @@
 A network trained with label smoothing on drawings is not calibrated: its
 top score says little about how often it is right. The export fits one
 temperature T on validation drawings (Guo et al., "On Calibration of Modern
-Neural Networks", 2017) and a shift of the class logits against the none
-logit (`fit_scores`), folds both into the softmax layer's weights (logits
-/ T + shift: no new op, every artifact calibrated alike), reports the expected
+Neural Networks", 2017), folds it into the softmax layer's weights (logits
+/ T: no new op, every artifact calibrated alike), reports the expected
 calibration error before and after, and derives the score under which an
 app says "not sure" (`score_threshold`), which the models carry in their
 metadata, apps may pass to MediaPipe's `setScoreThreshold`, and predict and
@@ -24,7 +23,7 @@ refused, whatever it costs the known side.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -45,12 +44,9 @@ SOFTMAX_LAYER = "final_result"
 NONE_SHARE_FLOOR = 1e-6
 
 
-def rescale(probabilities: np.ndarray, temperature: float,
-            shift: float = 0.0) -> np.ndarray:
-  """The scores of logits / T + shift (the class logits; the none logit
-  stays 0) from the scores of the logits, as folding both into the softmax
-  layer makes them (`temperature_folded`). `rescale(after, 1 / T, -shift *
-  T)` undoes `after = rescale(p, T, shift)`.
+def rescale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+  """The scores of logits / T from the scores of the logits, as folding T
+  into the softmax layer makes them (`temperature_folded`).
 
   The scores are a softmax over the class logits and a none logit of 0,
   without the none's score (`losses.softmax_with_none`), or a plain softmax
@@ -62,7 +58,7 @@ def rescale(probabilities: np.ndarray, temperature: float,
   none = np.where(none > NONE_SHARE_FLOOR, none, 0.0)
   logits = np.log(np.maximum(np.concatenate([p, none], 1), 1e-300))
   logits = (logits - np.where(none > 0, np.log(np.maximum(none, 1e-300)),
-                              0.0)) / temperature + shift
+                              0.0)) / temperature
   logits[:, -1] = np.where(none[:, 0] > 0, 0.0, -np.inf)
   logits -= logits.max(1, keepdims=True)
   e = np.exp(logits)
@@ -96,94 +92,6 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
   losses = [negative_log_likelihood(rescale(probabilities, t), labels)
             for t in grid]
   return float(grid[int(np.argmin(losses))])
-
-
-# The grid `fit_scores` searches around the fitted temperature: factors on
-# it, and shifts of the class logits against the none logit. Small moves:
-# a wider grid (factors 0.25 to 2, shifts -2 to 4) found points that held
-# the validation canvases' threshold point and lost it on the quality
-# gate's test canvases (scripts/README.md, "Calibration with a shift").
-SHARPENING = tuple(float(f) for f in np.geomspace(0.5, 1.0, 7))
-SHIFTS = (0.0, 0.5, 1.0, 1.5)
-
-
-def has_none_share(probabilities: np.ndarray) -> bool:
-  """Whether any row's scores leave a "none of these" share."""
-  return bool(np.any(1.0 - np.asarray(probabilities, np.float64).sum(1)
-                     > NONE_SHARE_FLOOR))
-
-
-def fit_scores(drawings: np.ndarray, labels: np.ndarray,
-               canvases: np.ndarray | None = None,
-               canvas_labels: np.ndarray | None = None,
-               others: np.ndarray | None = None,
-               junk: np.ndarray | Sequence[np.ndarray] | None = None, *,
-               unknown_recall: float | None = None) -> tuple[float, float]:
-  """The temperature and class-logit shift the export folds into the
-  scores (`rescale`).
-
-  The temperature alone (`fit_temperature`) calibrates the classes' own
-  drawings as well as it can only by also moving how much of each score
-  is left to "none of these": a head trained to the none class on mixes
-  and other doodles leaves a share of it on hard known drawings too, so
-  its top scores run under how often it is right (scripts/README.md,
-  "Calibration"). A shift of the class logits against the none logit
-  moves that share, the temperature how sure the classes are of each
-  other; the pair kept is the one with the lowest calibration error on
-  `drawings` among those whose threshold (`score_threshold`'s rule, on
-  `canvases` and `others`) answers no fewer of the canvases right, and
-  refuses no fewer of `others` and no fewer of `junk` (each on its own)
-  than the temperature alone, and
-  whose likelihood of `labels` is no lower than the raw scores'.
-
-  Args:
-    drawings: (N, classes) raw scores of held-out drawings.
-    labels: (N,) their classes.
-    canvases, canvas_labels: Raw scores of held-out drawings as the app's
-      canvases, and their classes; without them, or without any outlier,
-      or for scores with no none share, the temperature alone.
-    others: Raw scores of doodles of categories no training batch used.
-    junk: Raw scores of junk pictures no training batch used, or several
-      such sets (each held on its own).
-    unknown_recall: As in `score_threshold`.
-
-  Returns:
-    (temperature, shift).
-  """
-  labels = np.asarray(labels, np.int64)
-  temperature = fit_temperature(drawings, labels)
-  junk = [junk] if isinstance(junk, np.ndarray) else list(junk or ())
-  outliers = [x for x in (others, *junk) if x is not None and len(x)]
-  if canvases is None or not outliers or not has_none_share(drawings):
-    return temperature, 0.0
-  right = np.asarray(canvases).argmax(1) == np.asarray(canvas_labels)
-
-  def point(t: float, shift: float) -> np.ndarray:
-    """Canvases answered right at the threshold, then each outlier set's
-    share refused under it."""
-    known = rescale(canvases, t, shift)
-    threshold = score_threshold(
-        known, canvas_labels,
-        None if others is None else rescale(others, t, shift),
-        unknown_recall=unknown_recall)
-    return np.array([np.mean(right & (known.max(1) >= threshold))] + [
-        np.mean(rescale(x, t, shift).max(1) < threshold) for x in outliers])
-
-  least = point(temperature, 0.0)
-  raw_nll = negative_log_likelihood(drawings, labels)
-  best = (expected_calibration_error(rescale(drawings, temperature), labels),
-          temperature, 0.0)
-  for factor in SHARPENING:
-    t = float(np.clip(temperature * factor, MIN_TEMPERATURE, MAX_TEMPERATURE))
-    for shift in SHIFTS:
-      scores = rescale(drawings, t, shift)
-      error = expected_calibration_error(scores, labels)
-      if error >= best[0] - 1e-9 or (
-          negative_log_likelihood(scores, labels) > raw_nll):
-        continue
-      if np.all(point(t, shift) >= least):
-        best = (error, t, shift)
-  return best[1], best[2]
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray,
@@ -282,11 +190,9 @@ def softmax_layer(classifier):
 
 
 @contextlib.contextmanager
-def temperature_folded(classifier, temperature: float,
-                       shift: float = 0.0) -> Iterator[None]:
+def temperature_folded(classifier, temperature: float) -> Iterator[None]:
   """Within the block, the classifier's logits are divided by
-  `temperature` and raised by `shift` (its softmax layer's kernel and bias
-  are; the none logit, a constant 0, stays); restored after.
+  `temperature` (its softmax layer's kernel and bias are); restored after.
 
   Raises:
     ValueError: the classifier has no softmax layer to fold into.
@@ -297,7 +203,7 @@ def temperature_folded(classifier, temperature: float,
   saved = [w.numpy() for w in (layer.kernel, layer.bias)]
   try:
     layer.kernel.assign(saved[0] / temperature)
-    layer.bias.assign(saved[1] / temperature + shift)
+    layer.bias.assign(saved[1] / temperature)
     yield
   finally:
     layer.kernel.assign(saved[0])
@@ -309,11 +215,10 @@ def report(before: np.ndarray, after: np.ndarray, labels: np.ndarray,
            unknown_after: np.ndarray | None = None,
            unknown_categories: tuple[str, ...] = (),
            unknown_recall: float | None = None,
-           canvas_scores: tuple[np.ndarray, np.ndarray] | None = None,
-           shift: float = 0.0) -> dict:
+           canvas_scores: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> dict:
   """The figures export_report.json gives for calibration: the fit (on
-  `before` and `after`, the held-out drawings' scores; `temperature` and
-  `shift` from `fit_scores`), the threshold and
+  `before` and `after`, the held-out drawings' scores), the threshold and
   how it was chosen, both sides at it, and the curve; the known side's
   figures and the curve are on `canvas_scores` (scores, labels: the app's
   view) when given, else on `after`."""
@@ -323,7 +228,6 @@ def report(before: np.ndarray, after: np.ndarray, labels: np.ndarray,
   correct = known.argmax(1) == known_labels
   figures = {
       "temperature": temperature,
-      "logit_shift": shift,
       "drawings": int(len(labels)),
       "ece_before": expected_calibration_error(before, labels),
       "ece_after": expected_calibration_error(after, labels),

@@ -33,8 +33,6 @@ from quickdraw import preprocessing
 JUNK_LABEL = -1
 # Seeds of the training junk: far from the measured junk's 0, 1, 2, ...
 TRAIN_SEED = 7_919_000
-# Seeds of the junk the export's calibration weighs: no training pool's.
-VALIDATION_SEED = TRAIN_SEED - 1_000
 # Each exposure pool's draws (junk, then other categories' doodles) are
 # seeded this far apart.
 POOL_SEED_STEP = 1_000_003
@@ -45,10 +43,9 @@ CANVAS_SIDE = 256
 
 @functools.lru_cache(maxsize=2)
 def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
-                  kinds: tuple[str, ...] = canvases.JUNK_KINDS,
-                  side: int = CANVAS_SIDE) -> np.ndarray:
-  """Junk pictures (`side` px) as the canvas model sees them: 28x28
-  drawings.
+                  kinds: tuple[str, ...] = canvases.JUNK_KINDS
+                  ) -> np.ndarray:
+  """Junk pictures as the canvas model sees them: 28x28 drawings.
 
   Pictures that the preprocessing already blanks (too little ink) are left
   out: the exported models answer those with equal scores anyway. Made
@@ -60,7 +57,7 @@ def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
   out = []
   read = preprocessing.canvas_reader(per_kind * len(kinds))
   for kind in kinds:
-    pictures = canvases.junk(kind, per_kind, side, seed=seed)
+    pictures = canvases.junk(kind, per_kind, CANVAS_SIDE, seed=seed)
     for start in range(0, per_kind, 100):
       drawings = read(pictures[start:start + 100]).numpy()
       out.append(drawings[drawings.max(axis=(1, 2)) > 0])
@@ -69,22 +66,17 @@ def junk_drawings(per_kind: int = POOL_PER_KIND, seed: int = TRAIN_SEED,
   return drawings
 
 
-def cached_junk_drawings(folder: str | None = None,
-                         per_kind: int = POOL_PER_KIND,
-                         seed: int = TRAIN_SEED,
-                         side: int = CANVAS_SIDE) -> np.ndarray:
-  """`junk_drawings(per_kind, seed, side=side)`, kept with their sha256 in
-  `folder`
-  (default: Keras' cache folder, `$KERAS_HOME` or `~/.keras`, under
-  `quickdraw_junk`): they depend on no data and no backbone, so every run
-  on the machine shares them and a new process does not make them
-  again."""
+def cached_junk_drawings(folder: str | None = None) -> np.ndarray:
+  """`junk_drawings()`, kept with their sha256 in `folder` (default: Keras'
+  cache folder, `$KERAS_HOME` or `~/.keras`, under `quickdraw_junk`): they
+  depend on no data and no backbone, so every run on the machine shares
+  them and a new process does not make them again."""
   folder = os.path.expanduser(folder or os.path.join(
       os.environ.get("KERAS_HOME", os.path.join("~", ".keras")),
       "quickdraw_junk"))
   return atomic_files.cached_npy(
-      os.path.join(folder, f"junk-drawings-{per_kind}-{seed}-{side}.npy"),
-      lambda: junk_drawings(per_kind, seed, side=side))
+      os.path.join(folder, f"junk-drawings-{POOL_PER_KIND}-{TRAIN_SEED}-"
+                   f"{CANVAS_SIDE}.npy"), junk_drawings)
 
 
 def pool_seed(pool: int, seed: int) -> int:

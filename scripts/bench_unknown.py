@@ -22,10 +22,8 @@ each batch, each with another target:
   none class when the two differ in class;
 * mixes, no other doodles: as an offline run with no other files trains.
 
-Every head is calibrated as the export calibrates (a temperature and a
-shift of the class logits on the validation drawings, kept to the
-threshold point of the temperature alone on validation canvases and junk:
-`calibration.fit_scores`; the threshold on the canvases), and scored on
+Every head is calibrated as the export calibrates (a temperature on the
+validation drawings; the threshold on them as canvases), and scored on
 pen-drawn canvases read by the app's
 preprocessing (`canvases.pen_suite`): test canvases answered right at or
 above the threshold, and canvases of `--unseen` categories (which no head
@@ -150,9 +148,7 @@ def main(argv: Sequence[str]) -> None:
       "unseen": suite(_rows(FLAGS.unseen, FLAGS.unseen_drawings), 15,
                       "bench-unseen-suite"),
       "junk": features(outliers.junk_drawings(per_kind=60, seed=99),
-                       "bench-junk"),
-      "val junk": features(outliers.cached_junk_drawings(
-          per_kind=60, seed=outliers.VALIDATION_SEED), "bench-val-junk")}
+                       "bench-junk")}
   # Junk a tenth, other doodles a fifth of the drawings, as the defaults.
   rng = np.random.default_rng(0)
   junk_rows = junk[rng.choice(len(junk), len(x) // 10)]
@@ -202,9 +198,8 @@ def main(argv: Sequence[str]) -> None:
            for n, f in measured.items()}
     # Calibrated as the export calibrates; a background class's share of
     # the scores is its "not sure".
-    fit = calibration.fit_scores(raw["val drawings"], val_y, raw["val"],
-                                 val_y, junk=raw["val junk"])
-    scores = {n: calibration.rescale(p, *fit)[:, :k]
+    temperature = calibration.fit_temperature(raw["val drawings"], val_y)
+    scores = {n: calibration.rescale(p, temperature)[:, :k]
               for n, p in raw.items()}
     rows.append([name, *_cells(scores["val"], val_y, scores["test"], test_y,
                                scores["unseen"], scores["junk"])])

@@ -121,9 +121,9 @@ def test_temperature_folds_into_the_softmax_layer_and_is_restored(head):
           4, activation="softmax", name=calibration.SOFTMAX_LAYER)]))
   x = np.random.default_rng(1).normal(size=(8, 5)).astype(np.float32)
   plain = model(x).numpy()
-  with calibration.temperature_folded(model, 3.0, 0.75):
+  with calibration.temperature_folded(model, 3.0):
     folded = model(x).numpy()
-  np.testing.assert_allclose(folded, calibration.rescale(plain, 3.0, 0.75),
+  np.testing.assert_allclose(folded, calibration.rescale(plain, 3.0),
                              atol=1e-6)
   np.testing.assert_allclose(model(x).numpy(), plain, atol=1e-7)
 
@@ -152,95 +152,3 @@ def test_rescale_keeps_the_none_logit_at_zero():
   np.testing.assert_allclose(calibration.rescale(plain, 2.0), tempered,
                              atol=1e-6)
 
-
-
-def _with_none(z):
-  """`losses.softmax_with_none` in numpy: a none logit of 0, its score
-  dropped."""
-  z = np.concatenate([z, np.zeros((len(z), 1))], 1)
-  return _softmax(z)[:, :-1]
-
-
-def _head_that_holds_back(n, rng, offset=-1.0, classes=5):
-  """Labels drawn from softmax(z), and the scores of a head that gives the
-  none class a share of them too (its class logits `offset` under z): its
-  top scores run under how often it is right, and no temperature fixes
-  that without also sharpening the classes against each other."""
-  z = rng.normal(0, 3, (n, classes))
-  labels = np.array([rng.choice(classes, p=p) for p in _softmax(z)])
-  return _with_none(z + offset), labels
-
-
-def test_rescale_shifts_the_class_logits_and_undoes():
-  # Logits whose none share stays well above float32's rounding.
-  logits = np.random.default_rng(3).normal(0, 1, (6, 4))
-  scores = _with_none(logits)
-  after = calibration.rescale(scores, 0.8, 1.25)
-  np.testing.assert_allclose(after, _with_none(logits / 0.8 + 1.25),
-                             atol=1e-6)
-  np.testing.assert_allclose(calibration.rescale(after, 1 / 0.8, -1.25 * 0.8),
-                             scores, atol=1e-5)
-  # A plain softmax has no none logit to shift against.
-  plain = _softmax(logits)
-  np.testing.assert_allclose(calibration.rescale(plain, 0.8, 1.25),
-                             calibration.rescale(plain, 0.8), atol=1e-6)
-
-
-def test_fit_scores_lowers_calibration_error_and_keeps_the_threshold_point():
-  rng = np.random.default_rng(0)
-  drawings, labels = _head_that_holds_back(2000, rng)
-  canvases, canvas_labels = _head_that_holds_back(1000, rng)
-  others = _with_none(rng.normal(-4, 1, (600, 5)))
-  # Two junk sets, each held on its own.
-  junk = [_with_none(rng.normal(mean, 1, (300, 5))) for mean in (-6, -4)]
-  alone = calibration.fit_temperature(drawings, labels)
-  temperature, shift = calibration.fit_scores(drawings, labels, canvases,
-                                              canvas_labels, others, junk)
-  assert shift > 0  # the none share on the classes' own drawings shrinks
-  ece = {fit: calibration.expected_calibration_error(
-      calibration.rescale(drawings, *fit), labels)
-         for fit in ((alone, 0.0), (temperature, shift))}
-  # Measured: 0.100 with the temperature alone, 0.056 with the shift.
-  assert ece[temperature, shift] < 0.7 * ece[alone, 0.0]
-
-  def point(fit):
-    """Right at the threshold; then others, each junk set refused."""
-    known = calibration.rescale(canvases, *fit)
-    unknown = calibration.rescale(others, *fit)
-    threshold = calibration.score_threshold(known, canvas_labels, unknown)
-    right = known.argmax(1) == canvas_labels
-    return np.array([np.mean(right & (known.max(1) >= threshold))] + [
-        np.mean(calibration.rescale(x, *fit).max(1) < threshold)
-        for x in (others, *junk)])
-  # Each side, and each outlier set on its own, no worse than T alone.
-  assert np.all(point((temperature, shift)) >= point((alone, 0.0)))
-  assert (calibration.negative_log_likelihood(
-      calibration.rescale(drawings, temperature, shift), labels) <=
-          calibration.negative_log_likelihood(drawings, labels))
-
-
-def test_fit_scores_keeps_the_temperature_alone_when_a_set_would_lose():
-  # Junk near the classes: every move that lowers the calibration error
-  # refuses less of it, whatever it gains on the other doodles.
-  rng = np.random.default_rng(0)
-  drawings, labels = _head_that_holds_back(2000, rng)
-  canvases, canvas_labels = _head_that_holds_back(1000, rng)
-  others = _with_none(rng.normal(-4, 1, (600, 5)))
-  near = _with_none(rng.normal(-2, 1, (300, 5)))
-  alone = calibration.fit_temperature(drawings, labels)
-  assert calibration.fit_scores(drawings, labels, canvases, canvas_labels,
-                                others)[1] > 0
-  assert calibration.fit_scores(drawings, labels, canvases, canvas_labels,
-                                others, [near]) == (alone, 0.0)
-
-
-def test_fit_scores_is_the_temperature_alone_without_outliers_or_none():
-  rng = np.random.default_rng(1)
-  drawings, labels = _head_that_holds_back(500, rng)
-  alone = calibration.fit_temperature(drawings, labels)
-  assert calibration.fit_scores(drawings, labels) == (alone, 0.0)
-  assert calibration.fit_scores(drawings, labels, drawings, labels) == (
-      alone, 0.0)
-  plain, plain_labels = _overconfident(500)  # an older run's softmax
-  assert calibration.fit_scores(plain, plain_labels, plain, plain_labels,
-                                plain)[1] == 0.0

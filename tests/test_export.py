@@ -213,9 +213,9 @@ def test_canvas_models_keep_the_preprocessing_exact(exported, mode):
 
 
 def test_scores_are_calibrated_with_a_threshold(trained, exported):
-  """The temperature and shift fitted on validation drawings are in every
-  artifact, the calibration error falls, and model_info.json (the run's
-  and the app's) carries the threshold predict reads back."""
+  """The temperature fitted on validation drawings is in every artifact,
+  the calibration error falls, and model_info.json (the run's and the
+  app's) carries the threshold predict reads back."""
   classifier, _ = trained
   config, report = exported
   calibrated = report["calibration"]
@@ -229,7 +229,6 @@ def test_scores_are_calibrated_with_a_threshold(trained, exported):
       output = json.load(f)["output"]
     assert output["score_threshold"] == threshold
     assert output["temperature"] == calibrated["temperature"]
-    assert output["logit_shift"] == calibrated["logit_shift"]
     assert contracts.score_threshold_for(
         os.path.join(folder, "model.tflite")) == threshold
   # The frozen graph answers as the Keras model with its logits / T; the
@@ -241,8 +240,7 @@ def test_scores_are_calibrated_with_a_threshold(trained, exported):
   graph = inference.predict_drawings(
       inference.FrozenGraphPredictor(config.output_graph), drawings)
   np.testing.assert_allclose(
-      graph, calibration.rescale(plain, calibrated["temperature"],
-                                 calibrated["logit_shift"]),
+      graph, calibration.rescale(plain, calibrated["temperature"]),
       atol=2e-4)
 
 

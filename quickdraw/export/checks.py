@@ -235,10 +235,9 @@ def check_artifacts(classifier, config: ExportConfig, temps: dict,
 
 
 def calibration_on_test(calibrated: np.ndarray, labels: np.ndarray,
-                      temperature: float, shift: float = 0.0) -> dict:
+                      temperature: float) -> dict:
   """Calibration error on the test drawings, which calibration never saw."""
-  before = calibration.rescale(calibrated, 1.0 / temperature,
-                               -shift * temperature)
+  before = calibration.rescale(calibrated, 1.0 / temperature)
   return {"test_drawings": int(len(labels)),
           "test_ece_before": calibration.expected_calibration_error(
               before, labels),

@@ -82,8 +82,7 @@ def output_contract(categories: Sequence[str], final_tensor_name: str,
     contract.update(
         score_threshold=calibrated["score_threshold"],
         score_threshold_note=_threshold_note(calibrated),
-        temperature=calibrated["temperature"],
-        logit_shift=calibrated["logit_shift"])
+        temperature=calibrated["temperature"])
   return contract
 
 

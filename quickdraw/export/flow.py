@@ -13,8 +13,7 @@ import numpy as np
 from absl import logging
 
 from quickdraw import (atomic_files, backbones, calibration, inference,
-                       litert_features, outliers, run_files, splits,
-                       visualize)
+                       litert_features, run_files, splits, visualize)
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig
 from quickdraw.data_source import (QuickDrawSource, drawings_from_split,
@@ -75,8 +74,7 @@ def export_model(classifier, categories: Sequence[str], config: ExportConfig,
                            unknown_recall=config.unknown_recall,
                            canvases_each=config.check_canvases,
                            cache_dir=cache_dir)
-  with (calibration.temperature_folded(classifier, calibrated["temperature"],
-                                       calibrated["logit_shift"])
+  with (calibration.temperature_folded(classifier, calibrated["temperature"])
         if calibrated else contextlib.nullcontext()):
     return _export(classifier, categories, config, check_drawings,
                    check_labels, representative, held_out, calibrated,
@@ -106,8 +104,7 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
               unknown_recall: float | None = None,
               canvases_each: int = 300,
               cache_dir: str | None = None) -> dict:
-  """Fits the temperature and class-logit shift on held-out drawings
-  (`calibration.fit_scores`), and chooses the score
+  """Fits the temperature on held-out drawings, and chooses the score
   threshold as the app sees them: on those drawings re-drawn as the app's
   canvases (`checks.as_the_app_sees`), whose scores run lower than a
   QuickDraw bitmap's, and on `canvases_each` of the `unknown` doodles of
@@ -119,9 +116,12 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
   predictor = litert_features.predictor(classifier)
   before = inference.predict_drawings(predictor, drawings)
   labels = np.asarray(labels, np.int64)
+  temperature = calibration.fit_temperature(before, labels)
+  after = calibration.rescale(before, temperature)
 
   def scores(seen):
-    return inference.predict_drawings(predictor, seen)
+    return calibration.rescale(inference.predict_drawings(predictor, seen),
+                               temperature)
   # On bitmaps a head is right more often, with higher scores, than on
   # the canvases the app meets: a threshold chosen there gives up more of
   # the app's right answers than it says, and one chosen on canvases
@@ -137,22 +137,11 @@ def calibrate(classifier, drawings: np.ndarray, labels: np.ndarray,
         unknown[0], canvases_each, THRESHOLD_CANVAS_SIDE, seed=3,
         folder=cache_dir)[1])
     names = tuple(unknown[1])
-  junk = [scores(outliers.cached_junk_drawings(
-      per_kind=VALIDATION_JUNK_PER_KIND, seed=outliers.VALIDATION_SEED,
-      side=side)) for side in VALIDATION_JUNK_SIDES]
-  temperature, shift = calibration.fit_scores(
-      before, labels, *canvas, others, junk, unknown_recall=unknown_recall)
-
-  def rescaled(raw):
-    return None if raw is None else calibration.rescale(raw, temperature,
-                                                        shift)
-  canvas = (rescaled(canvas[0]), canvas[1])
-  others = rescaled(others)
   threshold = calibration.score_threshold(*canvas, others,
                                           unknown_recall=unknown_recall)
-  return calibration.report(before, rescaled(before), labels, temperature,
-                            threshold, others, names, unknown_recall,
-                            canvas_scores=canvas, shift=shift)
+  return calibration.report(before, after, labels, temperature, threshold,
+                            others, names, unknown_recall,
+                            canvas_scores=canvas)
 
 
 def _export(classifier, categories, config, check_drawings, check_labels,
@@ -246,8 +235,7 @@ def _export(classifier, categories, config, check_drawings, check_labels,
       report["architecture"] = architecture
       if calibrated:
         report["calibration"] = dict(calibrated, **checks.calibration_on_test(
-            reference, check_labels, calibrated["temperature"],
-            calibrated["logit_shift"]))
+            reference, check_labels, calibrated["temperature"]))
       if int8 is not None:
         report["int8_float_layers"] = {
             "layers": int8.float_layers,
@@ -282,12 +270,6 @@ HELD_OUT_DRAWINGS = 1000
 # The side of the canvases the threshold is chosen on (the preprocessing
 # frames any size alike; pens are a share of the side).
 THRESHOLD_CANVAS_SIDE = 256
-# Junk pictures per kind that the calibration's fit weighs (outliers'
-# validation seed: no training batch's), at the training pool's side and a
-# phone canvas's: a fit held on the first alone refused a point less of
-# the quality gate's 512 px junk.
-VALIDATION_JUNK_PER_KIND = 60
-VALIDATION_JUNK_SIDES = (outliers.CANVAS_SIDE, 512)
 
 
 def check_destinations(config: ExportConfig) -> None:
