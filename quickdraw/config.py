@@ -134,8 +134,10 @@ class TrainConfig:
       tend to fall, learns "not sure". On the quality gate's `retrain`
       (three seeds), 0.2 raised unseen categories' doodles refused from
       42% to 48% at the default threshold, and test calibration error
-      from 0.040 to 0.081 (scripts/README.md, "Other categories"). Not in
-      fine-tuning (its batches are pictures). 0 for none.
+      from 0.040 to 0.081 (scripts/README.md, "Other categories"). When
+      the backbone trains (fine-tuning, --augment), the model mixes the
+      features it makes, on one replica (`model.build_mixing_trainer`).
+      0 for none.
     redraw_share: Training drawings drawn again with a pen of random width
       and size on an app canvas of a random theme, read back by the app
       model's canvas preprocessing (`redraws`), added to each training

@@ -218,7 +218,7 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
                  drop_remainder: bool = False, augment: bool = False,
                  stream: bool | None = None,
                  value_range: tuple[float, float] | None,
-                 exposure: Sequence[tuple] = ()
+                 exposure: Sequence[tuple] = (), mixes: int | None = None
                  ) -> tf.data.Dataset:
   """The input pipeline for one split.
 
@@ -246,9 +246,14 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
       `outliers.JUNK_LABEL` (none of the classes: `outliers`' junk, other
       categories' doodles) or their own `labels` (pen re-draws:
       `redraws`).
+    mixes: None for (images, labels) batches; else ((images, pairs,
+      shares), labels) for a model that mixes features
+      (`model.build_mixing_trainer`), with this many pairs of each batch's
+      drawings (`outliers.add_mix_pairs`; 0 for its validation).
 
   Returns:
-    A dataset of (images, labels) batches; labels are int32 class indices in
+    A dataset of (images, labels) batches, or ((images, pairs, shares),
+    labels) with `mixes`; labels are int32 class indices in
     `source.categories` order.
   """
   num_examples = source.split_size(split)
@@ -287,6 +292,11 @@ def make_dataset(source: QuickDrawSource, split: Split | str, batch_size: int,
   elif image_size is not None:
     ds = ds.map(lambda x, y: (preprocessing.upsample_to_rgb(
         x, image_size, value_range), y), num_parallel_calls=tf.data.AUTOTUNE)
+  if mixes is not None:
+    # Seeded as `feature_dataset`'s mixes: the pool after the last.
+    ds = outliers.add_mix_pairs(ds, mixes,
+                                outliers.pool_seed(len(exposure), seed),
+                                first_batch)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -216,6 +216,58 @@ class DrawingsToImages(keras.layers.Layer):
             "value_range": list(self.value_range)}
 
 
+@keras.saving.register_keras_serializable(package="quickdraw")
+class AppendMixes(keras.layers.Layer):
+  """Appends mixes of pairs of a batch's features to it, in training.
+
+  Fine-tuning's counterpart of `outliers.add_mixes`: the backbone is
+  training, so the features to mix exist only inside the step. Inputs:
+  features (B, D), pairs (M, 2) of their row indices and shares (M, 1) of
+  the first; output (B + M, D).
+  """
+
+  def call(self, features, pairs, shares):
+    shares = keras.ops.cast(shares, features.dtype)
+    # The mixes train the head alone: a backbone that learned from them
+    # could make its features easy to tell from their mixes, which no
+    # doodle of another kind is.
+    fixed = keras.ops.stop_gradient(features)
+    first = keras.ops.take(fixed, pairs[:, 0], axis=0)
+    second = keras.ops.take(fixed, pairs[:, 1], axis=0)
+    return keras.ops.concatenate(
+        [features, shares * first + (1 - shares) * second], axis=0)
+
+
+def build_mixing_trainer(backbone: keras.Model, head: keras.Model,
+                         front: keras.layers.Layer | None = None
+                         ) -> keras.Model:
+  """The classifier as it trains on batches with mixes
+  (`input_pipeline.make_dataset(mixes=...)`): (pictures, pairs, shares)
+  -> the probabilities of the pictures, then of the mixes of their
+  features (`AppendMixes`). It shares `backbone`'s and `head`'s weights;
+  exports use the classifier.
+
+  Args:
+    backbone: The backbone, called with batch norm in inference mode as
+      `build_classifier` calls it.
+    head: The head.
+    front: A `DrawingsToImages` layer when the pictures are 28x28 drawings
+      upsampled in the model; None for images.
+  """
+  if front is None:
+    pictures = keras.Input(backbone.input_shape[1:], name="input")
+    images = pictures
+  else:
+    pictures = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
+    images = front(pictures)
+  pairs = keras.Input((2,), dtype="int32", name="mix_pairs")
+  shares = keras.Input((1,), name="mix_shares")
+  features = backbone(images, training=False)
+  return keras.Model([pictures, pairs, shares],
+                     head(AppendMixes(name="mixes")(features, pairs, shares)),
+                     name="quickdraw_mixing_trainer")
+
+
 def build_device_classifier(classifier: keras.Model, augment: bool = False,
                             seed: int = 0) -> keras.Model:
   """`classifier` behind a `DrawingsToImages` layer, sharing its weights.

@@ -142,6 +142,28 @@ def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
 MIX_RANGE = (0.3, 0.7)
 
 
+def _mix_draws(labels: tf.Tensor, count: int, draws: tf.Tensor,
+               mix_range: tuple[float, float]):
+  """(pairs (count, 2) of row indices, first shares (count, 1), labels)
+  of `count` mixes of a batch whose labels are `labels`, drawn from
+  `draws` (a (seed, batch number) pair)."""
+  low, high = mix_range
+  # Only the batch's drawings (and re-draws) mix, not its junk or doodles.
+  known = tf.reshape(tf.where(labels != JUNK_LABEL), [-1])
+  # An all-junk batch (none in training) would leave nothing to pick.
+  size = tf.maximum(tf.size(known, tf.int64), 1)
+  picks = tf.random.stateless_uniform([2, count], draws, maxval=size,
+                                      dtype=tf.int64)
+  picks = tf.gather(tf.concat([known, [0]], 0), picks)
+  # Batch numbers are never negative: this stream is no batch's picks.
+  share = tf.random.stateless_uniform(
+      [count, 1], tf.stack([draws[0], -1 - draws[1]]), low, high)
+  first_label = tf.gather(labels, picks[0])
+  added = tf.where(first_label == tf.gather(labels, picks[1]), first_label,
+                   tf.constant(JUNK_LABEL, labels.dtype))
+  return tf.transpose(picks), share, added
+
+
 def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
               first_batch: int = 0,
               mix_range: tuple[float, float] = MIX_RANGE) -> tf.data.Dataset:
@@ -157,7 +179,8 @@ def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
 
   Args:
     ds: Batches of (features, int32 labels) (bottleneck features: a mix of
-      two pictures' pixels is not between their features).
+      two pictures' pixels is not between their features; batches of
+      pictures take `add_mix_pairs`).
     count: Mixes per batch; 0 returns `ds` unchanged.
     seed: The draws' seed; batch n's draws depend on (seed, n) alone, as
       `add_junk`'s do, so a resumed run sees what an uninterrupted one
@@ -171,27 +194,46 @@ def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
   """
   if count <= 0:
     return ds
-  low, high = mix_range
 
   def append(batch_number, batch):
     x, labels = batch
-    # Only the batch's drawings (and re-draws) mix, not its junk or doodles.
-    known = tf.reshape(tf.where(labels != JUNK_LABEL), [-1])
-    draws = tf.stack([tf.constant(seed, tf.int64), batch_number])
-    # An all-junk batch (none in training) would leave nothing to pick.
-    size = tf.maximum(tf.size(known, tf.int64), 1)
-    picks = tf.random.stateless_uniform([2, count], draws, maxval=size,
-                                        dtype=tf.int64)
-    picks = tf.gather(tf.concat([known, [0]], 0), picks)
-    # Batch numbers are never negative: this stream is no batch's picks.
-    share = tf.random.stateless_uniform(
-        [count, 1], tf.stack([draws[0], -1 - batch_number]), low, high,
-        dtype=x.dtype)
-    first, second = tf.gather(x, picks[0]), tf.gather(x, picks[1])
-    first_label = tf.gather(labels, picks[0])
-    added = tf.where(first_label == tf.gather(labels, picks[1]), first_label,
-                     tf.constant(JUNK_LABEL, labels.dtype))
-    return (tf.concat([x, share * first + (1 - share) * second], 0),
+    pairs, share, added = _mix_draws(
+        labels, count, tf.stack([tf.constant(seed, tf.int64), batch_number]),
+        mix_range)
+    share = tf.cast(share, x.dtype)
+    mixes = (share * tf.gather(x, pairs[:, 0]) +
+             (1 - share) * tf.gather(x, pairs[:, 1]))
+    return tf.concat([x, mixes], 0), tf.concat([labels, added], 0)
+
+  return ds.enumerate(start=first_batch).map(
+      append, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_mix_pairs(ds: tf.data.Dataset, count: int, seed: int,
+                  first_batch: int = 0,
+                  mix_range: tuple[float, float] = MIX_RANGE
+                  ) -> tf.data.Dataset:
+  """What `add_mixes` draws, for batches of pictures: the model mixes
+  their features (`model.AppendMixes`), since the backbone that makes
+  them is training too.
+
+  Args:
+    ds: Batches of (pictures, int32 labels).
+    count: Mixes per batch (0: none, in the same structure).
+    seed, first_batch, mix_range: As `add_mixes`'; the same draws.
+
+  Returns:
+    Batches of ((pictures, pairs, shares), labels): `pairs` (count, 2)
+    int32 rows of the batch to mix, `shares` (count, 1) float32 the first
+    one's share, and the mixes' targets appended to the labels.
+  """
+
+  def append(batch_number, batch):
+    x, labels = batch
+    pairs, share, added = _mix_draws(
+        labels, count, tf.stack([tf.constant(seed, tf.int64), batch_number]),
+        mix_range)
+    return ((x, tf.cast(pairs, tf.int32), share),
             tf.concat([labels, added], 0))
 
   return ds.enumerate(start=first_batch).map(

@@ -30,9 +30,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from quickdraw import (atomic_files, bottlenecks, checkpoints, distribute,
-                       evaluation, inference, input_pipeline, outliers,
-                       redraws, run_files, schedules, visualize)
+from quickdraw import (added_rows, atomic_files, bottlenecks, checkpoints,
+                       distribute, evaluation, inference, input_pipeline,
+                       run_files, schedules, visualize)
 from quickdraw import model as model_lib
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
@@ -84,6 +84,9 @@ def fingerprint(data: DataConfig, config: TrainConfig,
   if pictures:  # runs without image folders keep their fingerprints
     shaping["pictures"] = pictures
   shaping["scores"] = "softmax_with_none"  # not a plain softmax's checkpoint
+  if config.mix_share and (config.fine_tune_layers or config.augment):
+    # Its picture phases train a mixing model (`_Run.image_trainer`).
+    shaping["picture_mixes"] = True
   shaping.update({k: v for k, v in dataclasses.asdict(config).items()
                   if k not in ("model_dir", "bottleneck_dir", "output_dir",
                                "summaries_dir", "min_accuracy",
@@ -131,52 +134,8 @@ class _Run:
     # batches beside the junk, the rest choose the export's threshold.
     self.others = others_lib.open_others(data,
                                          exposure=config.other_share > 0)
-    # Each kind keeps its place (and so its draws' seed) whether or not
-    # the kinds before it are on.
-    self.per_batch = {
-        "junk": outliers.per_batch(config.train_batch_size,
-                                   config.junk_share, self.replicas),
-        "others": outliers.per_batch(config.train_batch_size,
-                                     config.other_share, self.replicas)
-                  if len(self.others.exposure) else 0,
-        "redraws": outliers.per_batch(config.train_batch_size,
-                                      config.redraw_share, self.replicas)}
-    self._pools: dict[str, tuple] = {}
-
-  def _pool(self, name: str) -> tuple:
-    """(28x28 drawings, labels or None) of one kind of added rows."""
-    if name == "junk":
-      return outliers.cached_junk_drawings(), None
-    seed, folder = (self.config.seed_for(self.data),
-                    os.path.expanduser(self.config.bottleneck_dir))
-    if name == "others":
-      return redraws.with_pen_redraws(self.others.exposure, seed + 1,
-                                      folder), None
-    return redraws.training_pool(self.source, self.config.redraw_share, seed,
-                                 folder)
-
-  def exposure(self, features: bool = False) -> list[tuple]:
-    """(pool, rows per batch, labels) of each kind of rows added to the
-    training batches: junk and other categories' doodles (labels None: the
-    none class), then pen re-draws of training drawings (their own
-    labels), in that order, an empty pool for a kind that is off: 28x28
-    drawings, or their bottleneck features (cached beside the splits')."""
-    pools = []
-    for name, count in self.per_batch.items():
-      if not count:
-        pools.append((np.zeros((0, 28, 28, 1), np.uint8), 0, None))
-        continue
-      if name not in self._pools:
-        logging.info("Added to each training batch: %d %s", count, name)
-        self._pools[name] = self._pool(name)
-      drawings, labels = self._pools[name]
-      if features and f"{name} features" not in self._pools:
-        self._pools[f"{name} features"] = bottlenecks.drawings_features(
-            self.backbone, drawings, self.data.image_size,
-            os.path.expanduser(self.config.bottleneck_dir), name=name)
-      pools.append((self._pools[f"{name} features"] if features else
-                    drawings, count, labels))
-    return pools
+    self.added = added_rows.AddedRows(self.source, data, config,
+                                      self.others, self.replicas)
 
   def _build_models(self, data: DataConfig, config: TrainConfig) -> None:
     """The backbone, head, classifier and image model (in a strategy scope).
@@ -249,11 +208,30 @@ class _Run:
       self._cache[split.value] = (features, labels)
     return self._cache[split.value]
 
+  def image_trainer(self, augment: bool) -> keras.Model:
+    """The model that trains on `images(train=True, augment=augment)`
+    (call in the strategy's scope)."""
+    if self.added.picture_mixes:
+      front = (model_lib.DrawingsToImages(
+          self.data.image_size, augment, self.data.seed,
+          value_range=self.value_range, name="drawings_to_images")
+               if self.on_device else None)
+      return model_lib.build_mixing_trainer(self.backbone, self.head, front)
+    if augment and self.on_device and not self.config.augment:
+      # The same weights behind an augmenting first layer.
+      return model_lib.build_device_classifier(self.classifier, True,
+                                               self.data.seed)
+    return self.image_model
+
   def images(self, split: Split, *, train: bool, first_epoch: int = 0,
-             augment: bool | None = None) -> tf.data.Dataset:
+             augment: bool | None = None,
+             for_trainer: bool = True) -> tf.data.Dataset:
+    """Batches of pictures; for `image_trainer` (`for_trainer`), with the
+    pairs to mix when it mixes them."""
     # On the device, 28x28 uint8: the image model upsamples and augments.
     if augment is None:
       augment = self.config.augment
+    mixes = self.added.picture_mixes if for_trainer else 0
     return input_pipeline.make_dataset(
         self.source, split, self.config.train_batch_size,
         image_size=None if self.on_device else self.data.image_size,
@@ -261,7 +239,9 @@ class _Run:
         drop_remainder=train and self.drop_remainder,
         augment=train and augment and not self.on_device,
         value_range=self.value_range,
-        exposure=self.exposure() if train else ())
+        exposure=self.added.exposure() if train else (),
+        # Validation batches of a mixing trainer get no mixes.
+        mixes=(mixes if train else 0) if mixes else None)
 
   def for_evaluation(self, ds: tf.data.Dataset | None
                      ) -> tf.data.Dataset | None:
@@ -312,7 +292,8 @@ class _Run:
     if resume and resume["phase"] != "head":
       start = epochs  # the head finished before the checkpointed phase
     if config.augment:
-      model = self.image_model
+      with self.strategy.scope():
+        model = self.image_trainer(True)
       train_data = self.images(Split.TRAIN, train=True, first_epoch=start)
       validation = (self.images(Split.VALIDATION, train=False)
                     if self.has_validation else None)
@@ -324,9 +305,8 @@ class _Run:
             features, labels, config.train_batch_size, shuffle=True,
             seed=config.seed_for(self.data), epochs=None, first_epoch=start,
             drop_remainder=self.drop_remainder,
-            exposure=self.exposure(features=True),
-            mixes=outliers.per_batch(config.train_batch_size,
-                                     config.mix_share, self.replicas))
+            exposure=self.added.exposure(self.backbone),
+            mixes=self.added.feature_mixes)
         validation = (input_pipeline.feature_dataset(
             *self.bottlenecks(Split.VALIDATION), config.train_batch_size,
             shuffle=False, seed=0) if self.has_validation else None)
@@ -356,19 +336,18 @@ class _Run:
     config = self.config
     logging.info("Fine-tuning the backbone's top %d layers for %d epochs",
                  config.fine_tune_layers, config.fine_tune_epochs)
+    if config.mix_share and not self.added.picture_mixes:
+      logging.info("Fine-tuning without feature mixes: %d replicas' slices "
+                   "of a batch cannot mix each other's rows", self.replicas)
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)
     steps = input_pipeline.batches_per_epoch(
         self.source.split_size(Split.TRAIN), config.train_batch_size,
         self.drop_remainder)
     total = steps * config.fine_tune_epochs
     augment = config.augment or config.fine_tune_augment
-    model = self.image_model
     start = 0
     with self.strategy.scope():
-      if augment and self.on_device and not config.augment:
-        # The same weights behind an augmenting first layer.
-        model = model_lib.build_device_classifier(self.classifier, True,
-                                                  self.data.seed)
+      model = self.image_trainer(augment)
       schedules.compile_model(
           model, schedules.fine_tune_learning_rate(config, total),
           config.label_smoothing)
@@ -392,7 +371,8 @@ class _Run:
           seed=0)
       return _predict(self.head, data), labels
     probabilities = _predict(self.image_model,
-                             self.images(Split.TEST, train=False))
+                             self.images(Split.TEST, train=False,
+                                         for_trainer=False))
     return probabilities, self.source.split_labels(Split.TEST)
 
 
@@ -529,7 +509,8 @@ def _write_samples(run: _Run) -> None:
   """A grid of training inputs as the model sees them, labelled: drawings,
   then the batch's added rows (pen re-draws; junk, other doodles: "not
   sure")."""
-  images, labels = next(iter(run.images(Split.TRAIN, train=True)))
+  images, labels = next(iter(run.images(Split.TRAIN, train=True,
+                                        for_trainer=False)))
   picks = np.arange(32)
   if len(labels) - run.config.train_batch_size >= 8:
     picks = np.r_[0:24, len(labels) - 8:len(labels)]

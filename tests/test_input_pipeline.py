@@ -279,6 +279,28 @@ def test_feature_batches_carry_exposure_rows_and_mixes_between_classes():
     np.testing.assert_allclose(x, xr)
 
 
+def test_picture_batches_carry_the_pairs_feature_batches_mix():
+  """Fine-tuning's mixes (the model mixes the features it makes) are drawn
+  as the head's from cached features are."""
+  from quickdraw import outliers
+  labels = np.arange(16, dtype=np.int32) % 4
+  features = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+  ds = tf.data.Dataset.from_tensors((features, labels)).repeat(3)
+  mixed = list(outliers.add_mixes(ds, 5, seed=2, first_batch=7))
+  paired = list(outliers.add_mix_pairs(ds, 5, seed=2, first_batch=7))
+  for (x, y), ((pictures, pairs, shares), paired_labels) in zip(mixed,
+                                                                paired):
+    np.testing.assert_array_equal(pictures, features)
+    np.testing.assert_array_equal(paired_labels, y)
+    assert pairs.dtype == tf.int32 and pairs.shape == (5, 2)
+    np.testing.assert_allclose(
+        x[16:], shares * tf.gather(features, pairs[:, 0]) +
+        (1 - shares) * tf.gather(features, pairs[:, 1]), rtol=1e-6)
+  # A validation batch of a mixing model: the same structure, no mixes.
+  (pictures, pairs, shares), y = next(iter(outliers.add_mix_pairs(ds, 0, 0)))
+  assert pairs.shape == (0, 2) and shares.shape == (0, 1) and len(y) == 16
+
+
 def test_mixes_of_a_batch_without_drawings_are_junk():
   from quickdraw import outliers
   ds = tf.data.Dataset.from_tensors((tf.ones([3, 2]), tf.fill(

@@ -66,6 +66,37 @@ def test_classifier_shapes_and_frozen_backbone():
   assert (probs.sum(1) < 1).all()
 
 
+@pytest.mark.parametrize("front", [False, True])
+def test_mixing_trainer_scores_pictures_then_mixes_of_their_features(front):
+  backbone = model.build_backbone(TINY, None)
+  head = model.build_head(256, 5)
+  classifier = model.build_classifier(backbone, head)
+  rng = np.random.default_rng(0)
+  if front:  # 28x28 drawings, upsampled in the model
+    layer = model.DrawingsToImages(64, value_range=(-1, 1))
+    pictures = rng.integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
+    images = layer(pictures)
+  else:
+    layer = None
+    pictures = images = rng.uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
+  trainer = model.build_mixing_trainer(backbone, head, layer)
+  # The classifier's weights, no more.
+  assert ({id(w) for w in trainer.weights} ==
+          {id(w) for w in classifier.weights})
+  pairs = np.array([[0, 1], [2, 0]], np.int32)
+  shares = np.array([[0.3], [0.6]], np.float32)
+  probs = np.asarray(trainer([pictures, pairs, shares]))
+  features = np.asarray(backbone(images))
+  mixes = shares * features[pairs[:, 0]] + (1 - shares) * features[
+      pairs[:, 1]]
+  np.testing.assert_allclose(probs[:3], classifier(images), atol=1e-5)
+  np.testing.assert_allclose(probs[3:], head(mixes), atol=1e-5)
+  # A batch without mixes.
+  probs = trainer([pictures, np.zeros((0, 2), np.int32),
+                   np.zeros((0, 1), np.float32)])
+  assert probs.shape == (3, 5)
+
+
 def test_unfreeze_top_layers_keeps_batch_norm_frozen():
   backbone = model.build_backbone(TINY, None)
   model.unfreeze_top_layers(backbone, 4)

@@ -111,10 +111,10 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "mix_share", _DEFAULTS.mix_share,
     "Mixes of two training drawings' features (30-70% of one) added to each "
-    "batch of the frozen head's training as a share of its drawings, "
-    "trained to score 'none of these' when the two differ in class, so that "
-    "doodles between the known kinds get 'not sure'; not in fine-tuning; 0 "
-    "for none.", lower_bound=0.0, upper_bound=1.0)
+    "training batch as a share of its drawings, trained to score 'none of "
+    "these' when the two differ in class, so that doodles between the "
+    "known kinds get 'not sure' (fine-tuning: on one replica, and only the "
+    "head learns from them); 0 for none.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float(
     "redraw_share", _DEFAULTS.redraw_share,
     "Training drawings drawn again as app canvases (a random pen, size, "
