@@ -42,11 +42,11 @@ class AddedRows:
     # Mixes of features: the head's from the cache (`outliers.add_mixes`).
     self.feature_mixes = outliers.per_batch(batch, config.mix_share,
                                             replicas)
-    # And when the backbone trains (`model.build_mixing_trainer`): not
-    # over several replicas, whose slices of a batch cannot mix each
+    # And when the backbone trains, if asked (`model.build_mixing_trainer`):
+    # not over several replicas, whose slices of a batch cannot mix each
     # other's rows.
     self.picture_mixes = (outliers.per_batch(batch, config.mix_share)
-                          if replicas == 1 else 0)
+                          if config.fine_tune_mixes and replicas == 1 else 0)
     self._pools: dict[str, tuple] = {}
 
   def _pool(self, name: str) -> tuple:

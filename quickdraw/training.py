@@ -84,14 +84,13 @@ def fingerprint(data: DataConfig, config: TrainConfig,
   if pictures:  # runs without image folders keep their fingerprints
     shaping["pictures"] = pictures
   shaping["scores"] = "softmax_with_none"  # not a plain softmax's checkpoint
-  if config.mix_share and (config.fine_tune_layers or config.augment):
-    # Its picture phases train a mixing model (`_Run.image_trainer`).
-    shaping["picture_mixes"] = True
   shaping.update({k: v for k, v in dataclasses.asdict(config).items()
                   if k not in ("model_dir", "bottleneck_dir", "output_dir",
                                "summaries_dir", "min_accuracy",
                                "output_labels", "output_graph", "tpu",
                                "verbose")})
+  if not config.fine_tune_mixes:  # earlier runs' fingerprints, as they were
+    del shaping["fine_tune_mixes"]
   return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()
                         ).hexdigest()[:16]
 
@@ -336,7 +335,8 @@ class _Run:
     config = self.config
     logging.info("Fine-tuning the backbone's top %d layers for %d epochs",
                  config.fine_tune_layers, config.fine_tune_epochs)
-    if config.mix_share and not self.added.picture_mixes:
+    if config.fine_tune_mixes and config.mix_share and not (
+        self.added.picture_mixes):
       logging.info("Fine-tuning without feature mixes: %d replicas' slices "
                    "of a batch cannot mix each other's rows", self.replicas)
     model_lib.unfreeze_top_layers(self.backbone, config.fine_tune_layers)

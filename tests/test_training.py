@@ -42,7 +42,8 @@ class Interrupt(keras.callbacks.Callback):
   """Stops training like Ctrl-C at the end of epoch `after` (1-based).
 
   With `model_name`, only while that model trains ("head" trains from the
-  cache, "quickdraw_mixing_trainer" while fine-tuning with mixes).
+  cache, "quickdraw_classifier" while fine-tuning, or
+  "quickdraw_mixing_trainer" with --fine_tune_mixes).
   """
 
   def __init__(self, after, model_name=None):
@@ -192,16 +193,17 @@ def test_fine_tuning_changes_top_layers_only(data_dir, tmp_path):
   assert "test" not in result.bottlenecks_computed
 
 
-@pytest.mark.parametrize("upsample, mix_share, model_name", [
-    ("host", 0.2, "quickdraw_mixing_trainer"),
-    ("device", 0.2, "quickdraw_mixing_trainer"),
-    ("device", 0.0, "quickdraw_device_classifier")])
+@pytest.mark.parametrize("upsample, mixes, model_name", [
+    ("host", False, "quickdraw_classifier"),
+    ("device", False, "quickdraw_device_classifier"),
+    ("host", True, "quickdraw_mixing_trainer"),
+    ("device", True, "quickdraw_mixing_trainer")])
 def test_fine_tune_resumes_in_its_phase(data_dir, tmp_path, upsample,
-                                        mix_share, model_name):
+                                        mixes, model_name):
   data = data_config(data_dir)
   config = train_config(tmp_path, epochs=1, fine_tune_layers=2,
                         fine_tune_epochs=2, upsample=upsample,
-                        mix_share=mix_share)
+                        fine_tune_mixes=mixes)
   with pytest.raises(KeyboardInterrupt):
     training.train_and_evaluate(
         data, config, callbacks=[Interrupt(after=1, model_name=model_name)])
@@ -214,13 +216,20 @@ def test_pictures_mix_on_one_replica_alone():
   rows may be in two slices: the backbone's phases mix on one alone."""
   import types
   from quickdraw import added_rows
-  config = training.TrainConfig(train_batch_size=64, mix_share=0.2)
   no_others = types.SimpleNamespace(exposure=np.zeros((0, 784), np.uint8))
-  one, two = (added_rows.AddedRows(None, DataConfig(), config, no_others, n)
-              for n in (1, 2))
+
+  def added(replicas, **kwargs):
+    config = training.TrainConfig(train_batch_size=64, mix_share=0.2,
+                                  **kwargs)
+    return added_rows.AddedRows(None, DataConfig(), config, no_others,
+                                replicas)
+
+  one, two = added(1, fine_tune_mixes=True), added(2, fine_tune_mixes=True)
   assert one.picture_mixes == one.feature_mixes == 13
   assert two.picture_mixes == 0 and two.feature_mixes == 12  # even
   assert one.per_batch["others"] == 0  # no other categories at hand
+  # Off by default: the head's batches from the cache mix, no others.
+  assert added(1).picture_mixes == 0 and added(1).feature_mixes == 13
 
 
 def test_augmentation_bypasses_the_cache(data_dir, tmp_path):

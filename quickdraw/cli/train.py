@@ -113,8 +113,8 @@ flags.DEFINE_float(
     "Mixes of two training drawings' features (30-70% of one) added to each "
     "training batch as a share of its drawings, trained to score 'none of "
     "these' when the two differ in class, so that doodles between the "
-    "known kinds get 'not sure' (fine-tuning: on one replica, and only the "
-    "head learns from them); 0 for none.", lower_bound=0.0, upper_bound=1.0)
+    "known kinds get 'not sure'; 0 for none.", lower_bound=0.0,
+    upper_bound=1.0)
 flags.DEFINE_float(
     "redraw_share", _DEFAULTS.redraw_share,
     "Training drawings drawn again as app canvases (a random pen, size, "
@@ -142,6 +142,12 @@ flags.DEFINE_boolean(
     "Random rotations, zooms and shifts of the training drawings while "
     "fine-tuning only: images flow through the backbone then anyway, so it "
     "costs little, and the head keeps the bottleneck cache.")
+flags.DEFINE_boolean(
+    "fine_tune_mixes", _DEFAULTS.fine_tune_mixes,
+    "--mix_share's mixes while the backbone trains too (fine-tuning, "
+    "--augment; one replica): the model mixes the features it makes, and "
+    "only the head learns from them. More 'not sure' to unseen kinds, at "
+    "some calibration error (scripts/README.md).")
 flags.DEFINE_boolean(
     "augment", _DEFAULTS.augment,
     "Randomly rotate (+-10 degrees), zoom (+-10%) and shift (+-2 px of 28) "
