@@ -30,7 +30,6 @@ class AddedRows:
                replicas: int):
     self.source, self.data, self.config = source, data, config
     self.others = others
-    self.replicas = replicas
     batch = config.train_batch_size
     # Each kind keeps its place (and so its draws' seed) whether or not
     # the kinds before it are on.

@@ -238,9 +238,21 @@ class AppendMixes(keras.layers.Layer):
         [features, shares * first + (1 - shares) * second], axis=0)
 
 
-def build_mixing_trainer(backbone: keras.Model, head: keras.Model,
-                         front: keras.layers.Layer | None = None
-                         ) -> keras.Model:
+def _drawings_input(image_size: int, augment: bool, seed: int, *,
+                    value_range: tuple[float, float]):
+  """(uint8 (28, 28, 1) drawings input, the images a `DrawingsToImages`
+  layer makes of them): the front of the models that upsample on the
+  device."""
+  drawings = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
+  images = DrawingsToImages(image_size, augment, seed,
+                            value_range=value_range,
+                            name="drawings_to_images")(drawings)
+  return drawings, images
+
+
+def build_mixing_trainer(backbone: keras.Model, head: keras.Model, *,
+                         drawings: bool = False, augment: bool = False,
+                         seed: int = 0) -> keras.Model:
   """The classifier as it trains on batches with mixes
   (`input_pipeline.make_dataset(mixes=...)`): (pictures, pairs, shares)
   -> the probabilities of the pictures, then of the mixes of their
@@ -251,15 +263,16 @@ def build_mixing_trainer(backbone: keras.Model, head: keras.Model,
     backbone: The backbone, called with batch norm in inference mode as
       `build_classifier` calls it.
     head: The head.
-    front: A `DrawingsToImages` layer when the pictures are 28x28 drawings
-      upsampled in the model; None for images.
+    drawings: The pictures are 28x28 drawings, upsampled (and with
+      `augment`, distorted, seeded by `seed`) in the model, as
+      `build_device_classifier`'s are; else images in the backbone's range.
   """
-  if front is None:
-    pictures = keras.Input(backbone.input_shape[1:], name="input")
-    images = pictures
+  if drawings:
+    pictures, images = _drawings_input(
+        int(backbone.input_shape[1]), augment, seed,
+        value_range=backbones.input_range_of(backbone))
   else:
-    pictures = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
-    images = front(pictures)
+    pictures = images = keras.Input(backbone.input_shape[1:], name="input")
   pairs = keras.Input((2,), dtype="int32", name="mix_pairs")
   shares = keras.Input((1,), name="mix_shares")
   features = backbone(images, training=False)
@@ -275,9 +288,8 @@ def build_device_classifier(classifier: keras.Model, augment: bool = False,
   Takes uint8 (batch, 28, 28, 1) drawings; exports keep using `classifier`
   and its documented RGB input in the backbone's range.
   """
-  drawings = keras.Input((28, 28, 1), dtype="uint8", name="drawings")
-  images = DrawingsToImages(int(classifier.input_shape[1]), augment, seed,
-                            value_range=backbones.input_range_of(classifier),
-                            name="drawings_to_images")(drawings)
+  drawings, images = _drawings_input(
+      int(classifier.input_shape[1]), augment, seed,
+      value_range=backbones.input_range_of(classifier))
   return keras.Model(drawings, classifier(images),
                      name="quickdraw_device_classifier")

@@ -211,11 +211,9 @@ class _Run:
     """The model that trains on `images(train=True, augment=augment)`
     (call in the strategy's scope)."""
     if self.added.picture_mixes:
-      front = (model_lib.DrawingsToImages(
-          self.data.image_size, augment, self.data.seed,
-          value_range=self.value_range, name="drawings_to_images")
-               if self.on_device else None)
-      return model_lib.build_mixing_trainer(self.backbone, self.head, front)
+      return model_lib.build_mixing_trainer(
+          self.backbone, self.head, drawings=self.on_device, augment=augment,
+          seed=self.data.seed)
     if augment and self.on_device and not self.config.augment:
       # The same weights behind an augmenting first layer.
       return model_lib.build_device_classifier(self.classifier, True,

@@ -66,20 +66,19 @@ def test_classifier_shapes_and_frozen_backbone():
   assert (probs.sum(1) < 1).all()
 
 
-@pytest.mark.parametrize("front", [False, True])
-def test_mixing_trainer_scores_pictures_then_mixes_of_their_features(front):
+@pytest.mark.parametrize("drawings", [False, True])
+def test_mixing_trainer_scores_pictures_then_mixes_of_their_features(
+    drawings):
   backbone = model.build_backbone(TINY, None)
   head = model.build_head(256, 5)
   classifier = model.build_classifier(backbone, head)
   rng = np.random.default_rng(0)
-  if front:  # 28x28 drawings, upsampled in the model
-    layer = model.DrawingsToImages(64, value_range=(-1, 1))
+  if drawings:  # 28x28 drawings, upsampled in the model
     pictures = rng.integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
-    images = layer(pictures)
+    images = model.DrawingsToImages(64, value_range=(-1, 1))(pictures)
   else:
-    layer = None
     pictures = images = rng.uniform(-1, 1, (3, 64, 64, 3)).astype(np.float32)
-  trainer = model.build_mixing_trainer(backbone, head, layer)
+  trainer = model.build_mixing_trainer(backbone, head, drawings=drawings)
   # The classifier's weights, no more.
   assert ({id(w) for w in trainer.weights} ==
           {id(w) for w in classifier.weights})
