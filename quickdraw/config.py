@@ -160,10 +160,10 @@ class TrainConfig:
       (fine-tuning, `augment`): the model mixes the features it makes and
       only the head learns from them (`model.build_mixing_trainer`; on
       one replica). With the accuracy recipe on 10 categories it refused
-      4 more points of unseen categories' doodles (two seeds), but raised
-      the gate's test calibration error beyond its band (0.026 against
-      0.021; scripts/README.md, "Mixes between the classes"): off until
-      a baseline of three seeds says what it costs.
+      4 more points of unseen categories' doodles (two seeds) for about
+      0.003 to 0.01 of test calibration error (scripts/README.md, "Mixes
+      between the classes"); configs/accurate.flags turns it on, the
+      default stays off until other setups are measured.
     augment: Random rotations, zooms and shifts of training drawings, for
       the head and fine-tuning; bypasses the bottleneck cache.
     min_accuracy: Fail, saving no model, if test top-1 is below this.

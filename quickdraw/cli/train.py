@@ -147,7 +147,8 @@ flags.DEFINE_boolean(
     "--mix_share's mixes while the backbone trains too (fine-tuning, "
     "--augment; one replica): the model mixes the features it makes, and "
     "only the head learns from them. More 'not sure' to unseen kinds, at "
-    "some calibration error (scripts/README.md).")
+    "some calibration error (scripts/README.md); configs/accurate.flags "
+    "turns it on.")
 flags.DEFINE_boolean(
     "augment", _DEFAULTS.augment,
     "Randomly rotate (+-10 degrees), zoom (+-10%) and shift (+-2 px of 28) "
