@@ -11,12 +11,22 @@ of categories the run did not choose serve twice:
   are scored at calibration, so the threshold's "not sure" is measured on
   kinds of doodle the model never saw (`calibration.threshold_curve`).
 
-Which categories (`DataConfig.other_categories`): by default a seeded
-sample of DEFAULT_CATEGORIES official names not chosen, DRAWINGS_PER_CATEGORY
-rows of each fetched by the row fetch (`remote_rows`: 100 x 100 drawings
-are 7.8 MB); with `--nodownload`, or when the fetch fails, whatever files the
-data folder holds beyond the chosen ones. "none" turns it off; a list names
-them.
+Which categories (`DataConfig.other_categories`): by default every
+official name not chosen, fetched by the row fetch (`remote_rows`); with
+`--nodownload`, or when the fetch fails, whatever files the data folder
+holds beyond the chosen ones. "none" turns it off; a list names them. Each
+gives `drawings_per_category(count)` rows: ROWS in all, at least one
+sampling block (32 rows, one request) and at most DRAWINGS_PER_CATEGORY of
+each, so 335 categories give 32 each (10,720 drawings, 8.4 MB) and 100 or
+fewer give 100.
+
+Why every category, few drawings each: a doodle of a kind the training
+batches held is refused far more often than one of a kind they did not
+(frozen MobileNetV2 0.5, 10 categories: 80% of held-back drawings of the 6
+exposure categories against 53% of 6 unseen ones), and 32 drawings of a
+kind refused unseen doodles as well as 300 did (scripts/README.md, "Other
+categories"). An app's user draws kinds from the same 345, so the more of
+them training holds, the more of what users draw it has seen.
 """
 
 from __future__ import annotations
@@ -31,11 +41,16 @@ from absl import logging
 from quickdraw import categories as categories_lib
 from quickdraw import image_folders
 from quickdraw import npy_files
+from quickdraw import splits
 from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
 AUTO, NONE = "", "none"
-DEFAULT_CATEGORIES = 100
+# How many official names the default samples; None: all not chosen.
+DEFAULT_CATEGORIES: int | None = None
+# Drawings of other categories in all, spread over them, and the most of
+# one category (a short list, offline: the data folder's other files).
+ROWS = 10_000
 DRAWINGS_PER_CATEGORY = 100
 # Of the other categories, about this share (by a hash of the name) is held
 # out of training for the threshold; at least one when there are two or
@@ -50,6 +65,7 @@ class OtherDrawings:
   exposure_categories: tuple[str, ...]
   held_out: np.ndarray
   held_out_categories: tuple[str, ...]
+  drawings_per_category: int = DRAWINGS_PER_CATEGORY
 
   @property
   def categories(self) -> tuple[str, ...]:
@@ -75,12 +91,23 @@ def local_extras(data: DataConfig) -> list[str]:
           and npy_files.find_category_file(data.data_dir, name)]
 
 
-def sampled_names(data: DataConfig, count: int = DEFAULT_CATEGORIES
+def drawings_per_category(count: int) -> int:
+  """Rows of each of `count` other categories: ROWS spread over them, at
+  least one sampling block (one request each) and at most
+  DRAWINGS_PER_CATEGORY."""
+  return min(DRAWINGS_PER_CATEGORY,
+             max(splits.SAMPLE_BLOCK_ROWS, ROWS // max(count, 1)))
+
+
+def sampled_names(data: DataConfig, count: int | None = DEFAULT_CATEGORIES
                   ) -> list[str]:
-  """A seeded sample of `count` official names not chosen, in the
-  official order (the same for the same seed and categories)."""
+  """A seeded sample of `count` official names not chosen (None: all of
+  them), in the official order (the same for the same seed and
+  categories)."""
   chosen = chosen_names(data)
   names = [n for n in categories_lib.official_categories() if n not in chosen]
+  if count is None or count >= len(names):
+    return names
   rng = np.random.default_rng([data.seed, 7])
   picked = rng.choice(len(names), min(count, len(names)), replace=False)
   return [names[i] for i in sorted(picked)]
@@ -124,9 +151,9 @@ def split_names(names: list[str], seed: int) -> tuple[list[str], list[str]]:
           [n for n in names if n in held_out])
 
 
-def _drawings(data: DataConfig, names: list[str],
+def _drawings(data: DataConfig, names: list[str], per_category: int,
               rows_only: bool = False) -> np.ndarray:
-  """DRAWINGS_PER_CATEGORY rows of each name, read from the data folder or
+  """`per_category` rows of each name, read from the data folder or
   fetched. With `rows_only`, categories not on disk come by row fetch
   alone (never a whole-file download), or the call fails."""
   from quickdraw import remote_rows  # no import circle
@@ -135,7 +162,7 @@ def _drawings(data: DataConfig, names: list[str],
     return np.zeros((0, 784), np.uint8)
   config = dataclasses.replace(
       data, categories=tuple(names), other_categories=NONE, image_dir="",
-      samples_per_class=DRAWINGS_PER_CATEGORY, validation_percentage=0.0,
+      samples_per_class=per_category, validation_percentage=0.0,
       testing_percentage=0.0)
   if rows_only:
     records = categories_lib.resolve_categories(names)
@@ -172,9 +199,11 @@ def open_others(data: DataConfig, exposure: bool = True) -> OtherDrawings:
       if not remote_rows.answers_ranges(first, data):
         raise QuickDrawError(f"no answer from the server for {first.name!r}")
     trained, held_out = split_names(names, data.seed)
+    per = drawings_per_category(len(names))
     result = OtherDrawings(
-        _drawings(data, trained if exposure else [], auto), tuple(trained),
-        _drawings(data, held_out, auto), tuple(held_out))
+        _drawings(data, trained if exposure else [], per, auto),
+        tuple(trained), _drawings(data, held_out, per, auto), tuple(held_out),
+        per)
   except QuickDrawError as e:
     if not auto:
       raise
@@ -193,5 +222,5 @@ def describe(others: OtherDrawings) -> dict:
   """What run.json and the export report say of them."""
   return {"exposure": list(others.exposure_categories),
           "held_out": list(others.held_out_categories),
-          "drawings_per_category": DRAWINGS_PER_CATEGORY}
+          "drawings_per_category": others.drawings_per_category}
 

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from quickdraw import input_pipeline, others, outliers
+from quickdraw import categories as categories_lib
+from quickdraw import input_pipeline, others, outliers, splits
 from quickdraw.config import DataConfig
 from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
@@ -45,12 +46,29 @@ def test_the_setting_names_them(folder):
     others.choose(_data(folder, other_categories="star,circle"))
   with pytest.raises(QuickDrawError, match="not a QuickDraw category"):
     others.choose(_data(folder, other_categories="starfish"))
-  # Online: a seeded sample of the official names, none of the chosen.
+  # Online: every official name but the chosen ones, in the official order.
   sample = others.choose(DataConfig(categories=CATEGORIES, data_dir=folder,
                                     download=True))
-  assert len(sample) == others.DEFAULT_CATEGORIES
-  assert not set(sample) & set(CATEGORIES)
+  official = list(categories_lib.official_categories())
+  assert sample == [n for n in official if n not in CATEGORIES]
   assert sample == others.sampled_names(DataConfig(categories=CATEGORIES))
+  # A count samples that many, seeded: the same for the same seed.
+  some = others.sampled_names(DataConfig(categories=CATEGORIES), 50)
+  assert len(some) == 50 and set(some) < set(sample)
+  assert some == sorted(some, key=official.index)
+  assert some == others.sampled_names(DataConfig(categories=CATEGORIES), 50)
+  assert some != others.sampled_names(
+      DataConfig(categories=CATEGORIES, seed=1), 50)
+
+
+def test_drawings_per_category_spreads_the_rows_over_the_categories():
+  # Offline's few files keep 100 each; all 335 other official categories
+  # get one sampling block each (one request), as many drawings in all.
+  assert others.drawings_per_category(4) == 100
+  assert others.drawings_per_category(100) == 100
+  assert others.drawings_per_category(200) == 50
+  assert others.drawings_per_category(335) == splits.SAMPLE_BLOCK_ROWS == 32
+  assert others.drawings_per_category(10_000) == 32
 
 
 def test_a_quarter_is_held_out_by_name_and_adding_names_moves_none():

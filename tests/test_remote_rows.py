@@ -1,6 +1,7 @@
 """Sampled runs fetch their rows by HTTP Range from a local server that
 behaves like cloud storage (`range_server`); no network."""
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -274,3 +275,12 @@ def test_other_categories_come_by_row(mirror, server, tmp_path,
   assert not (tmp_path / "smiley face.npy").exists()
   assert os.path.isdir(remote_rows.cache_dir(str(tmp_path),
                                              mirror[1]["smiley face"]))
+  # Spread thinner over more categories: the fetch takes that many rows.
+  monkeypatch.setattr(others, "ROWS", 40)
+  thinner = others.open_others(dataclasses.replace(
+      data, data_dir=str(tmp_path / "thinner")))
+  assert thinner.drawings_per_category == 40
+  np.testing.assert_array_equal(
+      thinner.exposure,
+      whole[splits.sample_rows(data.seed, "smiley face", len(whole), 40)])
+  assert others.describe(thinner)["drawings_per_category"] == 40

@@ -98,10 +98,11 @@ flags.DEFINE_string(
     "Categories the model should answer 'not sure' to (doodles of other "
     "things): with --other_share, most join the training batches, trained "
     "to score 'none of these'; a quarter are held out to measure the score "
-    "threshold (and place it, with --unknown_recall). Default: 100 "
-    "official categories not in --categories, 100 drawings of each fetched "
-    "by range requests (7.8 MB); with --nodownload, or offline, the other "
-    ".npy files in --data_dir. 'none' for none, or names, comma-separated.")
+    "threshold (and place it, with --unknown_recall). Default: every "
+    "official category not in --categories, 10,000 drawings spread over "
+    "them (32 of each of 335: 8.4 MB), fetched by range requests; with "
+    "--nodownload, or offline, the other .npy files in --data_dir (at most "
+    "100 drawings of each). 'none' for none, or names, comma-separated.")
 DEFINE_path(
     "image_dir", _DEFAULTS.image_dir,
     "retrain.py's flag: a folder of class folders of pictures (PNG, JPEG, "
