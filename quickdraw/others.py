@@ -46,8 +46,6 @@ from quickdraw.config import DataConfig
 from quickdraw.errors import QuickDrawError
 
 AUTO, NONE = "", "none"
-# How many official names the default samples; None: all not chosen.
-DEFAULT_CATEGORIES: int | None = None
 # Drawings of other categories in all, spread over them, and the most of
 # one category (a short list, offline: the data folder's other files).
 ROWS = 10_000
@@ -65,11 +63,15 @@ class OtherDrawings:
   exposure_categories: tuple[str, ...]
   held_out: np.ndarray
   held_out_categories: tuple[str, ...]
-  drawings_per_category: int = DRAWINGS_PER_CATEGORY
 
   @property
   def categories(self) -> tuple[str, ...]:
     return self.exposure_categories + self.held_out_categories
+
+  @property
+  def drawings_per_category(self) -> int:
+    """Rows read of each (`drawings_per_category` of their count)."""
+    return drawings_per_category(len(self.categories))
 
 
 NO_OTHERS = OtherDrawings(np.zeros((0, 784), np.uint8), (),
@@ -83,12 +85,17 @@ def chosen_names(data: DataConfig) -> set[str]:
       image_folders.class_names(data.image_dir) if data.image_dir else ())
 
 
+def unchosen_names(data: DataConfig) -> list[str]:
+  """Every official category not chosen, in the official order: the
+  default other categories."""
+  chosen = chosen_names(data)
+  return [n for n in categories_lib.official_categories() if n not in chosen]
+
+
 def local_extras(data: DataConfig) -> list[str]:
   """Official categories with a file in the data folder, not chosen."""
-  chosen = chosen_names(data)
-  return [name for name in categories_lib.official_categories()
-          if name not in chosen
-          and npy_files.find_category_file(data.data_dir, name)]
+  return [name for name in unchosen_names(data)
+          if npy_files.find_category_file(data.data_dir, name)]
 
 
 def drawings_per_category(count: int) -> int:
@@ -97,20 +104,6 @@ def drawings_per_category(count: int) -> int:
   DRAWINGS_PER_CATEGORY."""
   return min(DRAWINGS_PER_CATEGORY,
              max(splits.SAMPLE_BLOCK_ROWS, ROWS // max(count, 1)))
-
-
-def sampled_names(data: DataConfig, count: int | None = DEFAULT_CATEGORIES
-                  ) -> list[str]:
-  """A seeded sample of `count` official names not chosen (None: all of
-  them), in the official order (the same for the same seed and
-  categories)."""
-  chosen = chosen_names(data)
-  names = [n for n in categories_lib.official_categories() if n not in chosen]
-  if count is None or count >= len(names):
-    return names
-  rng = np.random.default_rng([data.seed, 7])
-  picked = rng.choice(len(names), min(count, len(names)), replace=False)
-  return [names[i] for i in sorted(picked)]
 
 
 def choose(data: DataConfig) -> list[str]:
@@ -123,7 +116,7 @@ def choose(data: DataConfig) -> list[str]:
   if setting.lower() == NONE:
     return []
   if setting == AUTO:
-    return sampled_names(data) if data.download else local_extras(data)
+    return unchosen_names(data) if data.download else local_extras(data)
   names = [n.strip().strip('"').strip() for n in setting.split(",")
            if n.strip().strip('"').strip()]
   categories_lib.resolve_categories(names)  # unknown names: one line
@@ -202,8 +195,7 @@ def open_others(data: DataConfig, exposure: bool = True) -> OtherDrawings:
     per = drawings_per_category(len(names))
     result = OtherDrawings(
         _drawings(data, trained if exposure else [], per, auto),
-        tuple(trained), _drawings(data, held_out, per, auto), tuple(held_out),
-        per)
+        tuple(trained), _drawings(data, held_out, per, auto), tuple(held_out))
   except QuickDrawError as e:
     if not auto:
       raise

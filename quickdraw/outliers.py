@@ -142,12 +142,13 @@ def add_junk(ds: tf.data.Dataset, pool: np.ndarray, count: int, seed: int,
 MIX_RANGE = (0.3, 0.7)
 
 
-def _mix_draws(labels: tf.Tensor, count: int, draws: tf.Tensor,
-               mix_range: tuple[float, float]):
+def _mix_draws(labels: tf.Tensor, count: int, seed: int,
+               batch_number: tf.Tensor, mix_range: tuple[float, float]):
   """(pairs (count, 2) of row indices, first shares (count, 1), labels)
-  of `count` mixes of a batch whose labels are `labels`, drawn from
-  `draws` (a (seed, batch number) pair)."""
+  of `count` mixes of batch `batch_number`, whose labels are `labels`,
+  drawn from (seed, batch number) alone."""
   low, high = mix_range
+  draws = tf.stack([tf.constant(seed, tf.int64), batch_number])
   # Only the batch's drawings (and re-draws) mix, not its junk or doodles.
   known = tf.reshape(tf.where(labels != JUNK_LABEL), [-1])
   # An all-junk batch (none in training) would leave nothing to pick.
@@ -157,7 +158,7 @@ def _mix_draws(labels: tf.Tensor, count: int, draws: tf.Tensor,
   picks = tf.gather(tf.concat([known, [0]], 0), picks)
   # Batch numbers are never negative: this stream is no batch's picks.
   share = tf.random.stateless_uniform(
-      [count, 1], tf.stack([draws[0], -1 - draws[1]]), low, high)
+      [count, 1], tf.stack([draws[0], -1 - batch_number]), low, high)
   first_label = tf.gather(labels, picks[0])
   added = tf.where(first_label == tf.gather(labels, picks[1]), first_label,
                    tf.constant(JUNK_LABEL, labels.dtype))
@@ -197,9 +198,8 @@ def add_mixes(ds: tf.data.Dataset, count: int, seed: int,
 
   def append(batch_number, batch):
     x, labels = batch
-    pairs, share, added = _mix_draws(
-        labels, count, tf.stack([tf.constant(seed, tf.int64), batch_number]),
-        mix_range)
+    pairs, share, added = _mix_draws(labels, count, seed, batch_number,
+                                     mix_range)
     share = tf.cast(share, x.dtype)
     mixes = (share * tf.gather(x, pairs[:, 0]) +
              (1 - share) * tf.gather(x, pairs[:, 1]))
@@ -230,9 +230,8 @@ def add_mix_pairs(ds: tf.data.Dataset, count: int, seed: int,
 
   def append(batch_number, batch):
     x, labels = batch
-    pairs, share, added = _mix_draws(
-        labels, count, tf.stack([tf.constant(seed, tf.int64), batch_number]),
-        mix_range)
+    pairs, share, added = _mix_draws(labels, count, seed, batch_number,
+                                     mix_range)
     return ((x, tf.cast(pairs, tf.int32), share),
             tf.concat([labels, added], 0))
 

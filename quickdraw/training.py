@@ -228,7 +228,10 @@ class _Run:
     # On the device, 28x28 uint8: the image model upsamples and augments.
     if augment is None:
       augment = self.config.augment
-    mixes = self.added.picture_mixes if for_trainer else 0
+    mixes = None  # plain batches, unless for a trainer that mixes
+    if for_trainer and self.added.picture_mixes:
+      # Its validation batches have the same structure, with no mixes.
+      mixes = self.added.picture_mixes if train else 0
     return input_pipeline.make_dataset(
         self.source, split, self.config.train_batch_size,
         image_size=None if self.on_device else self.data.image_size,
@@ -236,9 +239,7 @@ class _Run:
         drop_remainder=train and self.drop_remainder,
         augment=train and augment and not self.on_device,
         value_range=self.value_range,
-        exposure=self.added.exposure() if train else (),
-        # Validation batches of a mixing trainer get no mixes.
-        mixes=(mixes if train else 0) if mixes else None)
+        exposure=self.added.exposure() if train else (), mixes=mixes)
 
   def for_evaluation(self, ds: tf.data.Dataset | None
                      ) -> tf.data.Dataset | None:
