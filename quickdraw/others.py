@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
@@ -153,10 +154,7 @@ def _drawings(data: DataConfig, names: list[str], per_category: int,
   from quickdraw.data_source import QuickDrawSource
   if not names:
     return np.zeros((0, 784), np.uint8)
-  config = dataclasses.replace(
-      data, categories=tuple(names), other_categories=NONE, image_dir="",
-      samples_per_class=per_category, validation_percentage=0.0,
-      testing_percentage=0.0)
+  config = _rows_config(data, names, per_category)
   if rows_only:
     records = categories_lib.resolve_categories(names)
     absent = [r for r in records
@@ -168,6 +166,36 @@ def _drawings(data: DataConfig, names: list[str], per_category: int,
   return np.concatenate([
       source.read_rows(c, source.selected_rows(c))
       for c in range(source.num_classes)]).reshape(-1, 784)
+
+
+def _rows_config(data: DataConfig, names: Sequence[str], per_category: int
+                 ) -> DataConfig:
+  """The run's data settings, on `names` alone, taking `per_category` rows
+  of each (the run's seed picks them) in one split."""
+  return dataclasses.replace(
+      data, categories=tuple(names), other_categories=NONE, image_dir="",
+      samples_per_class=per_category, validation_percentage=0.0,
+      testing_percentage=0.0)
+
+
+def held_back(data: DataConfig, names: Sequence[str], per_category: int,
+              count: int) -> np.ndarray:
+  """`count` drawings of each of `names` (files in the data folder), spread
+  over the rows a run with `data` did not read when it took
+  `per_category` of each: new drawings of kinds its training batches or
+  its threshold saw, as an app's users draw them."""
+  from quickdraw.data_source import QuickDrawSource
+  if not names:
+    return np.zeros((0, 784), np.uint8)
+  source = QuickDrawSource.open(dataclasses.replace(
+      _rows_config(data, names, per_category), download=False))
+  drawings = []
+  for c in range(source.num_classes):
+    rest = np.setdiff1d(np.arange(len(source.files[c])),
+                        source.selected_rows(c))
+    drawings.append(source.read_rows(c, rest[splits.spread(len(rest),
+                                                           count)]))
+  return np.concatenate(drawings).reshape(-1, 784)
 
 
 def open_others(data: DataConfig, exposure: bool = True) -> OtherDrawings:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from quickdraw import canvases, run_files, splits
+from quickdraw import others as others_lib
 from quickdraw.export import contracts
 from quickdraw.errors import QuickDrawError
 
@@ -194,7 +195,8 @@ def other_drawings(data_dir: str, exclude: Sequence[str],
 def score_run(output_dir: str, canvas_drawings: int = 1000,
               others_per_category: int = 100,
               other_data_dir: str | None = None,
-              canvas_side: int = 512) -> dict[str, float]:
+              canvas_side: int = 512,
+              seen_per_category: int = 0) -> dict[str, float]:
   """A trained and exported run's figures, as its app sees them.
 
   Args:
@@ -205,6 +207,9 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     other_data_dir: Where doodles of other categories are found; None for
       the run's own data folder.
     canvas_side: The side of every canvas scored (a phone's: 512).
+    seen_per_category: New drawings (rows the run did not read) of each of
+      the run's other categories, for exposure_refused and
+      held_out_refused; 0 for neither.
 
   Returns:
     {figure: value}: npy_top1 (the Keras model on the whole test split);
@@ -212,7 +217,9 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     suite, overall and per pen, theme and place); canvas_right_and_sure
     (right at or above the threshold); junk_refused and others_refused
     (under the threshold; the latter only where the data folder holds
-    other categories); calibration_error (test ECE after calibration);
+    other categories); with `seen_per_category`, exposure_refused and
+    held_out_refused (the run's other categories that trained and that
+    chose the threshold); calibration_error (test ECE after calibration);
     int8_loss_points (when an int8 variant was exported).
   """
   from quickdraw.data_source import QuickDrawSource, drawings_from_split
@@ -252,6 +259,19 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     figures.update(_refused(model, threshold, source.categories, exclude,
                             other_data_dir or data.data_dir,
                             others_per_category, canvas_side))
+    for kind in ("exposure", "held_out") if seen_per_category else ():
+      names = seen.get(kind, ())
+      if names:
+        per = seen.get("drawings_per_category") or (
+            others_lib.drawings_per_category(len(seen["exposure"]) +
+                                             len(seen["held_out"])))
+        drawings = others_lib.held_back(
+            dataclasses.replace(data,
+                                data_dir=other_data_dir or data.data_dir),
+            names, per, seen_per_category)
+        pictures = canvases.pen_suite(drawings, canvas_side, seed=2)[0]
+        figures[f"{kind}_refused"] = float(np.mean(mediapipe_scores(
+            model, pictures, source.categories).max(1) < threshold))
   if "calibration" in report:
     figures["calibration_error"] = float(
         report["calibration"]["test_ece_after"])

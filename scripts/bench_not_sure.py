@@ -13,7 +13,12 @@ it, and doodles of the data folder's other categories refused under it.
 Half of those other categories (every second name) are the run's
 --other_categories, a quarter of which choose the threshold; the other
 half no part of the run sees, and are the ones scored. With every
-category trained there are none left to score ("-").
+category trained there are none left to score ("-"). New drawings (rows
+the run did not read) of the run's other categories are scored too:
+those that trained ("exposure") and those that chose the threshold ("held
+out"). With --all_others every other category at hand is the run's, as
+every official category is by default online, where a user's doodle of
+another QuickDraw kind is one the run has seen.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ flags.DEFINE_list("architectures", ["mobilenet_0.25_224",
                                     "mobilenet_v2_0.5_224"],
                   "Backbones, each with its weights in --weights_dir.")
 flags.DEFINE_list("counts", ["3", "10", "22"], "Category counts.")
+flags.DEFINE_bool("all_others", False, "Every other category at hand is "
+                  "the run's --other_categories (none left unseen).")
+flags.DEFINE_integer("seen_per_category", 100, "New drawings of each of the "
+                     "run's other categories scored.")
 if "train_flags" not in FLAGS:
   flags.DEFINE_string("train_flags", "", "Extra quickdraw-train flags, "
                       "space-separated.")
@@ -52,17 +61,18 @@ def main(argv: Sequence[str]) -> None:
   out = os.path.expanduser(FLAGS.output_dir)
   rows = [["backbone", "categories", "threshold", "canvas top-1",
            "right and sure", "junk refused", "unseen refused",
-           "unseen categories"]]
+           "exposure refused", "held out refused", "unseen categories"]]
   for architecture in FLAGS.architectures:
     for count in (int(c) for c in FLAGS.counts):
       categories = quality.categories_of_size(count, available)
       rest = [c for c in available if c not in categories]
-      others = rest[::2]
+      others = rest if FLAGS.all_others else rest[::2]
       run = quality.ReferenceRun(
           "", architecture, categories,
           (f"--other_categories={','.join(others) or 'none'}",
            *FLAGS.train_flags.split()))
-      folder = os.path.join(out, f"{architecture}_{count}")
+      folder = os.path.join(out, f"{architecture}_{count}"
+                            + ("_all_others" if FLAGS.all_others else ""))
       if not os.path.exists(os.path.join(folder, "export_report.json")):
         command = [sys.executable, "-m", "quickdraw.cli.train",
                    *quality.train_command(
@@ -70,7 +80,9 @@ def main(argv: Sequence[str]) -> None:
                        weights_dir=FLAGS.weights_dir, output_dir=folder)]
         print(f"{architecture} x {count}: training", flush=True)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-      figures = quality.score_run(folder, canvas_side=512)
+      figures = quality.score_run(
+          folder, canvas_side=512,
+          seen_per_category=FLAGS.seen_per_category)
       with open(os.path.join(folder, "android_assets",
                              "model_info.json")) as f:
         threshold = json.load(f)["output"]["score_threshold"]
@@ -82,8 +94,9 @@ def main(argv: Sequence[str]) -> None:
           f"{figures['canvas_top1']:.4f}",
           f"{figures['canvas_right_and_sure']:.4f}",
           f"{figures['junk_refused']:.3f}",
-          (f"{figures['others_refused']:.3f}" if "others_refused" in figures
-           else "-"),
+          *(f"{figures[f]:.3f}" if f in figures else "-"
+            for f in ("others_refused", "exposure_refused",
+                      "held_out_refused")),
           ", ".join(unseen) or "-"])
       print(common.markdown_row(rows[-1]), flush=True)
   for r in rows:

@@ -101,6 +101,25 @@ def test_open_reads_the_rows_and_falls_back_offline(folder, tmp_path,
         other_categories="snail"))
 
 
+def test_held_back_drawings_are_rows_the_run_did_not_read(folder):
+  """The quality figures of kinds a run saw score new drawings of them."""
+  data = _data(folder)
+  opened = others.open_others(data)
+  for kind in ("exposure", "held_out"):
+    names = getattr(opened, f"{kind}_categories")
+    new = others.held_back(data, names, opened.drawings_per_category, 8)
+    assert new.shape == (8 * len(names), 784) and new.dtype == np.uint8
+    read = {row.tobytes() for row in getattr(opened, kind)}
+    for name, rows in zip(names, np.split(new, len(names))):
+      whole = np.load(os.path.join(folder, f"{name}.npy"))
+      file_rows = {row.tobytes(): i for i, row in enumerate(whole)}
+      # Each is a row of its own file, and none was read by the run.
+      assert all(row.tobytes() in file_rows for row in rows)
+      assert not read & {row.tobytes() for row in rows}
+      # Spread over the 20 rows left (120 in the file, 100 read).
+      assert len({file_rows[row.tobytes()] for row in rows}) == 8
+
+
 def test_batches_carry_both_pools_labelled_none(folder):
   source = QuickDrawSource.open(_data(folder))
   junk = np.full((5, 28, 28, 1), 7, np.uint8)
@@ -140,7 +159,7 @@ def test_a_run_trains_on_them_and_chooses_its_threshold_on_both_sides(
       output_graph=str(out / "g.pb"), output_labels=str(out / "l.txt"),
       output_tflite=str(out / "model.tflite"), report_dir=str(out),
       canvas_size=64, check_drawings=40, check_canvases=30,
-      float_tolerance=0.01)
+      float_tolerance=0.01, android_assets_dir=str(out / "android_assets"))
   report = flow.export_run(data, exporting, classifier=result.classifier,
                            source=result.source, others=result.others)
   calibrated = report["calibration"]
@@ -158,6 +177,14 @@ def test_a_run_trains_on_them_and_chooses_its_threshold_on_both_sides(
   threshold = calibrated["score_threshold"]
   assert contracts.score_threshold_for(str(out / "model.tflite")) == (
       threshold)
+  # The quality figures of the kinds it saw score new drawings of them, as
+  # the app sees them (MediaPipe, the model's own threshold).
+  from quickdraw import quality
+  figures = quality.score_run(str(out), canvas_drawings=20,
+                              others_per_category=4, canvas_side=64,
+                              seen_per_category=5)
+  for kind in ("exposure", "held_out"):
+    assert 0 <= figures[f"{kind}_refused"] <= 1
   # Asked to refuse 90% of the held-out doodles, the export does.
   strict = flow.export_run(
       data, dataclasses.replace(exporting, unknown_recall=0.9),
