@@ -261,14 +261,13 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
                             others_per_category, canvas_side))
     for kind in ("exposure", "held_out") if seen_per_category else ():
       names = seen.get(kind, ())
-      if names:
-        per = seen.get("drawings_per_category") or (
-            others_lib.drawings_per_category(len(seen["exposure"]) +
-                                             len(seen["held_out"])))
-        drawings = others_lib.held_back(
-            dataclasses.replace(data,
-                                data_dir=other_data_dir or data.data_dir),
-            names, per, seen_per_category)
+      per = seen.get("drawings_per_category") or (
+          others_lib.drawings_per_category(len(seen.get("exposure", ())) +
+                                           len(seen.get("held_out", ()))))
+      drawings = others_lib.held_back(
+          dataclasses.replace(data, data_dir=other_data_dir or data.data_dir),
+          names, per, seen_per_category)
+      if len(drawings):  # none when the run read every row of its files
         pictures = canvases.pen_suite(drawings, canvas_side, seed=2)[0]
         figures[f"{kind}_refused"] = float(np.mean(mediapipe_scores(
             model, pictures, source.categories).max(1) < threshold))
