@@ -207,6 +207,10 @@ class _Run:
       self._cache[split.value] = (features, labels)
     return self._cache[split.value]
 
+  def cached_features(self) -> dict[str, np.ndarray]:
+    """{split name: features} of the splits `bottlenecks` has loaded."""
+    return {split: f for split, (f, _) in self._cache.items()}
+
   def image_trainer(self, augment: bool) -> keras.Model:
     """The model that trains on `images(train=True, augment=augment)`
     (call in the strategy's scope)."""
@@ -481,9 +485,8 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
   if config.mixed_precision or config.strategy != "default":
     run.classifier = run.plain_classifier()
   _save(run, report)
-  features = {split: f for split, (f, _) in run._cache.items()}
   return TrainResult(run.classifier, report, run.epochs_run, run.computed,
-                     chief, source, run.others, features)
+                     chief, source, run.others, run.cached_features())
 
 
 def _save(run: _Run, report: dict) -> None:
