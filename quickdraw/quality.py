@@ -259,18 +259,19 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
     figures.update(_refused(model, threshold, source.categories, exclude,
                             other_data_dir or data.data_dir,
                             others_per_category, canvas_side))
-    for kind in ("exposure", "held_out") if seen_per_category else ():
-      names = seen.get(kind, ())
-      per = seen.get("drawings_per_category") or (
-          others_lib.drawings_per_category(len(seen.get("exposure", ())) +
-                                           len(seen.get("held_out", ()))))
-      drawings = others_lib.held_back(
-          dataclasses.replace(data, data_dir=other_data_dir or data.data_dir),
-          names, per, seen_per_category)
-      if len(drawings):  # none when the run read every row of its files
-        pictures = canvases.pen_suite(drawings, canvas_side, seed=2)[0]
-        figures[f"{kind}_refused"] = float(np.mean(mediapipe_scores(
-            model, pictures, source.categories).max(1) < threshold))
+    if seen_per_category and seen:
+      # run.json has said how many rows of each it read since it named
+      # them (`others.describe`).
+      where = dataclasses.replace(data,
+                                  data_dir=other_data_dir or data.data_dir)
+      for kind in ("exposure", "held_out"):
+        drawings = others_lib.held_back(where, seen[kind],
+                                        seen["drawings_per_category"],
+                                        seen_per_category)
+        if len(drawings):  # none when the run read every row of its files
+          figures[f"{kind}_refused"] = _share_under(
+              model, canvases.pen_suite(drawings, canvas_side, seed=2)[0],
+              source.categories, threshold)
   if "calibration" in report:
     figures["calibration_error"] = float(
         report["calibration"]["test_ece_after"])
@@ -278,6 +279,14 @@ def score_run(output_dir: str, canvas_drawings: int = 1000,
   if int8:
     figures["int8_loss_points"] = float(int8["loss_points"])
   return figures
+
+
+def _share_under(model: str, pictures: np.ndarray,
+                 categories: Sequence[str], threshold: float) -> float:
+  """The share of `pictures` whose top score from the app's model (through
+  MediaPipe) is under `threshold`: refused."""
+  return float(np.mean(mediapipe_scores(model, pictures, categories).max(1)
+                       < threshold))
 
 
 def _refused(model: str, threshold: float, categories: Sequence[str],
@@ -291,13 +300,12 @@ def _refused(model: str, threshold: float, categories: Sequence[str],
   junk = np.concatenate([canvases.junk(kind, JUNK_PER_KIND, canvas_side,
                                        seed=0)
                          for kind in canvases.JUNK_KINDS])
-  figures["junk_refused"] = float(np.mean(
-      mediapipe_scores(model, junk, categories).max(1) < threshold))
+  figures["junk_refused"] = _share_under(model, junk, categories, threshold)
   others = other_drawings(data_dir, exclude, others_per_category)
   if len(others):
-    pictures = canvases.pen_suite(others, canvas_side, seed=1)[0]
-    figures["others_refused"] = float(np.mean(mediapipe_scores(
-        model, pictures, categories).max(1) < threshold))
+    figures["others_refused"] = _share_under(
+        model, canvases.pen_suite(others, canvas_side, seed=1)[0],
+        categories, threshold)
   return figures
 
 
