@@ -1,12 +1,10 @@
-"""The head's scores, the cap on the features they come from, and the loss
-and metric that training compiles with.
+"""The head's scores, and the loss and metric that training compiles with.
 
 Registered under the package name "quickdraw", so a saved model.keras names
-them `quickdraw>softmax_with_none`, `quickdraw>FeatureCap`,
-`quickdraw>SparseCrossentropy` and `quickdraw>DrawingAccuracy`: this
-module must be imported before such a file loads (`run_files.load_model`
-and `inference.KerasPredictor` do), and the names must never change, or
-older runs stop loading.
+them `quickdraw>softmax_with_none`, `quickdraw>SparseCrossentropy` and
+`quickdraw>DrawingAccuracy`: this module must be imported before such a
+file loads (`run_files.load_model` and `inference.KerasPredictor` do), and
+the names must never change, or older runs stop loading.
 
 The scores leave room for "none of these": a softmax over the classes'
 logits and one more logit, fixed at 0, for everything else, whose score is
@@ -92,34 +90,3 @@ class DrawingAccuracy(keras.metrics.SparseCategoricalAccuracy):
       drawing = drawing * keras.ops.cast(
           keras.ops.reshape(sample_weight, (-1,)), "float32")
     return super().update_state(y_true, y_pred, sample_weight=drawing)
-
-
-# A cap that clips nothing (float16's largest value, for mixed precision):
-# a head's until `model.set_feature_cap`.
-_NO_CAP = 65504.0
-
-
-@keras.saving.register_keras_serializable(package="quickdraw")
-class FeatureCap(keras.layers.Layer):
-  """min(features, cap): rectified activations (ReAct, Sun et al. 2021).
-
-  A doodle of a kind the model never learned tends to drive a few pooled
-  features far above what the known drawings do, and the head then answers
-  one of its classes with confidence; capped, those features count no more
-  than a known drawing's strongest. Measured on frozen MobileNetV2 0.5 (10
-  categories, 7 training seeds): 3 to 5 more points of unseen categories'
-  doodles refused, right and sure within half a point (scripts/README.md,
-  "Other categories"). The cap is a weight, set from the training
-  drawings' features before the head trains (`model.set_feature_cap`), so
-  it travels in model.keras, checkpoints and every export (one Minimum
-  op).
-  """
-
-  def build(self, input_shape):
-    self.cap = self.add_weight(
-        name="cap", shape=(), trainable=False,
-        initializer=keras.initializers.Constant(_NO_CAP))
-
-  def call(self, features):
-    return keras.ops.minimum(features,
-                             keras.ops.cast(self.cap, features.dtype))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
 
 from quickdraw import backbones, losses, preprocessing
 from quickdraw.errors import QuickDrawError
@@ -117,32 +116,12 @@ def build_backbone(architecture: Architecture,
   return backbone
 
 
-# The feature cap (`losses.FeatureCap`) sits at this percentile of the
-# training drawings' feature values.
-FEATURE_CAP_PERCENTILE = 95.0
-def set_feature_cap(head: keras.Model, features: np.ndarray) -> float:
-  """Sets the head's `losses.FeatureCap` at FEATURE_CAP_PERCENTILE of
-  `features` (N, D), the training drawings' (at most 20,000 rows, evenly
-  spaced, are read). Returns the cap."""
-  rows = features[::max(1, len(features) // 20000)]
-  cap = float(np.percentile(np.asarray(rows, np.float32),
-                            FEATURE_CAP_PERCENTILE))
-  head.get_layer("feature_cap").cap.assign(cap)
-  return cap
-
-
 def build_head(feature_dim: int, num_classes: int,
-               dropout: float = 0.2, feature_cap: bool = False
-               ) -> keras.Model:
+               dropout: float = 0.2) -> keras.Model:
   """Dropout and a Dense layer over pooled features, whose scores leave
-  room for "none of these" (`losses.softmax_with_none`); with
-  `feature_cap`, a `losses.FeatureCap` first (`set_feature_cap` sets
-  it)."""
+  room for "none of these" (`losses.softmax_with_none`)."""
   features = keras.Input((feature_dim,), name="bottleneck")
-  x = features
-  if feature_cap:
-    x = losses.FeatureCap(name="feature_cap")(x)
-  x = keras.layers.Dropout(dropout)(x)
+  x = keras.layers.Dropout(dropout)(features)
   # float32 even under mixed precision: a float16 softmax loses small
   # probabilities and destabilises the loss.
   probabilities = keras.layers.Dense(num_classes,

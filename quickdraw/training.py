@@ -36,14 +36,11 @@ from quickdraw import (added_rows, atomic_files, bottlenecks, checkpoints,
 from quickdraw import model as model_lib
 from quickdraw import others as others_lib
 from quickdraw.config import DataConfig, TrainConfig
-from quickdraw.data_source import QuickDrawSource, drawings_from_split
+from quickdraw.data_source import QuickDrawSource
 from quickdraw.errors import QuickDrawError
 from quickdraw.splits import Split
 
 _MISCLASSIFIED_SHOWN = 64
-# Training drawings whose features set the cap under --augment (no cache):
-# 1,000 random ones put it within 0.6% of all 8,000's (frozen V2 0.5).
-_CAP_DRAWINGS = 2000
 
 
 @dataclasses.dataclass
@@ -163,8 +160,7 @@ class _Run:
     """
     backbone = model_lib.build_backbone(self.architecture, None)
     head = model_lib.build_head(int(backbone.output_shape[-1]),
-                                self.source.num_classes, self.config.dropout,
-                                feature_cap=True)
+                                self.source.num_classes, self.config.dropout)
     copy = model_lib.build_classifier(backbone, head)
     copy.set_weights(self.classifier.get_weights())
     return copy
@@ -189,8 +185,7 @@ class _Run:
                                       shuffle=False,
                                       value_range=self.value_range)))[0])
     self.head = model_lib.build_head(int(self.backbone.output_shape[-1]),
-                                     self.source.num_classes, config.dropout,
-                                     feature_cap=True)
+                                     self.source.num_classes, config.dropout)
     self.classifier = model_lib.build_classifier(self.backbone, self.head)
     # The model that images flow into: the classifier itself, or (upsampling
     # on the device) the classifier behind a DrawingsToImages layer.
@@ -289,22 +284,6 @@ class _Run:
               shuffle=False,  # the datasets shuffle, by (seed, epoch)
               steps_per_epoch=steps, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=self.config.verbose)
-
-  def cap_features(self) -> None:
-    """Sets the head's feature cap (`model.FeatureCap`) from the training
-    drawings' features: the cached bottlenecks, or with --augment (which
-    trains from pictures, not the cache) those of a sample of drawings."""
-    if self.config.augment:
-      drawings = drawings_from_split(self.source, Split.TRAIN,
-                                     _CAP_DRAWINGS)[0].reshape(-1, 28, 28, 1)
-      features = bottlenecks.drawings_features(
-          self.backbone, drawings, self.data.image_size,
-          os.path.expanduser(self.config.bottleneck_dir), name="cap")
-    else:
-      features = self.bottlenecks(Split.TRAIN)[0]
-    cap = model_lib.set_feature_cap(self.head, features)
-    logging.info("Features capped at %.3f (their %g%% point)", cap,
-                 model_lib.FEATURE_CAP_PERCENTILE)
 
   def train_head(self, resume: dict | None) -> None:
     config = self.config
@@ -481,8 +460,6 @@ def _train_evaluate_save(data: DataConfig, config: TrainConfig,
         "--samples_per_class")
   _write_samples(run)
   resume = run.checkpoints.latest()
-  if not resume:  # a resumed run's checkpoint holds its cap
-    run.cap_features()
   run.train_head(resume)
   if config.fine_tune_layers:
     run.fine_tune(resume)

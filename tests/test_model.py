@@ -66,28 +66,6 @@ def test_classifier_shapes_and_frozen_backbone():
   assert (probs.sum(1) < 1).all()
 
 
-def test_feature_cap_clips_at_the_training_features_percentile(tmp_path):
-  head = model.build_head(4, 3, feature_cap=True)
-  x = np.array([[0.0, 1.0, 2.0, 100.0]], np.float32)
-  kernel, bias = head.get_layer("final_result").get_weights()
-
-  def scores(features):  # the head's scores of these features, by hand
-    logits = np.concatenate([features @ kernel + bias, [[0.0]]], 1)
-    return (np.exp(logits) / np.exp(logits).sum())[:, :3]
-
-  # Until it is set, the cap clips nothing.
-  np.testing.assert_allclose(head(x), scores(x), rtol=1e-4)
-  features = np.random.default_rng(0).uniform(0, 10, (1000, 4))
-  cap = model.set_feature_cap(head, features)
-  assert cap == pytest.approx(np.percentile(features, 95), rel=1e-5)
-  np.testing.assert_allclose(head(x), scores(np.minimum(x, cap)), rtol=1e-4)
-  # It is a weight, not a trainable one: saved and loaded with the model.
-  assert not head.get_layer("feature_cap").trainable_weights
-  head.save(tmp_path / "head.keras")
-  loaded = keras.models.load_model(tmp_path / "head.keras")
-  np.testing.assert_allclose(loaded(x), head(x), rtol=1e-6)
-
-
 @pytest.mark.parametrize("drawings", [False, True])
 def test_mixing_trainer_scores_pictures_then_mixes_of_their_features(
     drawings):
